@@ -1,0 +1,18 @@
+# Writes OUTPUT: a C++ source holding every migration of SQL_DIR as a raw string literal, so
+# the binary carries its schema and runs anywhere. Invoked by src/schema/CMakeLists.txt.
+file(GLOB files "${SQL_DIR}/*.sql")
+list(SORT files)
+set(body "// Generated from sql/migrations by cmake/embed_sql.cmake; do not edit.\n")
+string(APPEND body "#include \"schema/migrations.h\"\n\nnamespace hi::schema {\n\n")
+string(APPEND body "std::span<const pg::Migration> migrations() {\n  static const pg::Migration kAll[] = {\n")
+foreach(f IN LISTS files)
+  get_filename_component(name "${f}" NAME_WE)
+  string(REGEX MATCH "^[0-9]+" version "${name}")
+  string(REGEX REPLACE "^0+" "" version "${version}")
+  string(REGEX REPLACE "^[0-9]+_" "" label "${name}")
+  file(READ "${f}" sql)
+  string(APPEND body "      {${version}, \"${label}\", R\"__hi_sql__(${sql})__hi_sql__\"},\n")
+endforeach()
+string(APPEND body "  };\n  return kAll;\n}\n\n}  // namespace hi::schema\n")
+file(WRITE "${OUTPUT}.tmp" "${body}")
+execute_process(COMMAND ${CMAKE_COMMAND} -E copy_if_different "${OUTPUT}.tmp" "${OUTPUT}")

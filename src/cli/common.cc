@@ -1,0 +1,60 @@
+#include "cli/common.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/process.h"
+
+namespace hi::cli {
+namespace fs = std::filesystem;
+
+void fail(int code, const std::string& message) {
+  std::fprintf(stderr, "hashinsight: %s\n", message.c_str());
+  throw Exit{code};
+}
+
+Config load_config(const Flags& flags) {
+  auto cfg = Config::load(process_env(), flags.overrides);
+  if (!cfg) fail(kExitUsage, cfg.error().message);
+  const std::string& level = cfg->str("LOG_LEVEL");
+  set_log_level(level == "debug"   ? LogLevel::kDebug
+                : level == "warn"  ? LogLevel::kWarn
+                : level == "error" ? LogLevel::kError
+                                   : LogLevel::kInfo);
+  set_log_format(cfg->str("LOG_FORMAT") == "text" ? LogFormat::kText : LogFormat::kJson);
+  return std::move(*cfg);
+}
+
+std::string data_dir(const Config& cfg) {
+  if (cfg.is_set("HI_DATA_DIR")) return fs::absolute(cfg.str("HI_DATA_DIR")).string();
+  if (running_as_root()) return "/var/lib/hashinsight";
+  return fs::absolute("var").string();
+}
+
+StackUrls stack_urls(const Config& cfg) {
+  StackUrls urls{cfg.str("DATABASE_URL"), cfg.str("REDIS_URL"), cfg.str("KAFKA_BROKERS"),
+                 cfg.str("BUS")};
+  if (!urls.database_url.empty() && !urls.redis_url.empty()) return urls;
+  std::ifstream in(fs::path(data_dir(cfg)) / "up.json");
+  if (!in) return urls;
+  try {
+    auto j = nlohmann::json::parse(in);
+    if (urls.database_url.empty()) urls.database_url = j.value("database_url", "");
+    if (urls.redis_url.empty()) urls.redis_url = j.value("redis_url", "");
+    if (urls.kafka_brokers.empty()) urls.kafka_brokers = j.value("kafka_brokers", "");
+  } catch (const nlohmann::json::exception&) {
+    // a torn or foreign file: treat as absent
+  }
+  return urls;
+}
+
+void add_config_command(CLI::App& app, Flags&) {
+  auto* cmd = app.add_subcommand("env-example", "print .env.example: every setting and default");
+  cmd->callback([] { std::fputs(env_example().c_str(), stdout); });
+}
+
+}  // namespace hi::cli

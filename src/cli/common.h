@@ -1,0 +1,57 @@
+// What every subcommand shares: configuration from env + flags, the data directory, the URLs
+// of the running stack, and the exit-code convention (0 ok, 1 runtime failure, 2 bad
+// configuration or usage).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/result.h"
+
+namespace hi::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+
+// Thrown by subcommands to end the program with a code after printing their message.
+struct Exit {
+  int code;
+};
+
+// Flags that override settings: each subcommand binds its flags into `overrides` under the
+// setting's name ("BUS"), and load_config() applies them over the environment.
+struct Flags {
+  std::map<std::string, std::string> overrides;
+};
+
+// Loads and validates the configuration, applies LOG_LEVEL/LOG_FORMAT; on error prints one
+// line naming every bad variable and throws Exit{2}.
+Config load_config(const Flags& flags);
+
+// The data directory: HI_DATA_DIR, else ./var, else /var/lib/hashinsight when root.
+std::string data_dir(const Config& cfg);
+
+// The stack's URLs: DATABASE_URL / REDIS_URL when set, else those of a running `up` (read from
+// DIR/up.json). Empty when neither is known.
+struct StackUrls {
+  std::string database_url;
+  std::string redis_url;
+  std::string kafka_brokers;
+  std::string bus;
+};
+StackUrls stack_urls(const Config& cfg);
+
+// Prints an error for the user (one line on stderr) and throws Exit{code}.
+[[noreturn]] void fail(int code, const std::string& message);
+
+// Subcommand registration.
+void add_up_command(CLI::App& app, Flags& flags);
+void add_db_commands(CLI::App& app, Flags& flags);
+void add_config_command(CLI::App& app, Flags& flags);
+
+}  // namespace hi::cli

@@ -1,0 +1,61 @@
+// `hashinsight migrate` and `hashinsight seed`.
+#include <cstdio>
+
+#include "cli/common.h"
+#include "pg/connection.h"
+#include "schema/migrations.h"
+#include "schema/seed.h"
+
+namespace hi::cli {
+namespace {
+
+pg::Connection connect_owner(const Config& cfg) {
+  const auto urls = stack_urls(cfg);
+  if (urls.database_url.empty()) {
+    fail(kExitUsage,
+         "DATABASE_URL is not set and no running stack was found (start one with "
+         "`hashinsight up`, or set DATABASE_URL)");
+  }
+  auto conn = pg::Connection::connect(urls.database_url);
+  if (!conn) fail(kExitUsage, "cannot reach DATABASE_URL: " + conn.error().message);
+  return std::move(*conn);
+}
+
+}  // namespace
+
+int run_migrate(pg::Connection& conn, const Logger& log) {
+  auto report = pg::migrate(conn, schema::migrations(), log);
+  if (!report) {
+    log.error("migrate failed", {{"error", report.error().message}});
+    return kExitFailure;
+  }
+  std::printf("migrations: %d applied, %d already present, schema version %d\n", report->applied,
+              report->already, report->latest_version);
+  return kExitOk;
+}
+
+void add_db_commands(CLI::App& app, Flags& flags) {
+  auto* migrate = app.add_subcommand("migrate", "apply the schema migrations (safe to repeat)");
+  migrate->callback([&flags] {
+    const Config cfg = load_config(flags);
+    Logger log("migrate");
+    auto conn = connect_owner(cfg);
+    if (int rc = run_migrate(conn, log); rc != kExitOk) throw Exit{rc};
+  });
+
+  auto* seed = app.add_subcommand("seed", "insert the reference data (deterministic, repeatable)");
+  seed->callback([&flags] {
+    const Config cfg = load_config(flags);
+    Logger log("seed");
+    auto conn = connect_owner(cfg);
+    auto report = schema::seed(conn, log);
+    if (!report) {
+      log.error("seed failed", {{"error", report.error().message}});
+      throw Exit{kExitFailure};
+    }
+    std::printf("seed: %d models, %d users, %d new network snapshots\n", report->models,
+                report->users, report->snapshots_inserted);
+  });
+}
+
+}  // namespace hi::cli

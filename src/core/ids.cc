@@ -1,0 +1,84 @@
+#include "core/ids.h"
+
+#include <sys/random.h>
+
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <stdexcept>
+
+namespace hi {
+namespace {
+
+void fill_random(void* buf, std::size_t n) {
+  auto* p = static_cast<unsigned char*>(buf);
+  while (n > 0) {
+    const ssize_t got = getrandom(p, n, 0);
+    if (got < 0) throw std::runtime_error("getrandom failed");
+    p += got;
+    n -= static_cast<std::size_t>(got);
+  }
+}
+
+}  // namespace
+
+std::string uuid_v7_from(std::uint64_t unix_ms, std::uint16_t rand_a, std::uint64_t rand_b) {
+  std::array<unsigned char, 16> b{};
+  for (int i = 0; i < 6; ++i) b[i] = static_cast<unsigned char>(unix_ms >> (40 - 8 * i));
+  b[6] = static_cast<unsigned char>(0x70 | ((rand_a >> 8) & 0x0F));
+  b[7] = static_cast<unsigned char>(rand_a & 0xFF);
+  b[8] = static_cast<unsigned char>(0x80 | ((rand_b >> 56) & 0x3F));
+  for (int i = 9; i < 16; ++i) b[i] = static_cast<unsigned char>(rand_b >> (8 * (15 - i)));
+  char out[37];
+  std::snprintf(out, sizeof out,
+                "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+                b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+                b[15]);
+  return out;
+}
+
+std::string uuid_v7() {
+  // Monotonic within a millisecond: rand_a is a 12-bit counter seeded randomly each new ms
+  // (RFC 9562 method 1); if it overflows we borrow the next millisecond.
+  static std::mutex mu;
+  static std::uint64_t last_ms = 0;  // guarded by mu
+  static std::uint16_t counter = 0;  // guarded by mu
+  std::uint64_t rand_b;
+  fill_random(&rand_b, sizeof rand_b);
+  const auto now_ms =
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
+  std::uint64_t ms;
+  std::uint16_t a;
+  {
+    std::lock_guard lock(mu);
+    if (now_ms > last_ms) {
+      last_ms = now_ms;
+      std::uint16_t seed;
+      fill_random(&seed, sizeof seed);
+      counter = seed & 0x07FF;  // leave head-room for increments
+    } else if (++counter > 0x0FFF) {
+      ++last_ms;
+      counter = 0;
+    }
+    ms = last_ms;
+    a = counter;
+  }
+  return uuid_v7_from(ms, a, rand_b);
+}
+
+std::string random_hex(std::size_t bytes) {
+  std::string raw(bytes, '\0');
+  fill_random(raw.data(), bytes);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes * 2);
+  for (unsigned char c : raw) {
+    out += kHex[c >> 4];
+    out += kHex[c & 0xF];
+  }
+  return out;
+}
+
+}  // namespace hi

@@ -1,0 +1,250 @@
+#include "pg/connection.h"
+
+#include <libpq-fe.h>
+#include <poll.h>
+
+#include <cstdlib>
+#include <cstring>
+
+namespace hi::pg {
+
+void PgConnCloser::operator()(pg_conn* c) const noexcept { PQfinish(c); }
+void PgResultCloser::operator()(pg_result* r) const noexcept { PQclear(r); }
+
+namespace {
+
+// SQLSTATE classes worth a retry: connection exceptions, serialization failure, deadlock,
+// admin shutdown, too many connections.
+bool retryable_sqlstate(std::string_view state) {
+  return state.starts_with("08") || state == "40001" || state == "40P01" ||
+         state.starts_with("57P") || state == "53300";
+}
+
+std::vector<const char*> param_pointers(const Params& params) {
+  std::vector<const char*> out;
+  out.reserve(params.size());
+  for (const auto& p : params) out.push_back(p ? p->c_str() : nullptr);
+  return out;
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+Error error_from_result(const pg_result* res, std::string_view context) {
+  const char* state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+  std::string msg(context);
+  msg += ": ";
+  msg += trim(PQresultErrorMessage(res));
+  Code code = Code::kInternal;
+  if (state != nullptr) {
+    msg += " (SQLSTATE ";
+    msg += state;
+    msg += ")";
+    const std::string_view s(state);
+    if (retryable_sqlstate(s)) {
+      code = Code::kUnavailable;
+    } else if (s.starts_with("22") || s.starts_with("23") || s.starts_with("42")) {
+      code = Code::kInvalidArgument;
+    } else if (s == "55000" || s.starts_with("55")) {
+      code = Code::kFailedPrecondition;
+    }
+  } else {
+    code = Code::kUnavailable;  // no SQLSTATE: the connection failed
+  }
+  return Error{code, std::move(msg)};
+}
+
+int QueryResult::rows() const { return res_ ? PQntuples(res_.get()) : 0; }
+int QueryResult::columns() const { return res_ ? PQnfields(res_.get()) : 0; }
+bool QueryResult::is_null(int row, int col) const { return PQgetisnull(res_.get(), row, col); }
+std::string_view QueryResult::text(int row, int col) const {
+  return {PQgetvalue(res_.get(), row, col),
+          static_cast<std::size_t>(PQgetlength(res_.get(), row, col))};
+}
+std::optional<std::string> QueryResult::opt_text(int row, int col) const {
+  if (is_null(row, col)) return std::nullopt;
+  return std::string(text(row, col));
+}
+std::int64_t QueryResult::int64(int row, int col) const {
+  return std::strtoll(PQgetvalue(res_.get(), row, col), nullptr, 10);
+}
+double QueryResult::float64(int row, int col) const {
+  return std::strtod(PQgetvalue(res_.get(), row, col), nullptr);
+}
+bool QueryResult::boolean(int row, int col) const {
+  return PQgetvalue(res_.get(), row, col)[0] == 't';
+}
+int QueryResult::column_index(const char* name) const { return PQfnumber(res_.get(), name); }
+std::int64_t QueryResult::affected() const {
+  const char* n = PQcmdTuples(res_.get());
+  return (n == nullptr || *n == '\0') ? 0 : std::strtoll(n, nullptr, 10);
+}
+
+Result<Connection> Connection::connect(const std::string& conninfo, const std::string& role) {
+  PgConnPtr conn(PQconnectdb(conninfo.c_str()));  // owned before checking: PQfinish always
+  if (!conn) return unavailable("pg connect: out of memory");
+  if (PQstatus(conn.get()) != CONNECTION_OK) {
+    const char* host = PQhost(conn.get());
+    const char* port = PQport(conn.get());
+    return unavailable("pg connect host=" + std::string(host ? host : "?") + " port=" +
+                       std::string(port ? port : "?") + ": " + trim(PQerrorMessage(conn.get())));
+  }
+  Connection c(std::move(conn));
+  if (!role.empty()) {
+    auto r = c.exec("SET ROLE " + c.quote_ident(role));
+    if (!r) return r.error().wrap("pg connect");
+  }
+  return c;
+}
+
+bool Connection::healthy() const { return conn_ && PQstatus(conn_.get()) == CONNECTION_OK; }
+
+Result<QueryResult> Connection::check(PgResultPtr res, std::string_view context) const {
+  if (!res) return unavailable(std::string(context) + ": " + trim(PQerrorMessage(conn_.get())));
+  const auto st = PQresultStatus(res.get());
+  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_SINGLE_TUPLE ||
+      st == PGRES_COPY_BOTH || st == PGRES_COPY_IN || st == PGRES_COPY_OUT ||
+      st == PGRES_PIPELINE_SYNC) {
+    return QueryResult(std::move(res));
+  }
+  return error_from_result(res.get(), context);
+}
+
+namespace {
+std::string context_of(std::string_view sql) {
+  std::string s(sql.substr(0, 60));
+  for (auto& c : s) {
+    if (c == '\n') c = ' ';
+  }
+  return "pg query '" + s + (sql.size() > 60 ? "...'" : "'");
+}
+}  // namespace
+
+Result<QueryResult> Connection::exec(std::string_view sql, const Params& params) {
+  const std::string text(sql);
+  PgResultPtr res;
+  if (params.empty()) {
+    res.reset(PQexec(conn_.get(), text.c_str()));
+  } else {
+    auto ptrs = param_pointers(params);
+    res.reset(PQexecParams(conn_.get(), text.c_str(), static_cast<int>(ptrs.size()), nullptr,
+                           ptrs.data(), nullptr, nullptr, 0));
+  }
+  return check(std::move(res), context_of(sql));
+}
+
+Status Connection::exec_script(std::string_view sql) {
+  auto r = exec(sql);
+  if (!r) return r.error();
+  return {};
+}
+
+Status Connection::prepare(const std::string& name, std::string_view sql) {
+  const std::string text(sql);
+  PgResultPtr res(PQprepare(conn_.get(), name.c_str(), text.c_str(), 0, nullptr));
+  auto r = check(std::move(res), "pg prepare " + name);
+  if (!r) return r.error();
+  return {};
+}
+
+Result<QueryResult> Connection::exec_prepared(const std::string& name, const Params& params) {
+  auto ptrs = param_pointers(params);
+  PgResultPtr res(PQexecPrepared(conn_.get(), name.c_str(), static_cast<int>(ptrs.size()),
+                                 ptrs.data(), nullptr, nullptr, 0));
+  return check(std::move(res), "pg execute " + name);
+}
+
+Result<std::vector<QueryResult>> Connection::pipeline(std::span<const Statement> statements) {
+  pg_conn* c = conn_.get();
+  if (PQenterPipelineMode(c) != 1) return internal_error("pg pipeline: cannot enter pipeline mode");
+  struct Exit {
+    pg_conn* c;
+    ~Exit() { PQexitPipelineMode(c); }
+  } exit_guard{c};
+  for (const auto& st : statements) {
+    auto ptrs = param_pointers(st.params);
+    const int ok =
+        st.prepared ? PQsendQueryPrepared(c, st.sql_or_name.c_str(), static_cast<int>(ptrs.size()),
+                                          ptrs.data(), nullptr, nullptr, 0)
+                    : PQsendQueryParams(c, st.sql_or_name.c_str(), static_cast<int>(ptrs.size()),
+                                        nullptr, ptrs.data(), nullptr, nullptr, 0);
+    if (ok != 1) return unavailable("pg pipeline send: " + trim(PQerrorMessage(c)));
+  }
+  if (PQpipelineSync(c) != 1) return unavailable("pg pipeline sync: " + trim(PQerrorMessage(c)));
+  std::vector<QueryResult> out;
+  out.reserve(statements.size());
+  std::optional<Error> first_error;
+  // Each statement yields its result followed by a NULL; the sync yields PGRES_PIPELINE_SYNC.
+  for (std::size_t i = 0; i < statements.size(); ++i) {
+    PgResultPtr res(PQgetResult(c));
+    if (!res) return unavailable("pg pipeline: connection lost: " + trim(PQerrorMessage(c)));
+    const auto st = PQresultStatus(res.get());
+    if (st == PGRES_PIPELINE_ABORTED) {
+      if (!first_error) first_error = internal_error("pg pipeline: aborted");
+    } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+      if (!first_error)
+        first_error = error_from_result(res.get(), context_of(statements[i].sql_or_name));
+    } else {
+      out.emplace_back(std::move(res));
+    }
+    PgResultPtr end(PQgetResult(c));  // NULL terminator of this statement
+  }
+  for (;;) {
+    PgResultPtr res(PQgetResult(c));
+    if (!res) break;
+    if (PQresultStatus(res.get()) == PGRES_PIPELINE_SYNC) break;
+  }
+  if (first_error) return *first_error;
+  return out;
+}
+
+Status Connection::listen(const std::string& channel) {
+  auto r = exec("LISTEN " + quote_ident(channel));
+  if (!r) return r.error();
+  return {};
+}
+
+Result<std::optional<Connection::Notification>> Connection::wait_notification(
+    std::chrono::milliseconds timeout) {
+  pg_conn* c = conn_.get();
+  auto take = [&]() -> std::optional<Notification> {
+    PGnotify* n = PQnotifies(c);
+    if (n == nullptr) return std::nullopt;
+    Notification out{n->relname, n->extra ? n->extra : ""};
+    PQfreemem(n);
+    return out;
+  };
+  if (PQconsumeInput(c) != 1) return unavailable("pg notify: " + trim(PQerrorMessage(c)));
+  if (auto n = take()) return n;
+  pollfd pfd{PQsocket(c), POLLIN, 0};
+  const int r = ::poll(&pfd, 1, static_cast<int>(timeout.count()));
+  if (r < 0) return unavailable("pg notify: poll failed");
+  if (r == 0) return std::optional<Notification>{};
+  if (PQconsumeInput(c) != 1) return unavailable("pg notify: " + trim(PQerrorMessage(c)));
+  return take();
+}
+
+int Connection::socket() const { return PQsocket(conn_.get()); }
+std::string Connection::error_message() const { return trim(PQerrorMessage(conn_.get())); }
+
+std::string Connection::quote_ident(std::string_view ident) const {
+  char* q = PQescapeIdentifier(conn_.get(), ident.data(), ident.size());
+  if (q == nullptr) return "\"\"";
+  std::string out(q);
+  PQfreemem(q);
+  return out;
+}
+
+std::string Connection::quote_literal(std::string_view text) const {
+  char* q = PQescapeLiteral(conn_.get(), text.data(), text.size());
+  if (q == nullptr) return "''";
+  std::string out(q);
+  PQfreemem(q);
+  return out;
+}
+
+}  // namespace hi::pg

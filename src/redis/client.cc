@@ -1,0 +1,215 @@
+#include "redis/client.h"
+
+#include <hiredis/hiredis.h>
+
+#include <charconv>
+
+namespace hi::redis {
+
+void ContextCloser::operator()(redisContext* c) const noexcept { redisFree(c); }
+
+namespace {
+
+struct ReplyFree {
+  void operator()(redisReply* r) const noexcept { freeReplyObject(r); }
+};
+using ReplyPtr = std::unique_ptr<redisReply, ReplyFree>;
+
+Reply convert(const redisReply* r) {
+  Reply out;
+  switch (r->type) {
+    case REDIS_REPLY_STRING:
+      out.type = Reply::Type::kString;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_STATUS:
+      out.type = Reply::Type::kStatus;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_ERROR:
+      out.type = Reply::Type::kError;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_INTEGER:
+      out.type = Reply::Type::kInteger;
+      out.integer = r->integer;
+      break;
+    case REDIS_REPLY_ARRAY:
+      out.type = Reply::Type::kArray;
+      out.elements.reserve(r->elements);
+      for (std::size_t i = 0; i < r->elements; ++i) out.elements.push_back(convert(r->element[i]));
+      break;
+    default:
+      out.type = Reply::Type::kNil;
+  }
+  return out;
+}
+
+timeval to_timeval(std::chrono::milliseconds ms) {
+  return timeval{static_cast<time_t>(ms.count() / 1000),
+                 static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
+}
+
+}  // namespace
+
+Result<Endpoint> parse_url(std::string_view url) {
+  constexpr std::string_view kScheme = "redis://";
+  if (!url.starts_with(kScheme)) return invalid_argument("not a redis:// URL: " + std::string(url));
+  std::string_view rest = url.substr(kScheme.size());
+  Endpoint ep;
+  if (const auto at = rest.rfind('@'); at != std::string_view::npos) {
+    std::string_view auth = rest.substr(0, at);
+    if (const auto colon = auth.find(':'); colon != std::string_view::npos) {
+      auth = auth.substr(colon + 1);
+    }
+    ep.password = std::string(auth);
+    rest = rest.substr(at + 1);
+  }
+  std::string_view hostport = rest;
+  if (const auto slash = rest.find('/'); slash != std::string_view::npos) {
+    hostport = rest.substr(0, slash);
+    std::string_view db = rest.substr(slash + 1);
+    if (!db.empty()) {
+      auto [p, ec] = std::from_chars(db.data(), db.data() + db.size(), ep.db);
+      if (ec != std::errc() || p != db.data() + db.size()) {
+        return invalid_argument("bad database number in redis URL: " + std::string(url));
+      }
+    }
+  }
+  if (const auto colon = hostport.rfind(':'); colon != std::string_view::npos) {
+    const auto port = hostport.substr(colon + 1);
+    auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), ep.port);
+    if (ec != std::errc() || p != port.data() + port.size() || ep.port < 1 || ep.port > 65535) {
+      return invalid_argument("bad port in redis URL: " + std::string(url));
+    }
+    hostport = hostport.substr(0, colon);
+  }
+  if (!hostport.empty()) ep.host = std::string(hostport);
+  return ep;
+}
+
+Result<Client> Client::connect(const std::string& url, std::chrono::milliseconds timeout) {
+  auto ep = parse_url(url);
+  if (!ep) return ep.error();
+  Client c;
+  c.url_ = url;
+  c.endpoint_ = *ep;
+  c.timeout_ = timeout;
+  if (auto s = c.ensure_connected(); !s) return s.error();
+  return c;
+}
+
+Status Client::ensure_connected() {
+  if (ctx_ && ctx_->err == 0) return {};
+  pending_ = 0;
+  const timeval tv = to_timeval(timeout_);
+  ctx_.reset(redisConnectWithTimeout(endpoint_.host.c_str(), endpoint_.port, tv));
+  if (!ctx_) return unavailable("redis connect " + url_ + ": out of memory");
+  if (ctx_->err != 0) {
+    std::string msg = "redis connect " + endpoint_.host + ":" + std::to_string(endpoint_.port) +
+                      ": " + ctx_->errstr;
+    ctx_.reset();
+    return unavailable(std::move(msg));
+  }
+  redisSetTimeout(ctx_.get(), tv);
+  redisEnableKeepAlive(ctx_.get());
+  auto select = [&](std::initializer_list<std::string_view> argv) -> Status {
+    std::vector<const char*> ptrs;
+    std::vector<size_t> lens;
+    for (auto a : argv) {
+      ptrs.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    ReplyPtr r(static_cast<redisReply*>(
+        redisCommandArgv(ctx_.get(), static_cast<int>(ptrs.size()), ptrs.data(), lens.data())));
+    if (!r) return fail("redis setup");
+    if (r->type == REDIS_REPLY_ERROR) return unavailable("redis setup: " + std::string(r->str));
+    return {};
+  };
+  if (!endpoint_.password.empty()) {
+    if (auto s = select({"AUTH", endpoint_.password}); !s) return s;
+  }
+  if (endpoint_.db != 0) {
+    const std::string db = std::to_string(endpoint_.db);
+    if (auto s = select({"SELECT", db}); !s) return s;
+  }
+  return {};
+}
+
+Status Client::fail(std::string_view what) {
+  std::string msg = std::string(what) + " " + endpoint_.host + ":" +
+                    std::to_string(endpoint_.port) + ": " +
+                    (ctx_ && ctx_->err ? ctx_->errstr : "connection lost");
+  ctx_.reset();  // reconnect on the next call
+  pending_ = 0;
+  return unavailable(std::move(msg));
+}
+
+Result<Reply> Client::command(std::span<const std::string_view> argv) {
+  if (auto s = ensure_connected(); !s) return s.error();
+  std::vector<const char*> ptrs;
+  std::vector<size_t> lens;
+  ptrs.reserve(argv.size());
+  lens.reserve(argv.size());
+  for (auto a : argv) {
+    ptrs.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  ReplyPtr r(static_cast<redisReply*>(
+      redisCommandArgv(ctx_.get(), static_cast<int>(ptrs.size()), ptrs.data(), lens.data())));
+  if (!r) {
+    auto s = fail("redis " + std::string(argv.empty() ? "" : argv[0]));
+    return s.error();
+  }
+  return convert(r.get());
+}
+
+Result<Reply> Client::command(const std::vector<std::string>& argv) {
+  std::vector<std::string_view> views(argv.begin(), argv.end());
+  return command(std::span<const std::string_view>(views));
+}
+
+void Client::append(std::span<const std::string_view> argv) {
+  if (!ensure_connected()) return;  // flush() reports the failure
+  std::vector<const char*> ptrs;
+  std::vector<size_t> lens;
+  for (auto a : argv) {
+    ptrs.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  redisAppendCommandArgv(ctx_.get(), static_cast<int>(ptrs.size()), ptrs.data(), lens.data());
+  ++pending_;
+}
+
+void Client::append(const std::vector<std::string>& argv) {
+  std::vector<std::string_view> views(argv.begin(), argv.end());
+  append(std::span<const std::string_view>(views));
+}
+
+Result<std::vector<Reply>> Client::flush() {
+  if (!ctx_) {
+    pending_ = 0;
+    if (auto s = ensure_connected(); !s) return s.error();
+    return unavailable("redis pipeline: connection was lost before flush");
+  }
+  std::vector<Reply> out;
+  out.reserve(pending_);
+  while (pending_ > 0) {
+    void* raw = nullptr;
+    if (redisGetReply(ctx_.get(), &raw) != REDIS_OK || raw == nullptr) {
+      auto s = fail("redis pipeline");
+      return s.error();
+    }
+    ReplyPtr r(static_cast<redisReply*>(raw));
+    out.push_back(convert(r.get()));
+    --pending_;
+  }
+  return out;
+}
+
+void Client::set_timeout(std::chrono::milliseconds timeout) {
+  timeout_ = timeout;
+  if (ctx_) redisSetTimeout(ctx_.get(), to_timeval(timeout));
+}
+
+}  // namespace hi::redis

@@ -1,0 +1,87 @@
+// hiredis, owned: a synchronous Redis connection with pipelining.
+//
+// A Client belongs to one thread at a time. Replies are converted to an owned Reply tree, so
+// nothing of hiredis leaks out of this file. A Redis error reply is returned as a Reply of type
+// kError by command() (the caller decides); a broken connection is an Error (kUnavailable) and
+// the Client reconnects on the next call.
+//
+//   auto redis = redis::Client::connect("redis://127.0.0.1:6379/0");
+//   auto r = redis->command({"SET", "k", "v", "PX", "1000", "NX"});
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.h"
+
+struct redisContext;
+
+namespace hi::redis {
+
+struct Reply {
+  enum class Type { kNil, kString, kStatus, kError, kInteger, kArray };
+  Type type = Type::kNil;
+  std::string str;  // kString, kStatus, kError
+  std::int64_t integer = 0;
+  std::vector<Reply> elements;
+
+  bool is_error() const { return type == Type::kError; }
+  bool is_nil() const { return type == Type::kNil; }
+};
+
+struct Endpoint {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  int db = 0;
+  std::string password;
+};
+Result<Endpoint> parse_url(std::string_view url);  // redis://[:password@]host[:port][/db]
+
+struct ContextCloser {
+  void operator()(redisContext* c) const noexcept;
+};
+
+class Client {
+ public:
+  static Result<Client> connect(const std::string& url,
+                                std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+  Client() = default;
+  Client(Client&&) noexcept = default;
+  Client& operator=(Client&&) noexcept = default;
+
+  // One command; argv elements are binary-safe.
+  Result<Reply> command(std::span<const std::string_view> argv);
+  Result<Reply> command(std::initializer_list<std::string_view> argv) {
+    return command(std::span<const std::string_view>(argv.begin(), argv.size()));
+  }
+  Result<Reply> command(const std::vector<std::string>& argv);
+
+  // Pipelining: append() buffers commands, flush() sends them all and reads every reply.
+  void append(std::span<const std::string_view> argv);
+  void append(const std::vector<std::string>& argv);
+  std::size_t pending() const { return pending_; }
+  Result<std::vector<Reply>> flush();
+
+  // Blocking read timeout for subsequent commands (XREADGROUP BLOCK needs a longer one).
+  void set_timeout(std::chrono::milliseconds timeout);
+  const std::string& url() const { return url_; }
+
+ private:
+  Status ensure_connected();
+  Status fail(std::string_view what);
+
+  std::string url_;
+  Endpoint endpoint_;
+  std::chrono::milliseconds timeout_{5000};
+  std::unique_ptr<redisContext, ContextCloser> ctx_;
+  std::size_t pending_ = 0;
+};
+
+}  // namespace hi::redis

@@ -1,0 +1,39 @@
+// A private redis-server started and stopped by this program (`hashinsight up`, tests,
+// benchmarks): loopback only, data in its own directory, AOF on (so stream entries survive a
+// restart of the server).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "core/log.h"
+#include "core/process.h"
+#include "core/result.h"
+
+namespace hi::redis {
+
+struct LocalServerOptions {
+  std::string data_dir;
+  std::string log_path;  // empty = data_dir/../logs/redis.log
+  int port = 0;
+  bool durable = true;  // false: no AOF (tests that do not restart the server)
+};
+
+class LocalServer {
+ public:
+  static Result<std::unique_ptr<LocalServer>> start(const LocalServerOptions& options,
+                                                    const Logger& log);
+  ~LocalServer();
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(options_.port) + "/0"; }
+  int port() const { return options_.port; }
+  Process& process() { return process_; }
+  void stop();
+
+ private:
+  LocalServer(LocalServerOptions options, Process process)
+      : options_(std::move(options)), process_(std::move(process)) {}
+  LocalServerOptions options_;
+  Process process_;
+};
+
+}  // namespace hi::redis

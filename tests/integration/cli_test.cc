@@ -1,0 +1,170 @@
+// The `hashinsight` command as a user runs it: `up` starts the stack and stops it cleanly,
+// bad configuration gives a clear error and exit code 2.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "core/process.h"
+#include "pg/connection.h"
+#include "redis/client.h"
+#include "support/servers.h"
+
+namespace hi {
+namespace {
+namespace fs = std::filesystem;
+
+CommandResult run(std::vector<std::string> args, std::vector<std::string> env = {}) {
+  SpawnOptions o;
+  o.argv = {test::hashinsight_binary()};
+  o.argv.insert(o.argv.end(), args.begin(), args.end());
+  // Nothing of the caller's environment may point the command at another stack.
+  o.env = {"DATABASE_URL=", "REDIS_URL=", "HI_DATA_DIR=", "LOG_FORMAT=text"};
+  o.env.insert(o.env.end(), env.begin(), env.end());
+  auto r = run_command(o, std::chrono::seconds(120));
+  EXPECT_TRUE(r.ok());
+  return r.ok() ? *r : CommandResult{};
+}
+
+// Every live process whose command line mentions `needle`.
+std::vector<int> processes_mentioning(const std::string& needle) {
+  std::vector<int> out;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "cmdline");
+    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    for (auto& c : cmd) {
+      if (c == '\0') c = ' ';
+    }
+    if (cmd.find(needle) != std::string::npos) out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
+TEST(Cli, BadDatabaseUrlIsAClearErrorWithExitCode2) {
+  auto bad = run({"migrate"}, {"DATABASE_URL=mysql://db.example/x"});
+  EXPECT_EQ(bad.status, 2) << bad.output;
+  EXPECT_NE(bad.output.find("DATABASE_URL='mysql://db.example/x': must be a postgresql:// URL"),
+            std::string::npos)
+      << bad.output;
+
+  const int closed = test::free_port();
+  auto unreachable =
+      run({"migrate"}, {"DATABASE_URL=postgresql://nobody@127.0.0.1:" + std::to_string(closed) +
+                        "/none?connect_timeout=3"});
+  EXPECT_EQ(unreachable.status, 2) << unreachable.output;
+  EXPECT_NE(unreachable.output.find("cannot reach DATABASE_URL"), std::string::npos)
+      << unreachable.output;
+  EXPECT_NE(unreachable.output.find("127.0.0.1"), std::string::npos) << unreachable.output;
+}
+
+TEST(Cli, InvalidSettingNamesTheVariable) {
+  auto r = run({"up", "--bus", "rabbit"}, {"HTTP_PORT=http"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("BUS='rabbit'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("HTTP_PORT='http': not an integer"), std::string::npos) << r.output;
+}
+
+TEST(Cli, MigrateAndSeedThroughTheCommandAreRepeatable) {
+  auto& servers = test::TestServers::get();
+  const std::string url = "DATABASE_URL=" + servers.database_url();
+  auto m1 = run({"migrate"}, {url});
+  ASSERT_EQ(m1.status, 0) << m1.output;
+  EXPECT_NE(m1.output.find("0 applied"), std::string::npos) << m1.output;  // fixture migrated
+  auto s1 = run({"seed"}, {url});
+  ASSERT_EQ(s1.status, 0) << s1.output;
+  auto s2 = run({"seed"}, {url});
+  ASSERT_EQ(s2.status, 0) << s2.output;
+  EXPECT_NE(s2.output.find("0 new network snapshots"), std::string::npos) << s2.output;
+}
+
+TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
+  test::TempDir dir;
+  const std::string data = dir.path() + "/stack";
+  // Three consecutive free ports are very likely around a free one.
+  const int base = test::free_port();
+  SpawnOptions o;
+  o.argv = {test::hashinsight_binary(), "up", "--data-dir", data, "--port-base",
+            std::to_string(base)};
+  o.env = {"DATABASE_URL=", "REDIS_URL=", "LOG_FORMAT=text"};
+  o.output_path = dir.path() + "/up.out";
+  auto up = Process::spawn(o);
+  ASSERT_TRUE(up.ok());
+
+  nlohmann::json ready;
+  for (int i = 0; i < 1200; ++i) {
+    std::ifstream in(data + "/up.json");
+    if (in) {
+      try {
+        ready = nlohmann::json::parse(in);
+        if (ready.value("pid", 0) == up->pid()) break;
+      } catch (const nlohmann::json::exception&) {
+      }
+    }
+    ASSERT_TRUE(up->running()) << "up exited early; see " << o.output_path;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(ready.value("pid", 0), up->pid()) << "no ready signal";
+  for (const char* key : {"api_url", "dashboard_url", "database_url", "redis_url", "bus"}) {
+    EXPECT_TRUE(ready.contains(key)) << key;
+  }
+  EXPECT_EQ(ready["database_url"],
+            "postgresql://hashinsight@127.0.0.1:" + std::to_string(base) + "/hashinsight");
+  // It answers: the database is migrated and seeded, Redis replies.
+  auto db = pg::Connection::connect(ready["database_url"].get<std::string>());
+  ASSERT_TRUE(db.ok()) << db.error().message;
+  auto models = db->exec("SELECT count(*) FROM miner_models");
+  ASSERT_TRUE(models.ok());
+  EXPECT_GE(models->int64(0, 0), 42);
+  db = pg::Connection();
+  auto redis = redis::Client::connect(ready["redis_url"].get<std::string>());
+  ASSERT_TRUE(redis.ok());
+  auto pong = redis->command({"PING"});
+  ASSERT_TRUE(pong.ok());
+  EXPECT_EQ(pong->str, "PONG");
+  // The secrets exist and are private.
+  EXPECT_EQ(fs::status(data + "/secrets/jwt_secret").permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+
+  EXPECT_FALSE(processes_mentioning(data).empty());
+  up->signal(SIGTERM);
+  auto status = up->wait_for(std::chrono::seconds(60));
+  ASSERT_TRUE(status.has_value()) << "up did not stop on SIGTERM";
+  EXPECT_EQ(*status, 0);
+  // No postgres, redis or part of the platform survives.
+  std::vector<int> left;
+  for (int i = 0; i < 50; ++i) {
+    left = processes_mentioning(data);
+    if (left.empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(left.empty()) << left.size() << " processes left behind";
+
+  // A second `up` reuses the data (no initdb, same seed).
+  auto again = Process::spawn(o);
+  ASSERT_TRUE(again.ok());
+  bool ready_again = false;
+  for (int i = 0; i < 600 && !ready_again; ++i) {
+    std::ifstream in(data + "/up.json");
+    try {
+      ready_again = in && nlohmann::json::parse(in).value("pid", 0) == again->pid();
+    } catch (const nlohmann::json::exception&) {
+    }
+    if (!ready_again) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(ready_again);
+  std::ifstream log(o.output_path);
+  std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  const auto first = text.find("initdb");
+  EXPECT_NE(first, std::string::npos);
+  EXPECT_EQ(text.find("initdb", first + 1), std::string::npos) << "initdb ran twice";
+  again->signal(SIGTERM);
+  EXPECT_EQ(again->wait_for(std::chrono::seconds(60)).value_or(-1), 0);
+}
+
+}  // namespace
+}  // namespace hi

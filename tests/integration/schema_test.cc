@@ -1,0 +1,235 @@
+// Migrations, seed and row-level security against a real PostgreSQL.
+#include <gtest/gtest.h>
+
+#include "core/log.h"
+#include "pg/migrate.h"
+#include "pg/pool.h"
+#include "pg/transaction.h"
+#include "schema/migrations.h"
+#include "schema/seed.h"
+#include "support/servers.h"
+
+namespace hi {
+namespace {
+
+using test::TestServers;
+
+std::int64_t count(pg::Connection& c, const std::string& sql) {
+  auto r = c.exec(sql);
+  EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
+  return r.ok() ? r->int64(0, 0) : -1;
+}
+
+class SchemaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    owner_ = TestServers::get().owner();
+    static bool seeded = false;
+    if (!seeded) {
+      auto r = schema::seed(owner_, Logger("test"));
+      ASSERT_TRUE(r.ok()) << r.error().message;
+      seeded = true;
+    }
+  }
+  pg::Connection owner_;
+};
+
+TEST_F(SchemaTest, MigrateTwiceAppliesNothingTheSecondTime) {
+  // The fixture migrated once already.
+  const auto before = count(owner_, "SELECT count(*) FROM schema_migrations");
+  EXPECT_EQ(before, static_cast<std::int64_t>(schema::migrations().size()));
+  auto again = pg::migrate(owner_, schema::migrations(), Logger("test"));
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(again->applied, 0);
+  EXPECT_EQ(again->already, static_cast<int>(schema::migrations().size()));
+  EXPECT_EQ(count(owner_, "SELECT count(*) FROM schema_migrations"), before);
+}
+
+TEST_F(SchemaTest, SchemaHasEveryTableOfTheDesign) {
+  for (const char* t : {"tenants",
+                        "users",
+                        "roles",
+                        "permissions",
+                        "role_permissions",
+                        "user_roles",
+                        "subscription_plans",
+                        "user_subscriptions",
+                        "miner_models",
+                        "miners",
+                        "user_miners",
+                        "inventory",
+                        "network_snapshots",
+                        "miner_telemetry",
+                        "forecast_daily",
+                        "ops_schedule",
+                        "user_portfolio",
+                        "treasury_trades",
+                        "crm_customers",
+                        "event_outbox",
+                        "consumer_inbox",
+                        "event_dlq",
+                        "api_idempotency_records",
+                        "audit_logs"}) {
+    EXPECT_EQ(count(owner_, std::string("SELECT count(*) FROM pg_class WHERE relname = '") + t +
+                                "' AND relnamespace = 'public'::regnamespace"),
+              1)
+        << t;
+  }
+  // Time series are partitioned by day, with today's and the coming days' partitions present.
+  for (const char* t : {"network_snapshots", "miner_telemetry", "forecast_daily"}) {
+    EXPECT_EQ(count(owner_, std::string("SELECT count(*) FROM pg_partitioned_table WHERE "
+                                        "partrelid = '") +
+                                t + "'::regclass"),
+              1)
+        << t;
+    EXPECT_EQ(count(owner_, std::string("SELECT count(*) FROM pg_class WHERE relname = '") + t +
+                                "_p' || to_char((now() AT TIME ZONE 'UTC')::date + 7, "
+                                "'YYYYMMDD')"),
+              1)
+        << t << " has no partition a week ahead";
+  }
+  // The inbox key is (consumer_name, event_id).
+  EXPECT_EQ(count(owner_,
+                  "SELECT count(*) FROM pg_constraint WHERE conrelid = 'consumer_inbox'::regclass "
+                  "AND contype = 'p' AND array_length(conkey, 1) = 2"),
+            1);
+}
+
+TEST_F(SchemaTest, SeedTwiceAddsNoDuplicates) {
+  const char* counts =
+      "SELECT (SELECT count(*) FROM miner_models) * 1000000 + (SELECT count(*) FROM users) * "
+      "1000 + (SELECT count(*) FROM network_snapshots)";
+  const auto before = count(owner_, counts);
+  auto r = schema::seed(owner_, Logger("test"));
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->snapshots_inserted, 0);
+  EXPECT_EQ(count(owner_, counts), before);
+  EXPECT_GE(count(owner_, "SELECT count(*) FROM miner_models"), 42);
+  EXPECT_EQ(count(owner_, "SELECT count(*) FROM network_snapshots"), 90);
+  EXPECT_EQ(count(owner_, "SELECT count(*) FROM tenants"), 2);
+  // Every role is held by a user in each tenant.
+  EXPECT_EQ(count(owner_,
+                  "SELECT count(*) FROM (SELECT t.id, r.id FROM tenants t CROSS JOIN roles r "
+                  "EXCEPT SELECT ur.tenant_id, ur.role_id FROM user_roles ur) missing"),
+            0);
+  // Realistic levels: price in the tens of thousands, hashrate in the hundreds of EH/s.
+  EXPECT_EQ(count(owner_,
+                  "SELECT count(*) FROM network_snapshots WHERE btc_price_usd NOT BETWEEN 20000 "
+                  "AND 400000 OR network_hashrate_ehs NOT BETWEEN 300 AND 3000"),
+            0);
+}
+
+TEST_F(SchemaTest, AppRoleSeesOnlyItsTenant) {
+  auto app = TestServers::get().app();
+  // No tenant set: nothing is visible.
+  EXPECT_EQ(count(app, "SELECT count(*) FROM users"), 0);
+  pg::Transaction tx(app);
+  ASSERT_TRUE(tx.begin("1").ok());
+  EXPECT_EQ(count(app, "SELECT count(*) FROM users"), 5);
+  EXPECT_EQ(count(app, "SELECT count(*) FROM users WHERE tenant_id = 2"), 0);
+  ASSERT_TRUE(tx.commit().ok());
+  // The setting is local to the transaction: gone afterwards on the same connection.
+  EXPECT_EQ(count(app, "SELECT count(*) FROM users"), 0);
+}
+
+TEST_F(SchemaTest, AppRoleCannotWriteAnotherTenantsRows) {
+  auto app = TestServers::get().app();
+  {
+    pg::Transaction tx(app);
+    ASSERT_TRUE(tx.begin("1").ok());
+    auto ins = app.exec(
+        "INSERT INTO user_miners (tenant_id, user_id, model_id, quantity) VALUES (2, 201, 1, 1)");
+    ASSERT_FALSE(ins.ok());
+    EXPECT_NE(ins.error().message.find("row-level security"), std::string::npos)
+        << ins.error().message;
+  }
+  {
+    pg::Transaction tx(app);
+    ASSERT_TRUE(tx.begin("2").ok());
+    auto ins = app.exec(
+        "INSERT INTO user_miners (tenant_id, user_id, model_id, quantity) VALUES (2, 201, 1, 3) "
+        "RETURNING id");
+    ASSERT_TRUE(ins.ok()) << ins.error().message;
+    ASSERT_TRUE(tx.commit().ok());
+  }
+  {
+    pg::Transaction tx(app);
+    ASSERT_TRUE(tx.begin("1").ok());
+    auto upd = app.exec("UPDATE user_miners SET quantity = 99 WHERE tenant_id = 2");
+    ASSERT_TRUE(upd.ok());
+    EXPECT_EQ(upd->affected(), 0);  // invisible rows cannot be updated
+    auto del = app.exec("DELETE FROM user_miners WHERE user_id = 201");
+    ASSERT_TRUE(del.ok());
+    EXPECT_EQ(del->affected(), 0);
+    // Moving an own row to another tenant is rejected by WITH CHECK.
+    auto own = app.exec(
+        "INSERT INTO user_miners (tenant_id, user_id, model_id, quantity) VALUES (1, 101, 1, 1)");
+    ASSERT_TRUE(own.ok()) << own.error().message;
+    auto move = app.exec("UPDATE user_miners SET tenant_id = 2 WHERE user_id = 101");
+    ASSERT_FALSE(move.ok());
+  }
+  EXPECT_EQ(count(owner_, "SELECT count(*) FROM user_miners WHERE tenant_id = 2 AND quantity = 99"),
+            0);
+}
+
+TEST_F(SchemaTest, AppRoleHasNoBypassAndHealthCountsComeAsAggregates) {
+  auto app = TestServers::get().app();
+  EXPECT_EQ(count(app,
+                  "SELECT count(*) FROM pg_roles WHERE rolname = current_user AND "
+                  "(rolbypassrls OR rolsuper)"),
+            0);
+  // The outbox is tenant-scoped for the app; the SECURITY DEFINER function sees all tenants.
+  for (const char* tenant : {"1", "2"}) {
+    pg::Transaction tx(app);
+    ASSERT_TRUE(tx.begin(tenant).ok());
+    auto r = app.exec(
+        "INSERT INTO event_outbox (id, tenant_id, kind, user_id, payload, seq) "
+        "VALUES (gen_random_uuid()::text, $1, 'miner.added', '1', '{}', next_user_seq($1, '1'))",
+        {tenant});
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    ASSERT_TRUE(tx.commit().ok());
+  }
+  EXPECT_EQ(count(app, "SELECT count(*) FROM event_outbox"), 0);
+  EXPECT_GE(count(app, "SELECT unprocessed FROM hi_outbox_stats()"), 2);
+  // The relay role bypasses RLS but may not touch business tables.
+  auto relay = pg::Connection::connect(TestServers::get().database_url(), "hashinsight_relay");
+  ASSERT_TRUE(relay.ok());
+  EXPECT_GE(count(*relay, "SELECT count(*) FROM event_outbox"), 2);
+  EXPECT_FALSE(relay->exec("SELECT count(*) FROM user_miners").ok());
+}
+
+TEST_F(SchemaTest, UserSequenceIsMonotonicPerUser) {
+  auto app = TestServers::get().app();
+  pg::Transaction tx(app);
+  ASSERT_TRUE(tx.begin("1").ok());
+  const auto a = count(app, "SELECT next_user_seq(1, 'seq-user')");
+  const auto b = count(app, "SELECT next_user_seq(1, 'seq-user')");
+  const auto other = count(app, "SELECT next_user_seq(1, 'seq-other')");
+  EXPECT_EQ(b, a + 1);
+  EXPECT_EQ(other, 1);
+}
+
+TEST_F(SchemaTest, PoolHandsOutWorkingConnectionsAndPipelines) {
+  pg::Pool pool(
+      {TestServers::get().database_url(), "hashinsight_app", 2, std::chrono::milliseconds(500)});
+  auto a = pool.acquire();
+  ASSERT_TRUE(a.ok());
+  auto b = pool.acquire();
+  ASSERT_TRUE(b.ok());
+  auto c = pool.acquire();  // both leased: times out with a clear error
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().code, Code::kUnavailable);
+  const pg::Statement batch[] = {{"SELECT 1", {}, false},
+                                 {"SELECT $1::int + 1", {std::string("41")}, false}};
+  auto res = (*a)->pipeline(batch);
+  ASSERT_TRUE(res.ok()) << res.error().message;
+  EXPECT_EQ((*res)[1].int64(0, 0), 42);
+  const pg::Statement bad[] = {{"SELECT 1/0", {}, false}};
+  auto err = (*b)->pipeline(bad);
+  ASSERT_FALSE(err.ok());
+  EXPECT_NE(err.error().message.find("division by zero"), std::string::npos);
+  EXPECT_NE(err.error().message.find("SQLSTATE 22012"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace hi

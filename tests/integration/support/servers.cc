@@ -1,0 +1,113 @@
+#include "support/servers.h"
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "schema/migrations.h"
+
+namespace hi::test {
+namespace fs = std::filesystem;
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+std::string hashinsight_binary() { return HI_BINARY; }
+
+TempDir::TempDir() {
+  char tmpl[] = "/tmp/hi-test-XXXXXX";
+  const char* made = ::mkdtemp(tmpl);
+  if (made == nullptr) std::abort();
+  path_ = made;
+  ::chmod(path_.c_str(), 0755);  // the postgres user must traverse it when we are root
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  if (std::getenv("HI_KEEP_TEST_DIRS") == nullptr) fs::remove_all(path_, ec);
+}
+
+TestServers& TestServers::get() {
+  static std::unique_ptr<TestServers> servers = [] {
+    std::unique_ptr<TestServers> s(new TestServers());
+    s->dir_ = s->tmp_.path();
+    Logger log("test");
+    pg::LocalServerOptions po;
+    po.data_dir = s->dir_ + "/pg";
+    po.port = free_port();
+    po.durable = false;
+    auto pg = pg::LocalServer::start(po, log);
+    if (!pg) {
+      ADD_FAILURE() << pg.error().message;
+      std::abort();
+    }
+    s->pg_ = std::move(*pg);
+    s->database_url_ = s->pg_->url();
+    s->redis_port_ = free_port();
+    s->start_redis();
+    auto conn = pg::Connection::connect(s->database_url_);
+    if (!conn) {
+      ADD_FAILURE() << conn.error().message;
+      std::abort();
+    }
+    auto m = pg::migrate(*conn, schema::migrations(), log);
+    if (!m) {
+      ADD_FAILURE() << m.error().message;
+      std::abort();
+    }
+    return s;
+  }();
+  return *servers;
+}
+
+TestServers::~TestServers() = default;
+
+int TestServers::pg_port() const { return pg_->port(); }
+int TestServers::redis_port() const { return redis_port_; }
+
+pg::Connection TestServers::owner() {
+  auto c = pg::Connection::connect(database_url_);
+  EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message);
+  return std::move(*c);
+}
+
+pg::Connection TestServers::app() {
+  auto c = pg::Connection::connect(database_url_, "hashinsight_app");
+  EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message);
+  return std::move(*c);
+}
+
+void TestServers::stop_redis() { redis_.reset(); }
+
+void TestServers::start_redis() {
+  redis::LocalServerOptions ro;
+  ro.data_dir = dir_ + "/redis";
+  ro.port = redis_port_;
+  ro.durable = true;
+  auto r = redis::LocalServer::start(ro, Logger("test"));
+  if (!r) {
+    ADD_FAILURE() << r.error().message;
+    std::abort();
+  }
+  redis_ = std::move(*r);
+  redis_url_ = redis_->url();
+}
+
+}  // namespace hi::test

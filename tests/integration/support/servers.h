@@ -1,0 +1,66 @@
+// Real servers for integration tests: a private PostgreSQL cluster and redis-server on free
+// loopback ports in a temporary directory, removed when the test binary ends.
+//
+// One TestServers per test binary (gtest Environment) keeps start-up cost down; tests that
+// need isolation use their own slot, stream and table names.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "pg/connection.h"
+#include "pg/local_server.h"
+#include "redis/local_server.h"
+
+namespace hi::test {
+
+// A directory under /tmp that the postgres user can traverse; removed by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+class TestServers {
+ public:
+  // Starts PostgreSQL (migrated unless `migrate` is false) and Redis. Fails the test on error.
+  static TestServers& get();
+
+  const std::string& database_url() const { return database_url_; }
+  const std::string& redis_url() const { return redis_url_; }
+  const std::string& dir() const { return dir_; }
+  int pg_port() const;
+  int redis_port() const;
+
+  // An owner connection (superuser of the private cluster).
+  pg::Connection owner();
+  // A connection acting as hashinsight_app (row-level security applies).
+  pg::Connection app();
+
+  // Stops / restarts Redis (bus outage tests).
+  void stop_redis();
+  void start_redis();
+
+  ~TestServers();
+
+ private:
+  TestServers() = default;
+  TempDir tmp_;  // first member: removed after the servers stopped
+  std::string dir_;
+  std::string database_url_;
+  std::string redis_url_;
+  int redis_port_ = 0;
+  std::unique_ptr<pg::LocalServer> pg_;
+  std::unique_ptr<redis::LocalServer> redis_;
+};
+
+int free_port();
+
+// The hashinsight binary under test.
+std::string hashinsight_binary();
+
+}  // namespace hi::test
