@@ -53,5 +53,6 @@ StackUrls stack_urls(const Config& cfg);
 void add_up_command(CLI::App& app, Flags& flags);
 void add_db_commands(CLI::App& app, Flags& flags);
 void add_config_command(CLI::App& app, Flags& flags);
+void add_relay_command(CLI::App& app, Flags& flags);
 
 }  // namespace hi::cli

@@ -16,8 +16,9 @@ int main(int argc, char** argv) {
   hi::cli::add_up_command(app, flags);
   hi::cli::add_db_commands(app, flags);
   hi::cli::add_config_command(app, flags);
+  hi::cli::add_relay_command(app, flags);
 #ifdef HI_HAVE_CALC
-  add_calc_command(app);
+  hi::cli::add_calc_command(app);
 #endif
   try {
     app.parse(argc, argv);

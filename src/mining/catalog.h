@@ -16,15 +16,15 @@
 namespace hi::mining {
 
 struct MinerModel {
-  int id = 0;                        // stable, 1..N, the miner_models primary key
-  std::string_view slug;             // "antminer-s19-pro": lowercase, '-' separated, '+' -> "plus"
-  std::string_view name;             // "Antminer S19 Pro"
-  std::string_view manufacturer;     // "Bitmain", "MicroBT", "Canaan", ...
-  double hashrate_ths = 0;           // nameplate hashrate, TH/s
-  double power_w = 0;                // nameplate wall power, W
-  double efficiency_j_per_th = 0;    // published efficiency, J/TH (= W per TH/s)
-  int release_year = 0;              // year of first shipments
-  double typical_price_usd = 0;      // approximate market price of one unit, USD
+  int id = 0;                      // stable, 1..N, the miner_models primary key
+  std::string_view slug;           // "antminer-s19-pro": lowercase, '-' separated, '+' -> "plus"
+  std::string_view name;           // "Antminer S19 Pro"
+  std::string_view manufacturer;   // "Bitmain", "MicroBT", "Canaan", ...
+  double hashrate_ths = 0;         // nameplate hashrate, TH/s
+  double power_w = 0;              // nameplate wall power, W
+  double efficiency_j_per_th = 0;  // published efficiency, J/TH (= W per TH/s)
+  int release_year = 0;            // year of first shipments
+  double typical_price_usd = 0;    // approximate market price of one unit, USD
 };
 
 // All models, ordered by id (catalog()[i].id == i + 1).
@@ -39,9 +39,9 @@ const MinerModel* find_model(std::string_view slug_or_name);
 // The model with this id, or nullptr.
 const MinerModel* find_model_by_id(int id);
 
-// The slug form of any text: lowercase ASCII letters and digits, '+' spelled "plus", every other run
-// of characters collapsed to one '-', no leading or trailing '-'. slugify("Whatsminer M30S++") ==
-// "whatsminer-m30s-plus-plus".
+// The slug form of any text: lowercase ASCII letters and digits, '+' spelled "plus", every other
+// run of characters collapsed to one '-', no leading or trailing '-'. slugify("Whatsminer M30S++")
+// == "whatsminer-m30s-plus-plus".
 std::string slugify(std::string_view text);
 
 }  // namespace hi::mining

@@ -79,6 +79,7 @@ bool QueryResult::boolean(int row, int col) const {
   return PQgetvalue(res_.get(), row, col)[0] == 't';
 }
 int QueryResult::column_index(const char* name) const { return PQfnumber(res_.get(), name); }
+std::string_view QueryResult::column_name(int col) const { return PQfname(res_.get(), col); }
 std::int64_t QueryResult::affected() const {
   const char* n = PQcmdTuples(res_.get());
   return (n == nullptr || *n == '\0') ? 0 : std::strtoll(n, nullptr, 10);

@@ -57,6 +57,7 @@ class QueryResult {
   double float64(int row, int col) const;
   bool boolean(int row, int col) const;      // 't' / 'f'
   int column_index(const char* name) const;  // -1 when absent
+  std::string_view column_name(int col) const;
   // Rows affected by INSERT/UPDATE/DELETE.
   std::int64_t affected() const;
 
@@ -111,6 +112,8 @@ class Connection {
 
   // The raw handle, for the replication stream in this component. Ownership stays here.
   pg_conn* native() const { return conn_.get(); }
+  // Takes ownership of a connected handle (the replication stream connects by itself).
+  static Connection adopt(PgConnPtr conn) { return Connection(std::move(conn)); }
 
  private:
   explicit Connection(PgConnPtr conn) : conn_(std::move(conn)) {}

@@ -1,0 +1,116 @@
+// The event bus: one interface, two implementations (Redis Streams, Kafka).
+//
+// Producer: send() queues a message with a caller-chosen tag; the bus reports each message's
+// fate exactly once through the DeliveryHandler given at construction, from within poll() on
+// the caller's thread. A message is "delivered" only when the bus has made it durable (Kafka:
+// acks=all; Redis: the XADD reply). A producer never drops a message silently: while the bus
+// is unreachable it keeps retrying (the relay then stalls and stops reading WAL, which is what
+// we want); only a permanent error (message too large, unknown topic) is reported as failed.
+//
+// Consumer: a member of a consumer group; poll() returns a batch of deliveries, and commit()
+// acknowledges them (XACK / offset commit) after their effect is durable.
+//
+// Threading: a Producer or Consumer is used by one thread. wake_fd() is a descriptor that
+// becomes readable when poll() has work, so an event loop can wait on it with poll(2) next to
+// other sockets (nothing sleeps to poll).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/result.h"
+
+namespace hi::bus {
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+struct Message {
+  std::string topic;
+  std::string key;
+  std::string value;
+  Headers headers;
+};
+
+// Called once per sent message: ok, or the permanent error.
+using DeliveryHandler = std::function<void(std::uint64_t tag, const Status& status)>;
+
+class Producer {
+ public:
+  virtual ~Producer() = default;
+
+  // Queues a message. Fails only on a local, permanent problem (e.g. oversized message).
+  virtual Status send(Message message, std::uint64_t tag) = 0;
+  // Transmits what is queued and dispatches delivery reports. Waits at most `timeout` for at
+  // least one report when messages are in flight. Returns the number of reports dispatched.
+  virtual std::size_t poll(std::chrono::milliseconds timeout) = 0;
+  // Messages sent and not yet reported.
+  virtual std::size_t in_flight() const = 0;
+  // Readable when poll() would dispatch something (-1: none; call poll() regularly).
+  virtual int wake_fd() const = 0;
+  // Creates the topics when missing (partitions from the configuration).
+  virtual Status ensure_topics(const std::vector<std::string>& topics) = 0;
+  // True while the last attempt to reach the bus failed (for status and logs).
+  virtual bool degraded() const = 0;
+  virtual std::string name() const = 0;  // "redis" or "kafka"
+};
+
+struct Delivery {
+  std::string topic;
+  std::int32_t partition = 0;  // Kafka partition; 0 on Redis
+  std::string position;        // Redis entry id ("1700000000000-0") or Kafka offset
+  std::int64_t offset = -1;    // Kafka offset; -1 on Redis
+  std::string key;
+  std::string value;
+  Headers headers;
+  int delivery_count = 1;  // Redis: times delivered (XPENDING / XAUTOCLAIM); Kafka: 1
+};
+
+class Consumer {
+ public:
+  virtual ~Consumer() = default;
+  // Up to `max` deliveries, waiting at most `timeout` for the first.
+  virtual Result<std::vector<Delivery>> poll(std::size_t max,
+                                             std::chrono::milliseconds timeout) = 0;
+  // Acknowledges deliveries whose effects are durable.
+  virtual Status commit(const std::vector<Delivery>& deliveries) = 0;
+  // Messages in the subscribed topics not yet consumed by the group (for status).
+  virtual Result<std::int64_t> lag() = 0;
+};
+
+// Settings of both implementations, resolved from the configuration.
+struct BusOptions {
+  std::string kind = "redis";  // redis | kafka
+  std::string redis_url;
+  std::string kafka_brokers;
+  int kafka_partitions = 6;
+  int kafka_replication_factor = 1;
+  std::string kafka_compression = "lz4";
+  int kafka_linger_ms = 1;
+  std::string client_id = "hashinsight";
+};
+
+struct ConsumerOptions {
+  std::string group;
+  std::string consumer_name;  // unique per process (Redis consumer name / Kafka client id)
+  std::vector<std::string> topics;
+  std::chrono::milliseconds claim_idle{30000};  // Redis: reclaim pending entries idle this long
+};
+
+Result<std::unique_ptr<Producer>> make_producer(const BusOptions& options,
+                                                DeliveryHandler on_delivery);
+Result<std::unique_ptr<Consumer>> make_consumer(const BusOptions& options,
+                                                const ConsumerOptions& consumer);
+
+// The platform's topics.
+inline const std::vector<std::string>& standard_topics() {
+  static const std::vector<std::string> kTopics = {"events.miner", "events.treasury", "events.ops",
+                                                   "events.crm", "events.dlq"};
+  return kTopics;
+}
+
+}  // namespace hi::bus

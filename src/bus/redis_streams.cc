@@ -1,0 +1,283 @@
+#include "bus/redis_streams.h"
+
+#include <algorithm>
+#include <charconv>
+#include <thread>
+
+#include "core/time.h"
+
+namespace hi::bus {
+namespace {
+
+using redis::Reply;
+
+// "1700000000000-5" -> {1700000000000, 5}
+std::pair<std::uint64_t, std::uint64_t> parse_id(std::string_view id) {
+  std::uint64_t ms = 0, seq = 0;
+  const auto dash = id.find('-');
+  std::from_chars(id.data(), id.data() + std::min(dash, id.size()), ms);
+  if (dash != std::string_view::npos)
+    std::from_chars(id.data() + dash + 1, id.data() + id.size(), seq);
+  return {ms, seq};
+}
+
+std::string id_after(std::string_view id) {
+  auto [ms, seq] = parse_id(id);
+  return std::to_string(ms) + "-" + std::to_string(seq + 1);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<RedisStreamsProducer>> RedisStreamsProducer::create(
+    const BusOptions& options, DeliveryHandler on_delivery) {
+  auto client = redis::Client::connect(options.redis_url);
+  if (!client) return client.error().wrap("redis streams producer");
+  return std::unique_ptr<RedisStreamsProducer>(
+      new RedisStreamsProducer(std::move(*client), std::move(on_delivery)));
+}
+
+Status RedisStreamsProducer::send(Message message, std::uint64_t tag) {
+  // Redis' proto-max-bulk-len is 512 MB; refuse well below it.
+  if (message.value.size() > 64 * 1024 * 1024) {
+    return invalid_argument("message of " + std::to_string(message.value.size()) +
+                            " bytes exceeds the 64 MB limit of the Redis Streams bus");
+  }
+  queue_.push_back(Pending{std::move(message), tag});
+  return {};
+}
+
+std::size_t RedisStreamsProducer::poll(std::chrono::milliseconds timeout) {
+  if (queue_.empty()) return 0;
+  if (degraded_) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now < retry_at_) {
+      std::this_thread::sleep_for(
+          std::min<std::chrono::steady_clock::duration>(retry_at_ - now, timeout));
+      if (std::chrono::steady_clock::now() < retry_at_) return 0;
+    }
+  }
+  std::size_t reported = 0;
+  while (!queue_.empty()) {
+    const std::size_t n = std::min(queue_.size(), kMaxBatch);
+    std::vector<std::string_view> argv;
+    for (std::size_t i = 0; i < n; ++i) {
+      const Message& m = queue_[i].message;
+      argv.clear();
+      argv.insert(argv.end(), {"XADD", m.topic, "*", "key", m.key, "value", m.value});
+      for (const auto& [k, v] : m.headers) {
+        argv.push_back(k);
+        argv.push_back(v);
+      }
+      client_.append(std::span<const std::string_view>(argv));
+    }
+    auto replies = client_.flush();
+    if (!replies) {
+      // Nothing is reported: the batch stays queued and goes again (some entries may have been
+      // added before the connection broke: at-least-once, deduplicated by consumers' inboxes).
+      if (!degraded_) {
+        log_.warn("redis unreachable; holding messages and retrying",
+                  {{"error", replies.error().message}, {"queued", queue_.size()}});
+      }
+      degraded_ = true;
+      backoff_ = std::min(std::chrono::milliseconds(2000),
+                          std::max(std::chrono::milliseconds(50), backoff_ * 2));
+      retry_at_ = std::chrono::steady_clock::now() + backoff_;
+      return reported;
+    }
+    if (degraded_) log_.info("redis reachable again; resuming", {{"queued", queue_.size()}});
+    degraded_ = false;
+    backoff_ = std::chrono::milliseconds(0);
+    for (std::size_t i = 0; i < n; ++i) {
+      Pending p = std::move(queue_.front());
+      queue_.pop_front();
+      const Reply& r = (*replies)[i];
+      if (r.is_error()) {
+        on_delivery_(p.tag, internal_error("XADD " + p.message.topic + ": " + r.str));
+      } else {
+        on_delivery_(p.tag, Status());
+      }
+      ++reported;
+    }
+  }
+  return reported;
+}
+
+Status RedisStreamsProducer::ensure_topics(const std::vector<std::string>&) {
+  return {};  // streams are created by the first XADD
+}
+
+Result<std::unique_ptr<RedisStreamsConsumer>> RedisStreamsConsumer::create(
+    const BusOptions& options, const ConsumerOptions& consumer) {
+  auto client = redis::Client::connect(options.redis_url);
+  if (!client) return client.error().wrap("redis streams consumer");
+  auto c =
+      std::unique_ptr<RedisStreamsConsumer>(new RedisStreamsConsumer(std::move(*client), consumer));
+  if (auto s = c->ensure_groups(); !s) return s.error();
+  return c;
+}
+
+Status RedisStreamsConsumer::ensure_groups() {
+  for (const auto& t : options_.topics) {
+    // "0": a new group starts at the beginning, so nothing published before the first
+    // consumer started is missed.
+    auto r = client_.command({"XGROUP", "CREATE", t, options_.group, "0", "MKSTREAM"});
+    if (!r) return r.error();
+    if (r->is_error() && r->str.find("BUSYGROUP") == std::string::npos) {
+      return internal_error("XGROUP CREATE " + t + ": " + r->str);
+    }
+  }
+  groups_ready_ = true;
+  return {};
+}
+
+Delivery delivery_from_entry(const std::string& stream, const Reply& entry) {
+  Delivery d;
+  d.topic = stream;
+  if (entry.elements.size() < 2) return d;
+  d.position = entry.elements[0].str;
+  const auto& fields = entry.elements[1].elements;
+  for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
+    const std::string& f = fields[i].str;
+    if (f == "key") {
+      d.key = fields[i + 1].str;
+    } else if (f == "value") {
+      d.value = fields[i + 1].str;
+    } else {
+      d.headers.emplace_back(f, fields[i + 1].str);
+    }
+  }
+  return d;
+}
+
+Result<std::vector<Delivery>> RedisStreamsConsumer::reclaim(std::size_t max) {
+  std::vector<Delivery> out;
+  const std::string idle = std::to_string(options_.claim_idle.count());
+  const std::string count = std::to_string(max);
+  for (const auto& t : options_.topics) {
+    auto r = client_.command(
+        {"XAUTOCLAIM", t, options_.group, options_.consumer_name, idle, "0-0", "COUNT", count});
+    if (!r) return r.error();
+    if (r->is_error() || r->elements.size() < 2) continue;
+    for (const auto& e : r->elements[1].elements) {
+      if (e.type != Reply::Type::kArray || e.elements.size() < 2) continue;  // deleted entry
+      Delivery d = delivery_from_entry(t, e);
+      d.delivery_count = 2;  // at least the second delivery
+      out.push_back(std::move(d));
+    }
+  }
+  return out;
+}
+
+Result<std::vector<Delivery>> RedisStreamsConsumer::poll(std::size_t max,
+                                                         std::chrono::milliseconds timeout) {
+  if (!groups_ready_) {
+    if (auto s = ensure_groups(); !s) return s.error();
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= next_claim_) {
+    next_claim_ = now + std::max(std::chrono::milliseconds(100), options_.claim_idle / 4);
+    auto claimed = reclaim(max);
+    if (!claimed) return claimed.error();
+    if (!claimed->empty()) return claimed;
+  }
+  std::vector<std::string> argv = {
+      "XREADGROUP",   "GROUP",
+      options_.group, options_.consumer_name,
+      "COUNT",        std::to_string(max),
+      "BLOCK",        std::to_string(std::max<std::int64_t>(1, timeout.count())),
+      "STREAMS"};
+  for (const auto& t : options_.topics) argv.push_back(t);
+  for (std::size_t i = 0; i < options_.topics.size(); ++i) argv.push_back(">");
+  client_.set_timeout(timeout + std::chrono::seconds(5));
+  auto r = client_.command(argv);
+  if (!r) return r.error();
+  if (r->is_error()) {
+    if (r->str.find("NOGROUP") != std::string::npos) groups_ready_ = false;  // stream deleted
+    return unavailable("XREADGROUP: " + r->str);
+  }
+  std::vector<Delivery> out;
+  for (const auto& stream : r->elements) {
+    if (stream.elements.size() < 2) continue;
+    const std::string& name = stream.elements[0].str;
+    for (const auto& e : stream.elements[1].elements) out.push_back(delivery_from_entry(name, e));
+  }
+  return out;
+}
+
+Status RedisStreamsConsumer::commit(const std::vector<Delivery>& deliveries) {
+  if (deliveries.empty()) return {};
+  std::map<std::string, std::vector<std::string>> by_topic;
+  for (const auto& d : deliveries) by_topic[d.topic].push_back(d.position);
+  for (auto& [topic, ids] : by_topic) {
+    std::vector<std::string> argv = {"XACK", topic, options_.group};
+    argv.insert(argv.end(), ids.begin(), ids.end());
+    client_.append(argv);
+  }
+  auto r = client_.flush();
+  if (!r) return r.error().wrap("XACK");
+  for (const auto& reply : *r) {
+    if (reply.is_error()) return internal_error("XACK: " + reply.str);
+  }
+  return {};
+}
+
+Result<std::int64_t> RedisStreamsConsumer::lag() {
+  std::int64_t total = 0;
+  for (const auto& t : options_.topics) {
+    auto r = client_.command({"XINFO", "GROUPS", t});
+    if (!r) return r.error();
+    if (r->is_error()) continue;
+    for (const auto& g : r->elements) {
+      std::string name;
+      std::int64_t pending = 0, lag = 0;
+      for (std::size_t i = 0; i + 1 < g.elements.size(); i += 2) {
+        const std::string& f = g.elements[i].str;
+        if (f == "name") name = g.elements[i + 1].str;
+        if (f == "pending") pending = g.elements[i + 1].integer;
+        if (f == "lag") lag = g.elements[i + 1].integer;
+      }
+      if (name == options_.group) total += pending + lag;
+    }
+  }
+  return total;
+}
+
+Result<std::int64_t> trim_stream(redis::Client& client, const std::string& stream,
+                                 std::chrono::milliseconds keep) {
+  auto groups = client.command({"XINFO", "GROUPS", stream});
+  if (!groups) return groups.error();
+  if (groups->is_error() || groups->elements.empty()) return 0;
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> safe;
+  for (const auto& g : groups->elements) {
+    std::string name, last_delivered;
+    std::int64_t pending = 0;
+    for (std::size_t i = 0; i + 1 < g.elements.size(); i += 2) {
+      const std::string& f = g.elements[i].str;
+      if (f == "name") name = g.elements[i + 1].str;
+      if (f == "pending") pending = g.elements[i + 1].integer;
+      if (f == "last-delivered-id") last_delivered = g.elements[i + 1].str;
+    }
+    // The first entry this group still needs: its oldest pending one, else the one after the
+    // last delivered.
+    std::string needed = id_after(last_delivered);
+    if (pending > 0) {
+      auto p = client.command({"XPENDING", stream, name});
+      if (!p) return p.error();
+      if (!p->is_error() && p->elements.size() >= 2 && !p->elements[1].is_nil()) {
+        needed = p->elements[1].str;
+      }
+    }
+    const auto id = parse_id(needed);
+    if (!safe || id < *safe) safe = id;
+  }
+  const auto age_limit_ms = static_cast<std::uint64_t>(unix_now_us() / 1000 - keep.count());
+  std::pair<std::uint64_t, std::uint64_t> min_id = *safe;
+  if (std::make_pair(age_limit_ms, std::uint64_t{0}) < min_id) min_id = {age_limit_ms, 0};
+  const std::string minid = std::to_string(min_id.first) + "-" + std::to_string(min_id.second);
+  auto r = client.command({"XTRIM", stream, "MINID", "~", minid});
+  if (!r) return r.error();
+  if (r->is_error()) return internal_error("XTRIM " + stream + ": " + r->str);
+  return r->integer;
+}
+
+}  // namespace hi::bus

@@ -1,0 +1,122 @@
+#include "cdc/poller.h"
+
+#include <condition_variable>
+#include <mutex>
+
+#include "core/time.h"
+#include "pg/transaction.h"
+
+namespace hi::cdc {
+
+Result<bus::Message> route_outbox_row(const OutboxRouter& router, const pg::QueryResult& rows,
+                                      int row, const ChangeSource& source) {
+  pg::Relation rel;
+  pg::Tuple t;
+  for (int c = 0; c < rows.columns(); ++c) {
+    rel.columns.push_back({false, std::string(rows.column_name(c)), 0, -1});
+    if (rows.is_null(row, c)) {
+      t.columns.push_back({pg::Column::Kind::kNull, {}});
+    } else {
+      t.columns.push_back({pg::Column::Kind::kText, std::string(rows.text(row, c))});
+    }
+  }
+  return router.route(rel, t, source);
+}
+
+Poller::Poller(RelayOptions options, std::size_t batch, Metrics& metrics, Logger log)
+    : options_(std::move(options)), batch_(batch), metrics_(metrics), log_(std::move(log)) {}
+
+Status Poller::run_once(std::stop_token stop, bus::Producer& producer) {
+  auto routes = RouteTable::parse(options_.routes, options_.unknown_topic);
+  if (!routes) return routes.error();
+  const OutboxRouter router(std::move(*routes), options_.format);
+  auto conn = pg::Connection::connect(options_.database_url, "hashinsight_relay");
+  if (!conn) return conn.error();
+  if (auto s = conn->listen("hi_outbox"); !s) return s;
+  if (auto r = conn->exec("UPDATE relay_settings SET value = 'on' WHERE name = 'outbox_notify'");
+      !r) {
+    return r.error();
+  }
+  log_.info("polling the outbox", {{"batch", batch_}, {"bus", producer.name()}});
+  auto& published = metrics_.counter("hashinsight_relay_events_total", "Events published, by topic",
+                                     {{"topic", "all"}});
+  const std::string claim = "SELECT * FROM " + options_.outbox_table +
+                            " WHERE NOT processed ORDER BY created_at, id LIMIT " +
+                            std::to_string(batch_) + " FOR UPDATE SKIP LOCKED";
+  while (!stop.stop_requested()) {
+    pg::Transaction tx(*conn);
+    if (auto s = tx.begin(); !s) return s;
+    auto rows = conn->exec(claim);
+    if (!rows) return rows.error();
+    if (rows->empty()) {
+      if (auto s = tx.commit(); !s) return s;
+      auto n = conn->wait_notification(std::chrono::milliseconds(1000));
+      if (!n) return n.error();
+      continue;
+    }
+    std::vector<std::string> ids;
+    const int id_col = rows->column_index("id");
+    const std::size_t before = acked_;
+    for (int r = 0; r < rows->rows(); ++r) {
+      ChangeSource src;
+      src.ordinal = static_cast<std::uint32_t>(r + 1);
+      src.commit_time_unix_us = unix_now_us();
+      auto msg = route_outbox_row(router, *rows, r, src);
+      if (!msg) {
+        bus::Message parked;
+        parked.topic = options_.unknown_topic;
+        parked.key = "";
+        parked.value = "{\"error\":\"unroutable outbox row\"}";
+        parked.headers = {{"id", std::string(rows->text(r, id_col))},
+                          {"reason", msg.error().message}};
+        msg = std::move(parked);
+      }
+      if (auto s = producer.send(std::move(*msg), 0); !s) return s;
+      ids.emplace_back(rows->text(r, id_col));
+    }
+    while (acked_ - before < ids.size() && !stop.stop_requested()) {
+      producer.poll(std::chrono::milliseconds(100));
+      if (delivery_error_) return *delivery_error_;
+    }
+    if (acked_ - before < ids.size()) return {};  // stopping: the batch rolls back, goes again
+    std::string array = "{";
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      if (i > 0) array += ',';
+      array += '"' + ids[i] + '"';
+    }
+    array += '}';
+    auto mark = conn->exec("UPDATE " + options_.outbox_table +
+                               " SET processed = true, processed_at = now() WHERE id = ANY($1)",
+                           {array});
+    if (!mark) return mark.error();
+    if (auto s = tx.commit(); !s) return s;
+    published.Increment(static_cast<double>(ids.size()));
+    stats_.events_published.fetch_add(ids.size());
+  }
+  return {};
+}
+
+Status Poller::run(std::stop_token stop) {
+  auto producer = bus::make_producer(options_.bus, [this](std::uint64_t, const Status& s) {
+    if (!s && !delivery_error_) delivery_error_ = s.error();
+    ++acked_;
+    stats_.events_acked.fetch_add(1);
+  });
+  if (!producer) return producer.error();
+  std::mutex mu;
+  std::condition_variable_any cv;
+  std::chrono::milliseconds backoff{100};
+  while (!stop.stop_requested()) {
+    Status s = run_once(stop, **producer);
+    if (stop.stop_requested()) break;
+    if (!s && (s.error().code == Code::kInvalidArgument || delivery_error_)) return s;
+    log_.warn("poller lost its connection; reconnecting",
+              {{"error", s ? std::string("ended") : s.error().message}});
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, stop, backoff, [] { return false; });
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+  }
+  return {};
+}
+
+}  // namespace hi::cdc

@@ -1,0 +1,90 @@
+// The relay: PostgreSQL logical replication (pgoutput) -> outbox router / table capture -> bus.
+//
+// One event loop on one thread owns the replication connection and the producer; it never
+// sleeps to poll: it waits in poll(2) on the replication socket and the producer's wake fd.
+// Changes are published as they are decoded, with at most `max_inflight` events unacknowledged
+// (the loop stops reading WAL beyond that: bounded memory for any transaction size). A
+// transaction's end LSN is confirmed to PostgreSQL only when the bus acknowledged every event of
+// it and of every earlier transaction (AckTracker), so a crash at any instant replays from the
+// confirmed LSN: an event may arrive twice, never not at all.
+//
+// A side thread publishes status (hi:status:relay in Redis, metrics), watches the slot
+// (retained WAL, wal_status), writes heartbeats while idle, and applies outbox retention.
+//
+// First start: the slot is created with the snapshot of its consistent point, and the outbox
+// rows that exist at that point are published from it (a keyset scan), so no event written
+// before the relay first ran is missed. A slot found invalidated (wal_status = lost) stops the
+// relay with an error; it is never recreated silently (`hashinsight relay --recreate-slot`).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include "bus/bus.h"
+#include "cdc/router.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/result.h"
+#include "pg/lsn.h"
+
+namespace hi::cdc {
+
+struct RelayOptions {
+  std::string database_url;     // normal connection (slot checks, heartbeat, retention)
+  std::string replication_url;  // replication connection (may equal database_url)
+  std::string redis_url;        // status hash; empty = no status publishing
+  std::string slot = "hashinsight_outbox";
+  std::string publication = "hashinsight_outbox";
+  std::string outbox_table = "public.event_outbox";
+  std::vector<std::string> capture_tables;  // "schema.table"; published on <publication>_capture
+  std::string routes;                       // RELAY_ROUTES
+  std::string unknown_topic = "events.dlq";
+  Format format = Format::kEnvelope;
+  std::size_t max_inflight = 50000;
+  std::chrono::milliseconds heartbeat{10000};  // 0 = off
+  std::int64_t lag_warn_bytes = 64 << 20;
+  int retention_hours = 168;  // 0 = keep
+  std::chrono::milliseconds stream_keep{std::chrono::hours(24)};
+  bool recreate_slot = false;  // drop an invalidated slot and backfill (explicit operator choice)
+  bus::BusOptions bus;
+};
+
+// Counters the relay exposes (tests, benchmarks, status). Updated by the loop thread.
+struct RelayStats {
+  std::atomic<std::uint64_t> events_published{0};
+  std::atomic<std::uint64_t> events_acked{0};
+  std::atomic<std::uint64_t> transactions{0};
+  std::atomic<std::uint64_t> confirmed_lsn{0};
+  std::atomic<std::int64_t> last_ack_unix_us{0};
+  std::atomic<std::int64_t> last_event_unix_us{0};
+  std::atomic<std::uint64_t> in_flight{0};
+  std::atomic<bool> bus_degraded{false};
+  std::atomic<bool> streaming{false};
+  std::atomic<std::uint64_t> reconnects{0};
+  std::atomic<std::int64_t> confirmed_commit_unix_us{0};
+};
+
+class Relay {
+ public:
+  Relay(RelayOptions options, Metrics& metrics, Logger log);
+  ~Relay();
+
+  // Runs until `stop` is requested (returns ok) or a fatal error (slot lost, bad outbox row
+  // the router cannot route, a permanent bus error). Transient failures (server restart, bus
+  // outage) are retried inside.
+  Status run(std::stop_token stop);
+
+  const RelayStats& stats() const { return stats_; }
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+  RelayStats stats_;
+};
+
+}  // namespace hi::cdc

@@ -1,0 +1,103 @@
+#include "support/relay_helpers.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <thread>
+
+#include "bus/redis_streams.h"
+#include "pg/transaction.h"
+#include "schema/outbox.h"
+#include "support/servers.h"
+
+namespace hi::test {
+
+std::vector<std::string> write_events(pg::Connection& conn, const std::string& user,
+                                      const std::string& kind, int count,
+                                      const std::string& payload) {
+  std::vector<std::string> ids;
+  pg::Transaction tx(conn);
+  if (!tx.begin("1")) return ids;
+  for (int i = 0; i < count; ++i) {
+    auto r = schema::append_event(
+        conn, {"1", user, kind, std::nullopt, payload, std::nullopt, std::nullopt});
+    if (!r) {
+      ADD_FAILURE() << r.error().message;
+      return {};
+    }
+    ids.push_back(r->id);
+  }
+  if (!tx.commit()) return {};
+  return ids;
+}
+
+std::vector<bus::Delivery> read_stream(redis::Client& redis, const std::string& stream) {
+  std::vector<bus::Delivery> out;
+  std::string start = "-";
+  for (;;) {
+    auto r = redis.command({"XRANGE", stream, start, "+", "COUNT", "10000"});
+    if (!r || r->elements.empty()) break;
+    for (const auto& e : r->elements) out.push_back(bus::delivery_from_entry(stream, e));
+    const std::string last = r->elements.back().elements[0].str;
+    start = "(" + last;
+    if (r->elements.size() < 10000) break;
+  }
+  return out;
+}
+
+std::string header(const bus::Delivery& d, const std::string& name) {
+  for (const auto& [k, v] : d.headers) {
+    if (k == name) return v;
+  }
+  return "";
+}
+
+bool eventually(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return done();
+}
+
+pg::Lsn confirmed_flush(pg::Connection& conn, const std::string& slot) {
+  auto r = conn.exec(
+      "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", {slot});
+  if (!r || r->empty() || r->is_null(0, 0)) return {};
+  auto l = pg::Lsn::parse(r->text(0, 0));
+  return l ? *l : pg::Lsn{};
+}
+
+Process start_relay(const std::vector<std::string>& env, const std::string& log_path,
+                    const std::vector<std::string>& args) {
+  SpawnOptions o;
+  o.argv = {hashinsight_binary(), "relay"};
+  o.argv.insert(o.argv.end(), args.begin(), args.end());
+  o.env = {"DATABASE_URL=" + TestServers::get().database_url(),
+           "REDIS_URL=" + TestServers::get().redis_url(), "LOG_FORMAT=text",
+           "HI_DATA_DIR=/nonexistent"};
+  o.env.insert(o.env.end(), env.begin(), env.end());
+  o.output_path = log_path;
+  auto p = Process::spawn(o);
+  EXPECT_TRUE(p.ok());
+  return p.ok() ? std::move(*p) : Process();
+}
+
+double peak_rss_mb(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  }
+  return -1;
+}
+
+void reset_relay_state(pg::Connection& owner, redis::Client& redis) {
+  (void)owner.exec(
+      "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active");
+  (void)owner.exec("DELETE FROM relay_settings WHERE name LIKE 'backfill:%'");
+  (void)owner.exec("TRUNCATE event_outbox");
+  (void)redis.command({"FLUSHALL"});
+}
+
+}  // namespace hi::test

@@ -1,0 +1,46 @@
+// Helpers of the relay and consumer tests: writing outbox events as the API does, reading what
+// reached the bus, running the relay as a child process.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "bus/bus.h"
+#include "core/process.h"
+#include "pg/connection.h"
+#include "pg/lsn.h"
+#include "redis/client.h"
+
+namespace hi::test {
+
+// Inserts `count` events of `kind` for `user` in one transaction of tenant 1; returns their ids.
+std::vector<std::string> write_events(pg::Connection& conn, const std::string& user,
+                                      const std::string& kind, int count,
+                                      const std::string& payload = "{\"model_id\":1}");
+
+// Every entry of a Redis stream, oldest first.
+std::vector<bus::Delivery> read_stream(redis::Client& redis, const std::string& stream);
+
+std::string header(const bus::Delivery& d, const std::string& name);
+
+// Polls `done` every 20 ms until true or `timeout`; returns done().
+bool eventually(const std::function<bool()>& done,
+                std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+// The slot's confirmed_flush_lsn (0/0 when the slot is missing).
+pg::Lsn confirmed_flush(pg::Connection& conn, const std::string& slot);
+
+// Starts `hashinsight relay` with DATABASE_URL/REDIS_URL of the test servers plus `env`.
+Process start_relay(const std::vector<std::string>& env, const std::string& log_path,
+                    const std::vector<std::string>& args = {});
+
+// Peak resident set size of a live process in MB (VmHWM).
+double peak_rss_mb(int pid);
+
+// Removes every slot and the backfill markers, empties the outbox, flushes Redis.
+void reset_relay_state(pg::Connection& owner, redis::Client& redis);
+
+}  // namespace hi::test
