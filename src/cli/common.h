@@ -46,6 +46,9 @@ struct StackUrls {
 };
 StackUrls stack_urls(const Config& cfg);
 
+// A loopback TCP port that is free now (the kernel's choice).
+int free_port();
+
 // Prints an error for the user (one line on stderr) and throws Exit{code}.
 [[noreturn]] void fail(int code, const std::string& message);
 
@@ -54,5 +57,8 @@ void add_up_command(CLI::App& app, Flags& flags);
 void add_db_commands(CLI::App& app, Flags& flags);
 void add_config_command(CLI::App& app, Flags& flags);
 void add_relay_command(CLI::App& app, Flags& flags);
+void add_bench_command(CLI::App& app, Flags& flags);
+// `bench consume`, registered under the bench subcommand.
+void add_bench_consume(CLI::App& bench, Flags& flags);
 
 }  // namespace hi::cli

@@ -2,9 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
-#ifdef HI_HAVE_CALC
 #include "cli/calc_command.h"
-#endif
 #include "cli/common.h"
 
 int main(int argc, char** argv) {
@@ -17,9 +15,8 @@ int main(int argc, char** argv) {
   hi::cli::add_db_commands(app, flags);
   hi::cli::add_config_command(app, flags);
   hi::cli::add_relay_command(app, flags);
-#ifdef HI_HAVE_CALC
+  hi::cli::add_bench_command(app, flags);
   hi::cli::add_calc_command(app);
-#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,91 @@
+#include "cli/bench_stack.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "cli/common.h"
+#include "core/log.h"
+#include "core/time.h"
+#include "pg/connection.h"
+#include "pg/migrate.h"
+#include "schema/migrations.h"
+#include "schema/seed.h"
+
+namespace hi::cli {
+
+Result<std::unique_ptr<BenchStack>> BenchStack::start(const Config& cfg) {
+  std::unique_ptr<BenchStack> s(new BenchStack());
+  Logger log("bench");
+  if (!cfg.is_set("DATABASE_URL") || !cfg.is_set("REDIS_URL")) {
+    char tmpl[] = "/tmp/hashinsight-bench-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr)
+      return unavailable("bench: cannot create a temporary directory");
+    s->dir_ = tmpl;
+    ::chmod(tmpl, 0755);  // the postgres user must traverse it when we are root
+  }
+  auto port = [] { return free_port(); };
+  if (cfg.is_set("DATABASE_URL")) {
+    s->database_url_ = cfg.str("DATABASE_URL");
+  } else {
+    pg::LocalServerOptions o;
+    o.data_dir = s->dir_ + "/pg";
+    o.port = port();
+    o.durable = false;
+    auto pg = pg::LocalServer::start(o, log);
+    if (!pg) return pg.error();
+    s->pg_ = std::move(*pg);
+    s->database_url_ = s->pg_->url();
+  }
+  if (cfg.is_set("REDIS_URL")) {
+    s->redis_url_ = cfg.str("REDIS_URL");
+  } else {
+    redis::LocalServerOptions o;
+    o.data_dir = s->dir_ + "/redis";
+    o.port = port();
+    o.durable = false;
+    auto r = redis::LocalServer::start(o, log);
+    if (!r) return r.error();
+    s->redis_ = std::move(*r);
+    s->redis_url_ = s->redis_->url();
+  }
+  auto conn = pg::Connection::connect(s->database_url_);
+  if (!conn) return conn.error();
+  auto m = pg::migrate(*conn, schema::migrations(), log);
+  if (!m) return m.error();
+  auto seeded = conn->exec("SELECT count(*) FROM tenants");
+  if (seeded && seeded->int64(0, 0) == 0) {
+    if (auto r = schema::seed(*conn, log); !r) return r.error();
+  }
+  return s;
+}
+
+BenchStack::~BenchStack() {
+  redis_.reset();
+  pg_.reset();
+  if (!dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+}
+
+Progress::Progress(std::string label) : label_(std::move(label)), tty_(::isatty(2) != 0) {}
+
+void Progress::update(double done, double total, const std::string& extra) {
+  if (!tty_) return;
+  const std::int64_t now = mono_now_ns();
+  if (now - last_ns_ < 100'000'000 && done < total) return;
+  last_ns_ = now;
+  std::fprintf(stderr, "\r%s: %.0f/%.0f (%.0f%%) %s\033[K", label_.c_str(), done, total,
+               total > 0 ? 100.0 * done / total : 0.0, extra.c_str());
+  std::fflush(stderr);
+}
+
+void Progress::finish() {
+  if (tty_) std::fputs("\n", stderr);
+}
+
+}  // namespace hi::cli

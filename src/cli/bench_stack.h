@@ -1,0 +1,47 @@
+// The servers a benchmark runs against: DATABASE_URL / REDIS_URL when given, else a private
+// PostgreSQL and redis-server started in a temporary directory (fsync off: benchmarks measure
+// the platform, not the disk) and removed afterwards. The schema is migrated either way.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "core/config.h"
+#include "core/result.h"
+#include "pg/local_server.h"
+#include "redis/local_server.h"
+
+namespace hi::cli {
+
+class BenchStack {
+ public:
+  static Result<std::unique_ptr<BenchStack>> start(const Config& cfg);
+  ~BenchStack();
+
+  const std::string& database_url() const { return database_url_; }
+  const std::string& redis_url() const { return redis_url_; }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  BenchStack() = default;
+  std::string dir_;
+  std::string database_url_;
+  std::string redis_url_;
+  std::unique_ptr<pg::LocalServer> pg_;
+  std::unique_ptr<redis::LocalServer> redis_;
+};
+
+// Progress on stderr, only when it is a terminal (benchmarks print one JSON line on stdout).
+class Progress {
+ public:
+  explicit Progress(std::string label);
+  void update(double done, double total, const std::string& extra = "");
+  void finish();
+
+ private:
+  std::string label_;
+  bool tty_;
+  std::int64_t last_ns_ = 0;
+};
+
+}  // namespace hi::cli
