@@ -1,5 +1,6 @@
 # Writes OUTPUT: a C++ source holding every migration of SQL_DIR as a raw string literal, so
 # the binary carries its schema and runs anywhere. Invoked by src/schema/CMakeLists.txt.
+cmake_policy(SET CMP0057 NEW)  # if(... IN_LIST ...) in -P script mode
 file(GLOB files "${SQL_DIR}/*.sql")
 list(SORT files)
 set(body "// Generated from sql/migrations by cmake/embed_sql.cmake; do not edit.\n")
@@ -10,6 +11,10 @@ foreach(f IN LISTS files)
   string(REGEX MATCH "^[0-9]+" version "${name}")
   string(REGEX REPLACE "^0+" "" version "${version}")
   string(REGEX REPLACE "^[0-9]+_" "" label "${name}")
+  if(version IN_LIST seen_versions)
+    message(FATAL_ERROR "two migrations share version ${version}: ${f}")
+  endif()
+  list(APPEND seen_versions ${version})
   file(READ "${f}" sql)
   string(APPEND body "      {${version}, \"${label}\", R\"__hi_sql__(${sql})__hi_sql__\"},\n")
 endforeach()

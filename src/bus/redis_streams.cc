@@ -21,6 +21,15 @@ std::pair<std::uint64_t, std::uint64_t> parse_id(std::string_view id) {
   return {ms, seq};
 }
 
+// Error replies that mean "not now" rather than "never".
+bool transient_error(std::string_view reply) {
+  for (std::string_view prefix : {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN",
+                                  "READONLY", "NOREPLICAS", "OOM"}) {
+    if (reply.starts_with(prefix)) return true;
+  }
+  return false;
+}
+
 std::string id_after(std::string_view id) {
   auto [ms, seq] = parse_id(id);
   return std::to_string(ms) + "-" + std::to_string(seq + 1);
@@ -88,9 +97,20 @@ std::size_t RedisStreamsProducer::poll(std::chrono::milliseconds timeout) {
     degraded_ = false;
     backoff_ = std::chrono::milliseconds(0);
     for (std::size_t i = 0; i < n; ++i) {
+      const Reply& r = (*replies)[i];
+      if (r.is_error() && transient_error(r.str)) {
+        // Redis answers but cannot take writes yet (loading its AOF after a restart, busy
+        // script, failover): keep this and every later message queued, in order, and retry.
+        // Later ones that did succeed are sent again: at-least-once, order kept.
+        log_.warn("redis refused writes for now; retrying", {{"reply", r.str}});
+        degraded_ = true;
+        backoff_ = std::min(std::chrono::milliseconds(2000),
+                            std::max(std::chrono::milliseconds(50), backoff_ * 2));
+        retry_at_ = std::chrono::steady_clock::now() + backoff_;
+        return reported;
+      }
       Pending p = std::move(queue_.front());
       queue_.pop_front();
-      const Reply& r = (*replies)[i];
       if (r.is_error()) {
         on_delivery_(p.tag, internal_error("XADD " + p.message.topic + ": " + r.str));
       } else {

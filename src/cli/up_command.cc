@@ -17,12 +17,15 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "bus/bus.h"
+#include "bus/kafka_mock.h"
 #include "cli/common.h"
 #include "core/ids.h"
 #include "core/process.h"
 #include "core/time.h"
 #include "pg/connection.h"
 #include "pg/local_server.h"
+#include "redis/client.h"
 #include "redis/local_server.h"
 #include "schema/migrations.h"
 #include "schema/seed.h"
@@ -256,16 +259,56 @@ int run_up(const Config& cfg) {
   env.push_back("HI_DATA_DIR=" + dir.string());
   env.push_back("HTTP_PORT=" + std::to_string(ports.api));
 
+  // Kafka without brokers: host librdkafka's mock cluster here and hand its address to the
+  // children. It lives in this process's memory: not durable, for demos and tests only.
+  std::unique_ptr<bus::MockCluster> mock;
+  std::string kafka_brokers = cfg.str("KAFKA_BROKERS");
+  if (cfg.str("BUS") == "kafka" && kafka_brokers.empty()) {
+    auto m = bus::MockCluster::start(3);
+    if (!m) fail(kExitFailure, "kafka mock cluster: " + m.error().message);
+    mock = std::move(*m);
+    kafka_brokers = mock->bootstrap();
+    std::vector<std::string> topics = bus::standard_topics();
+    for (const auto& t : topics) {
+      if (auto s = mock->create_topic(t, static_cast<int>(cfg.integer("KAFKA_PARTITIONS")), 3);
+          !s) {
+        fail(kExitFailure, "kafka mock cluster: " + s.error().message);
+      }
+    }
+    log.warn(
+        "kafka: in-memory mock cluster (NOT durable; events are lost when `up` stops); set "
+        "KAFKA_BROKERS for a real cluster",
+        {{"bootstrap", kafka_brokers}});
+  }
+  env.push_back("KAFKA_BROKERS=" + kafka_brokers);
+
   Supervisor sup(dir, env, log);
-  // The parts of the platform join here as they are built (api, relay, workers).
+  sup.add("relay", {"relay"});
+  // The API and the workers join here as they are built.
   if (auto s = sup.start_all(); !s) fail(kExitFailure, s.error().message);
+
+  // Ready means every part answers: the relay reports streaming in its status hash.
+  if (auto rc = redis::Client::connect(redis_url)) {
+    bool streaming = false;
+    for (int i = 0; i < 600 && !streaming; ++i) {
+      auto r = rc->command({"HGET", "hi:status:relay", "streaming"});
+      streaming = r && r->str == "1";
+      if (!streaming) {
+        sup.tick();
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    }
+    if (!streaming)
+      log.warn("the relay is not streaming yet; see its log",
+               {{"log", (dir / "logs" / "relay.log").string()}});
+  }
 
   const std::string api_url = "http://127.0.0.1:" + std::to_string(ports.api);
   nlohmann::json ready = {{"api_url", api_url},
                           {"dashboard_url", api_url + "/analytics/main"},
                           {"database_url", database_url},
                           {"redis_url", redis_url},
-                          {"kafka_brokers", cfg.str("KAFKA_BROKERS")},
+                          {"kafka_brokers", kafka_brokers},
                           {"bus", cfg.str("BUS")},
                           {"pid", ::getpid()},
                           {"pg_port", ports.pg},

@@ -126,6 +126,12 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
   auto pong = redis->command({"PING"});
   ASSERT_TRUE(pong.ok());
   EXPECT_EQ(pong->str, "PONG");
+  // The relay runs as a supervised child and streams.
+  auto relay_pid = redis->command({"HGET", "hi:status:relay", "pid"});
+  ASSERT_TRUE(relay_pid.ok());
+  ASSERT_EQ(relay_pid->type, redis::Reply::Type::kString) << "relay status missing";
+  const int relay = std::stoi(relay_pid->str);
+  EXPECT_TRUE(fs::exists("/proc/" + std::to_string(relay)));
   // The secrets exist and are private.
   EXPECT_EQ(fs::status(data + "/secrets/jwt_secret").permissions() & fs::perms::all,
             fs::perms::owner_read | fs::perms::owner_write);
@@ -143,6 +149,7 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_TRUE(left.empty()) << left.size() << " processes left behind";
+  EXPECT_FALSE(fs::exists("/proc/" + std::to_string(relay))) << "the relay survived";
 
   // A second `up` reuses the data (no initdb, same seed).
   auto again = Process::spawn(o);

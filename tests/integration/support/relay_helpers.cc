@@ -93,8 +93,14 @@ double peak_rss_mb(int pid) {
 }
 
 void reset_relay_state(pg::Connection& owner, redis::Client& redis) {
+  // A relay stopped a moment ago may still hold its walsender: end it, then drop every slot.
   (void)owner.exec(
-      "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active");
+      "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE active");
+  eventually([&] {
+    auto r = owner.exec("SELECT count(*) FROM pg_replication_slots WHERE active");
+    return r && r->int64(0, 0) == 0;
+  });
+  (void)owner.exec("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots");
   (void)owner.exec("DELETE FROM relay_settings WHERE name LIKE 'backfill:%'");
   (void)owner.exec("TRUNCATE event_outbox");
   (void)redis.command({"FLUSHALL"});

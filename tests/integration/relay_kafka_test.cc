@@ -1,0 +1,195 @@
+// The relay on Kafka (librdkafka's mock cluster, real protocol over TCP, hosted here; the relay
+// is a child process): completeness and per-key order, brokers down, and kills.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "bus/bus.h"
+#include "bus/kafka_mock.h"
+#include "support/relay_helpers.h"
+#include "support/servers.h"
+
+namespace hi {
+namespace {
+
+using nlohmann::json;
+using test::eventually;
+using test::TestServers;
+
+class RelayKafkaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    owner_ = TestServers::get().owner();
+    auto r = redis::Client::connect(TestServers::get().redis_url());
+    ASSERT_TRUE(r.ok());
+    redis_ = std::move(*r);
+    test::reset_relay_state(owner_, redis_);
+    app_ = TestServers::get().app();
+    auto m = bus::MockCluster::start(3);
+    ASSERT_TRUE(m.ok()) << m.error().message;
+    mock_ = std::move(*m);
+    for (const auto& t : bus::standard_topics()) ASSERT_TRUE(mock_->create_topic(t, 6, 3).ok());
+    log_ = tmp_.path() + "/relay.log";
+  }
+  void TearDown() override {
+    if (relay_.valid() && relay_.running()) {
+      relay_.signal(SIGTERM);
+      EXPECT_EQ(relay_.wait_for(std::chrono::seconds(30)).value_or(-1), 0) << log_text();
+    }
+  }
+  std::string log_text() {
+    std::ifstream in(log_);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+  void start() {
+    relay_ = test::start_relay({"BUS=kafka", "KAFKA_BROKERS=" + mock_->bootstrap()}, log_);
+    ASSERT_TRUE(eventually([&] { return log_text().find("streaming") != std::string::npos; }))
+        << log_text();
+  }
+  // Reads events.miner through a consumer group until `n` messages arrived or `timeout`.
+  std::vector<bus::Delivery> consume(std::size_t n, std::chrono::seconds timeout) {
+    bus::BusOptions o;
+    o.kind = "kafka";
+    o.kafka_brokers = mock_->bootstrap();
+    bus::ConsumerOptions co;
+    co.group = "test-reader-" + std::to_string(::getpid()) + "-" + std::to_string(readers_++);
+    co.consumer_name = co.group;
+    co.topics = {"events.miner"};
+    auto c = bus::make_consumer(o, co);
+    EXPECT_TRUE(c.ok());
+    std::vector<bus::Delivery> out;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (out.size() < n && std::chrono::steady_clock::now() < deadline) {
+      auto batch = (*c)->poll(5000, std::chrono::milliseconds(200));
+      if (!batch) continue;
+      for (auto& d : *batch) out.push_back(std::move(d));
+    }
+    return out;
+  }
+
+  test::TempDir tmp_;
+  std::string log_;
+  pg::Connection owner_;
+  pg::Connection app_;
+  redis::Client redis_;
+  std::unique_ptr<bus::MockCluster> mock_;
+  Process relay_;
+  int readers_ = 0;
+};
+
+TEST_F(RelayKafkaTest, HundredThousandEventsArriveCompleteInPerKeyOrder) {
+  start();
+  constexpr int kWriters = 8, kPerWriter = 12500, kPerTx = 50;
+  std::vector<std::vector<std::string>> written(kWriters);
+  {
+    std::vector<std::jthread> writers;
+    for (int w = 0; w < kWriters; ++w) {
+      writers.emplace_back([&, w] {
+        auto conn = TestServers::get().app();
+        for (int done = 0; done < kPerWriter; done += kPerTx) {
+          auto ids =
+              test::write_events(conn, "k" + std::to_string(w) + "-" + std::to_string(done % 11),
+                                 "miner.added", kPerTx);
+          written[w].insert(written[w].end(), ids.begin(), ids.end());
+        }
+      });
+    }
+  }
+  auto got = consume(100000, std::chrono::seconds(120));
+  std::set<std::string> seen;
+  std::map<std::string, long> last_seq;
+  std::map<std::string, int> partition_of;
+  for (const auto& d : got) {
+    seen.insert(test::header(d, "id"));
+    const long seq = json::parse(d.value)["seq"].get<long>();
+    // One key, one partition, commit order.
+    auto [it, fresh] = partition_of.emplace(d.key, d.partition);
+    EXPECT_EQ(it->second, d.partition) << d.key;
+    EXPECT_GT(seq, last_seq[d.key]) << d.key << " out of order";
+    last_seq[d.key] = seq;
+  }
+  for (const auto& w : written) {
+    for (const auto& id : w)
+      ASSERT_TRUE(seen.contains(id)) << "missing " << id << "\n" << log_text();
+  }
+  EXPECT_EQ(got.size(), 100000u);
+}
+
+TEST_F(RelayKafkaTest, BrokersDownStallTheSlotAndDeliveryResumes) {
+  start();
+  auto first = test::write_events(app_, "kd", "miner.added", 20);
+  ASSERT_EQ(consume(20, std::chrono::seconds(30)).size(), 20u);
+  mock_->set_broker_down(bus::MockCluster::kAllBrokers);
+  auto during = test::write_events(app_, "kd", "miner.added", 300);
+  const pg::Lsn after_write =
+      *pg::Lsn::parse(owner_.exec("SELECT pg_current_wal_lsn()::text")->text(0, 0));
+  std::this_thread::sleep_for(std::chrono::seconds(4));
+  EXPECT_LT(test::confirmed_flush(owner_, "hashinsight_outbox"), after_write);
+  EXPECT_TRUE(relay_.running()) << log_text();
+  mock_->set_broker_up(bus::MockCluster::kAllBrokers);
+  EXPECT_TRUE(
+      eventually([&] { return test::confirmed_flush(owner_, "hashinsight_outbox") >= after_write; },
+                 std::chrono::seconds(60)))
+      << log_text();
+  auto got = consume(320, std::chrono::seconds(60));
+  std::set<std::string> seen;
+  for (const auto& d : got) seen.insert(test::header(d, "id"));
+  for (const auto& id : first) EXPECT_TRUE(seen.contains(id));
+  for (const auto& id : during) EXPECT_TRUE(seen.contains(id)) << "lost " << id;
+}
+
+TEST_F(RelayKafkaTest, ProduceErrorsAreRetriedWithoutLoss) {
+  start();
+  mock_->push_produce_errors(20, bus::kafka_error::kNotEnoughReplicas);
+  auto ids = test::write_events(app_, "ke", "miner.added", 100);
+  auto got = consume(100, std::chrono::seconds(60));
+  std::set<std::string> seen;
+  for (const auto& d : got) seen.insert(test::header(d, "id"));
+  for (const auto& id : ids) EXPECT_TRUE(seen.contains(id)) << "lost " << id;
+  EXPECT_EQ(got.size(), 100u) << "the idempotent producer does not duplicate on retries";
+}
+
+TEST_F(RelayKafkaTest, KilledTwentyTimesLosesNothing) {
+  std::atomic<bool> writing{true};
+  std::vector<std::string> written;
+  std::mutex mu;
+  std::jthread writer([&] {
+    auto conn = TestServers::get().app();
+    while (writing.load()) {
+      auto ids = test::write_events(conn, "kk", "miner.added", 3);
+      std::lock_guard lock(mu);
+      written.insert(written.end(), ids.begin(), ids.end());
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  std::mt19937 rng(7);
+  for (int i = 0; i < 20; ++i) {
+    Process relay = test::start_relay({"BUS=kafka", "KAFKA_BROKERS=" + mock_->bootstrap()}, log_);
+    std::this_thread::sleep_for(std::chrono::milliseconds(150 + rng() % 350));
+    relay.signal(SIGKILL);
+    relay.wait_for(std::chrono::seconds(10));
+    ASSERT_TRUE(eventually([&] {
+      auto r = owner_.exec(
+          "SELECT active FROM pg_replication_slots WHERE slot_name = 'hashinsight_outbox'");
+      return r && (r->empty() || !r->boolean(0, 0));
+    }));
+  }
+  writing = false;
+  writer.join();
+  start();
+  auto got = consume(written.size(), std::chrono::seconds(120));
+  std::set<std::string> seen;
+  for (const auto& d : got) seen.insert(test::header(d, "id"));
+  for (const auto& id : written) ASSERT_TRUE(seen.contains(id)) << "lost " << id;
+  std::printf("kafka: %zu events, %zu deliveries after 20 kills\n", written.size(), got.size());
+}
+
+}  // namespace
+}  // namespace hi
