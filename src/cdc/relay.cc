@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdio>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unordered_set>
 
@@ -75,6 +77,7 @@ class Relay::Impl {
   Status stream(std::stop_token stop);
   Status handle(const pg::StreamEvent& ev);
   Status handle_change(const pg::Message& msg);
+  Status replay_stream(const pg::StreamCommit& commit);
   Status publish(bus::Message message);
   Status backfill(pg::ReplicationStream& rs, std::stop_token stop);
   Status pump(std::chrono::milliseconds timeout);
@@ -94,6 +97,20 @@ class Relay::Impl {
   AckTracker tracker_;
   std::unique_ptr<bus::Producer> producer_;
   std::optional<Error> fatal_;
+
+  // Streamed (protocol 2) transactions not yet committed: their changes are spilled to a
+  // temporary file as raw pgoutput messages and published only at Stream Commit, so an
+  // aborted transaction publishes nothing and memory stays bounded.
+  struct FileCloser {
+    void operator()(std::FILE* f) const noexcept { std::fclose(f); }
+  };
+  struct Spill {
+    std::unique_ptr<std::FILE, FileCloser> file;
+    std::set<std::uint32_t> aborted_subxacts;
+    std::uint64_t messages = 0;
+  };
+  std::unordered_map<std::uint32_t, Spill> streams_;
+  std::optional<std::uint32_t> open_stream_;
 
   // Per transaction being decoded.
   bool in_tx_ = false;
@@ -252,8 +269,8 @@ Status Relay::Impl::handle_change(const pg::Message& msg) {
         } else if constexpr (std::is_same_v<T, pg::LogicalMessage>) {
           // A heartbeat outside any transaction with nothing in flight: everything before it
           // is durable, so its position may be confirmed (the slot advances on idle tables).
-          if (!m.transactional && !in_tx_ && tracker_.idle() && m.prefix == kHeartbeatPrefix &&
-              rs_ != nullptr) {
+          if (!m.transactional && !in_tx_ && tracker_.idle() && streams_.empty() &&
+              m.prefix == kHeartbeatPrefix && rs_ != nullptr) {
             rs_->confirm(m.lsn);
           }
         }
@@ -266,7 +283,7 @@ Status Relay::Impl::handle(const pg::StreamEvent& ev) {
   if (ev.kind == pg::StreamEvent::Kind::kKeepalive) {
     // Nothing in flight and between transactions: the server has sent everything up to
     // wal_end, so it can be confirmed (keeps the slot moving when our tables are idle).
-    if (!in_tx_ && tracker_.idle()) rs_->confirm(ev.wal_end);
+    if (!in_tx_ && tracker_.idle() && streams_.empty()) rs_->confirm(ev.wal_end);
     if (ev.reply_requested) maybe_send_status(*rs_, true);
     return {};
   }
@@ -274,7 +291,110 @@ Status Relay::Impl::handle(const pg::StreamEvent& ev) {
       reinterpret_cast<const std::uint8_t*>(ev.payload.data()), ev.payload.size()));
   if (!msg) return msg.error().wrap("decode at " + ev.wal_start.to_string());
   stats_.last_event_unix_us.store(unix_now_us(), std::memory_order_relaxed);
+  if (const auto* start = std::get_if<pg::StreamStart>(&*msg)) {
+    open_stream_ = start->xid;
+    Spill& spill = streams_[start->xid];
+    if (!spill.file) {
+      spill.file.reset(std::tmpfile());
+      if (!spill.file)
+        return unavailable("relay: cannot create a spill file for a streamed transaction");
+    }
+    return {};
+  }
+  if (std::holds_alternative<pg::StreamStop>(*msg)) {
+    open_stream_.reset();
+    return {};
+  }
+  if (const auto* commit = std::get_if<pg::StreamCommit>(&*msg)) return replay_stream(*commit);
+  if (const auto* abort = std::get_if<pg::StreamAbort>(&*msg)) {
+    if (abort->subxid == abort->xid) {
+      streams_.erase(abort->xid);
+    } else if (auto it = streams_.find(abort->xid); it != streams_.end()) {
+      it->second.aborted_subxacts.insert(abort->subxid);
+    }
+    return {};
+  }
+  if (open_stream_) {
+    if (const auto* rel = std::get_if<pg::Relation>(&*msg)) relations_.put(*rel);
+    Spill& spill = streams_[*open_stream_];
+    const auto len = static_cast<std::uint32_t>(ev.payload.size());
+    if (std::fwrite(&len, sizeof len, 1, spill.file.get()) != 1 ||
+        std::fwrite(ev.payload.data(), 1, len, spill.file.get()) != len) {
+      return unavailable("relay: writing the spill file failed (disk full?)");
+    }
+    ++spill.messages;
+    return {};
+  }
   return handle_change(*msg);
+}
+
+namespace {
+std::optional<std::uint32_t> message_xid(const pg::Message& m) {
+  return std::visit(
+      [](const auto& x) -> std::optional<std::uint32_t> {
+        if constexpr (requires { x.xid; }) {
+          return std::optional<std::uint32_t>(x.xid);
+        } else {
+          return std::nullopt;
+        }
+      },
+      m);
+}
+}  // namespace
+
+// A streamed transaction committed: publish its spilled changes in order, as one transaction.
+Status Relay::Impl::replay_stream(const pg::StreamCommit& commit) {
+  auto it = streams_.find(commit.xid);
+  if (it == streams_.end()) {
+    // Nothing was spilled (every change was in tables we do not publish): still a transaction.
+    tx_ = tracker_.begin(pg::pg_time_to_unix_us(commit.commit_time_us));
+    tracker_.commit(tx_, commit.end_lsn);
+    return {};
+  }
+  Spill spill = std::move(it->second);
+  streams_.erase(it);
+  std::rewind(spill.file.get());
+  pg::Decoder replay;
+  // The spilled messages carry their xid as inside a stream segment; open one for the decoder.
+  const std::uint8_t start[] = {'S',
+                                static_cast<std::uint8_t>(commit.xid >> 24),
+                                static_cast<std::uint8_t>(commit.xid >> 16),
+                                static_cast<std::uint8_t>(commit.xid >> 8),
+                                static_cast<std::uint8_t>(commit.xid),
+                                1};
+  if (auto r = replay.decode(start); !r) return r.error();
+  source_ = ChangeSource{};
+  source_.commit_lsn = commit.commit_lsn;
+  source_.xid = commit.xid;
+  source_.commit_time_unix_us = pg::pg_time_to_unix_us(commit.commit_time_us);
+  tx_ = tracker_.begin(source_.commit_time_unix_us);
+  in_tx_ = true;
+  std::string buf;
+  for (std::uint64_t i = 0; i < spill.messages; ++i) {
+    std::uint32_t len = 0;
+    if (std::fread(&len, sizeof len, 1, spill.file.get()) != 1)
+      return data_loss("relay: spill file truncated");
+    buf.resize(len);
+    if (std::fread(buf.data(), 1, len, spill.file.get()) != len)
+      return data_loss("relay: spill file truncated");
+    auto m = replay.decode(
+        std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(buf.data()), len));
+    if (!m) return m.error().wrap("replay of streamed transaction " + std::to_string(commit.xid));
+    if (auto x = message_xid(*m); x && spill.aborted_subxacts.contains(*x)) continue;
+    if (auto s = handle_change(*m); !s) return s;
+    // Bounded memory however large the transaction: wait for acknowledgements.
+    while (producer_->in_flight() >= options_.max_inflight) {
+      if (auto s = pump(std::chrono::milliseconds(100)); !s) return s;
+    }
+    if (i % 4096 == 4095) {
+      if (auto s = pump(std::chrono::milliseconds(0)); !s) return s;
+    }
+  }
+  tracker_.commit(tx_, commit.end_lsn);
+  in_tx_ = false;
+  stats_.transactions.fetch_add(1, std::memory_order_relaxed);
+  stats_.streamed_transactions.fetch_add(1, std::memory_order_relaxed);
+  return {};
 }
 
 // Transmits and collects acknowledgements; releases what may be confirmed.
@@ -397,6 +517,8 @@ Status Relay::Impl::stream(std::stop_token stop) {
     if (!done) return done.error();
   }
 
+  if (rs->server_version() >= 140000) rs->enable_streaming();
+  if (rs->server_version() >= 140000) rs->enable_streaming();
   if (auto s = rs->start(); !s) return s;
   auto info = pg::read_slot(*conn, options_.slot);
   log_.info("streaming",
@@ -404,6 +526,7 @@ Status Relay::Impl::stream(std::stop_token stop) {
              {"publications", opts.publications},
              {"start_lsn", info ? info->confirmed_flush.to_string() : "?"},
              {"bus", producer_->name()},
+             {"protocol", rs->streaming() ? "pgoutput v2 streaming" : "pgoutput v1"},
              {"format", options_.format == Format::kDebezium ? "debezium" : "envelope"}});
   stats_.streaming.store(true);
   conn = pg::Connection();  // the status thread has its own
@@ -573,6 +696,8 @@ void Relay::Impl::status_loop(std::stop_token stop) {
                                          stats_.streaming.load() ? "1" : "0",
                                          "reconnects",
                                          std::to_string(stats_.reconnects.load()),
+                                         "streamed_transactions",
+                                         std::to_string(stats_.streamed_transactions.load()),
                                          "updated_at",
                                          format_rfc3339_us(unix_now_us()),
                                          "pid",
@@ -654,6 +779,8 @@ Status Relay::Impl::run(std::stop_token stop) {
     in_tx_ = false;
     decoder_ = pg::Decoder();
     relations_ = RelationCache();
+    streams_.clear();
+    open_stream_.reset();
     sleep(backoff);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
   }

@@ -59,6 +59,7 @@ struct RelayStats {
   std::atomic<std::uint64_t> events_published{0};
   std::atomic<std::uint64_t> events_acked{0};
   std::atomic<std::uint64_t> transactions{0};
+  std::atomic<std::uint64_t> streamed_transactions{0};  // protocol 2, published at Stream Commit
   std::atomic<std::uint64_t> confirmed_lsn{0};
   std::atomic<std::int64_t> last_ack_unix_us{0};
   std::atomic<std::int64_t> last_event_unix_us{0};

@@ -63,6 +63,14 @@ class ReplicationStream {
 
   // Creates the slot (pgoutput) when missing; returns true when it was created.
   Result<bool> create_slot_if_missing();
+  // Protocol 2 with streaming of in-progress transactions (PostgreSQL 14 and later): large
+  // transactions arrive in segments before they commit, instead of being spilled by the
+  // server until commit. Call before start().
+  void enable_streaming() {
+    options_.proto_version = 2;
+    options_.streaming = true;
+  }
+  bool streaming() const { return options_.streaming; }
   // START_REPLICATION from the slot's confirmed position.
   Status start();
   // Reads one message if one has arrived; nullopt when nothing is buffered (poll socket()).

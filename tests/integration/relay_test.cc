@@ -327,6 +327,71 @@ TEST_F(RelayTest, CapturesTableChangesWithToastMarkersAndSchemaChanges) {
   EXPECT_EQ(v[5]["source"]["table"], "public.captured");
 }
 
+// With a tiny logical_decoding_work_mem the server streams large transactions before they
+// commit (protocol 2): the relay publishes a committed one whole and in order, nothing of an
+// aborted one, and nothing of a rolled-back subtransaction.
+TEST_F(RelayTest, StreamedLargeTransactionsPublishOnlyWhatCommitted) {
+  ASSERT_TRUE(owner_.exec("ALTER SYSTEM SET logical_decoding_work_mem = '64kB'").ok());
+  ASSERT_TRUE(owner_.exec("SELECT pg_reload_conf()").ok());
+  struct Restore {
+    pg::Connection& c;
+    ~Restore() {
+      (void)c.exec("ALTER SYSTEM RESET logical_decoding_work_mem");
+      (void)c.exec("SELECT pg_reload_conf()");
+    }
+  } restore{owner_};
+  start();
+  EXPECT_NE(log_text().find("v2 streaming"), std::string::npos) << log_text();
+  const std::string insert =
+      "INSERT INTO event_outbox (id, tenant_id, kind, user_id, payload, seq) "
+      "SELECT $1::text || g, 1, 'miner.added', 'stream-user', ('{\"pad\":\"' || repeat('x', 200) "
+      "|| "
+      "'\"}')::jsonb, g FROM generate_series(1, $2::int) g";
+  {  // aborted: nothing may appear
+    pg::Transaction tx(owner_);
+    ASSERT_TRUE(tx.begin());
+    auto r = owner_.exec(insert, {std::string("aborted-"), std::string("3000")});
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    ASSERT_TRUE(tx.rollback());
+  }
+  {  // committed, with a rolled-back subtransaction in the middle
+    pg::Transaction tx(owner_);
+    ASSERT_TRUE(tx.begin());
+    ASSERT_TRUE(owner_.exec(insert, {std::string("kept-a-"), std::string("2000")}).ok());
+    ASSERT_TRUE(owner_.exec("SAVEPOINT s1").ok());
+    ASSERT_TRUE(owner_.exec(insert, {std::string("dropped-"), std::string("1500")}).ok());
+    ASSERT_TRUE(owner_.exec("ROLLBACK TO SAVEPOINT s1").ok());
+    ASSERT_TRUE(owner_.exec(insert, {std::string("kept-b-"), std::string("2000")}).ok());
+    ASSERT_TRUE(tx.commit());
+  }
+  const auto small = test::write_events(app_, "after-stream", "miner.added", 3);
+  ASSERT_TRUE(eventually([&] { return stream_len("events.miner") >= 4003; })) << log_text();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto entries = read_stream(redis_, "events.miner");
+  EXPECT_EQ(entries.size(), 4003u);
+  int kept = 0;
+  std::string first_commit_lsn;
+  for (const auto& d : entries) {
+    const std::string id = test::header(d, "id");
+    EXPECT_EQ(id.find("aborted-"), std::string::npos) << id;
+    EXPECT_EQ(id.find("dropped-"), std::string::npos) << id;
+    if (id.rfind("kept-", 0) == 0) {
+      ++kept;
+      const json env = json::parse(d.value);
+      // One transaction: one commit LSN, ordinals counting up.
+      if (first_commit_lsn.empty()) first_commit_lsn = env["source"]["commit_lsn"];
+      EXPECT_EQ(env["source"]["commit_lsn"], first_commit_lsn);
+    }
+  }
+  EXPECT_EQ(kept, 4000);
+  EXPECT_TRUE(eventually([&] {
+    auto r = redis_.command({"HGET", "hi:status:relay", "streamed_transactions"});
+    return r && r->type == redis::Reply::Type::kString && r->str == "1";
+  })) << "the committed transaction did not arrive streamed";
+  EXPECT_EQ(test::header(entries.front(), "id"), "kept-a-1");
+  EXPECT_EQ(test::header(entries[3999], "id"), "kept-b-2000");
+}
+
 TEST_F(RelayTest, PollModeWithTwoPollersPublishesEachEventOnce) {
   start({"RELAY_MODE=poll", "RELAY_POLL_BATCH=50"});
   Process second = test::start_relay({"RELAY_MODE=poll", "RELAY_POLL_BATCH=50"}, log_ + ".2");
