@@ -43,6 +43,7 @@ Status Poller::run_once(std::stop_token stop, bus::Producer& producer) {
   const std::string claim = "SELECT * FROM " + options_.outbox_table +
                             " WHERE NOT processed ORDER BY created_at, id LIMIT " +
                             std::to_string(batch_) + " FOR UPDATE SKIP LOCKED";
+  auto last_retention = std::chrono::steady_clock::time_point{};
   while (!stop.stop_requested()) {
     pg::Transaction tx(*conn);
     if (auto s = tx.begin(); !s) return s;
@@ -50,6 +51,18 @@ Status Poller::run_once(std::stop_token stop, bus::Producer& producer) {
     if (!rows) return rows.error();
     if (rows->empty()) {
       if (auto s = tx.commit(); !s) return s;
+      // Retention, at most once a minute, while idle: processed rows past their age.
+      if (options_.retention_hours > 0 &&
+          std::chrono::steady_clock::now() - last_retention >= std::chrono::minutes(1)) {
+        last_retention = std::chrono::steady_clock::now();
+        auto d =
+            conn->exec("DELETE FROM " + options_.outbox_table +
+                           " WHERE ctid = ANY (ARRAY(SELECT ctid FROM " + options_.outbox_table +
+                           " WHERE processed AND processed_at < now() - make_interval(hours => "
+                           "$1::int) LIMIT 5000))",
+                       {std::to_string(options_.retention_hours)});
+        if (d && d->affected() > 0) log_.info("outbox retention", {{"deleted", d->affected()}});
+      }
       auto n = conn->wait_notification(std::chrono::milliseconds(1000));
       if (!n) return n.error();
       continue;

@@ -639,10 +639,13 @@ void Relay::Impl::status_loop(std::stop_token stop) {
                          {std::string(kHeartbeatPrefix)});
       }
       // Retention: relayed outbox rows older than the limit, in small batches.
-      if (options_.retention_hours > 0 && now - last_retention >= std::chrono::minutes(1)) {
+      // Deleting a row never loses its event: the relay reads inserts from the WAL, which the
+      // slot retains until they are confirmed.
+      const std::int64_t confirmed_us = stats_.confirmed_commit_unix_us.load();
+      if (options_.retention_hours > 0 && confirmed_us > 0 &&
+          now - last_retention >= std::chrono::minutes(1)) {
         last_retention = now;
-        const std::int64_t confirmed_us = stats_.confirmed_commit_unix_us.load();
-        if (confirmed_us > 0) {
+        {
           const std::string cutoff = format_rfc3339_us(std::min(
               confirmed_us, unix_now_us() - std::int64_t{options_.retention_hours} * 3600'000'000));
           std::int64_t removed = 0;

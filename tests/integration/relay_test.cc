@@ -392,6 +392,78 @@ TEST_F(RelayTest, StreamedLargeTransactionsPublishOnlyWhatCommitted) {
   EXPECT_EQ(test::header(entries[3999], "id"), "kept-b-2000");
 }
 
+// A slot whose WAL was removed (max_slot_wal_keep_size) stops the relay with an error naming
+// the way out; it is not recreated silently. --recreate-slot recreates it and republishes the
+// outbox from a snapshot.
+TEST_F(RelayTest, InvalidatedSlotFailsLoudlyUntilExplicitlyRecreated) {
+  start();
+  const auto before = test::write_events(app_, "lost-user", "miner.added", 5);
+  ASSERT_TRUE(eventually([&] { return stream_len("events.miner") == 5; })) << log_text();
+  relay_.signal(SIGTERM);
+  ASSERT_EQ(relay_.wait_for(std::chrono::seconds(20)).value_or(-1), 0);
+  relay_ = Process();
+  ASSERT_TRUE(owner_.exec("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'").ok());
+  ASSERT_TRUE(owner_.exec("SELECT pg_reload_conf()").ok());
+  struct Restore {
+    pg::Connection& c;
+    ~Restore() {
+      (void)c.exec("ALTER SYSTEM RESET max_slot_wal_keep_size");
+      (void)c.exec("SELECT pg_reload_conf()");
+    }
+  } restore{owner_};
+  const auto missed = test::write_events(app_, "lost-user", "miner.added", 5);
+  ASSERT_TRUE(owner_.exec("CREATE TABLE IF NOT EXISTS wal_filler (v text)").ok());
+  ASSERT_TRUE(eventually(
+      [&] {
+        (void)owner_.exec(
+            "INSERT INTO wal_filler SELECT repeat('w', 1000) FROM generate_series(1, 3000)");
+        (void)owner_.exec("SELECT pg_switch_wal()");
+        (void)owner_.exec("CHECKPOINT");
+        auto r = owner_.exec(
+            "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'hashinsight_outbox'");
+        return r && !r->empty() && r->text(0, 0) == "lost";
+      },
+      std::chrono::seconds(60)));
+
+  auto failed = test::start_relay({}, log_ + ".lost");
+  const auto status = failed.wait_for(std::chrono::seconds(30));
+  ASSERT_TRUE(status.has_value()) << "the relay kept running on a lost slot";
+  EXPECT_NE(*status, 0);
+  std::ifstream in(log_ + ".lost");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("invalidated"), std::string::npos) << text;
+  EXPECT_NE(text.find("--recreate-slot"), std::string::npos) << text;
+  auto still = owner_.exec(
+      "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'hashinsight_outbox'");
+  ASSERT_EQ(still->rows(), 1);
+  EXPECT_EQ(still->text(0, 0), "lost") << "the slot was recreated without being asked";
+
+  start({}, {"--recreate-slot"});
+  // Everything in the outbox is republished, the missed events included.
+  ASSERT_TRUE(eventually([&] { return stream_len("events.miner") >= 15; })) << log_text();
+  std::set<std::string> seen;
+  for (const auto& d : read_stream(redis_, "events.miner")) seen.insert(test::header(d, "id"));
+  for (const auto& id : missed) EXPECT_TRUE(seen.contains(id)) << id;
+  for (const auto& id : before) EXPECT_TRUE(seen.contains(id)) << id;
+}
+
+TEST_F(RelayTest, RetentionDeletesRelayedRowsPastTheirAge) {
+  start({"OUTBOX_RETENTION_HOURS=24"});
+  auto old = owner_.exec(
+      "INSERT INTO event_outbox (id, tenant_id, kind, user_id, payload, seq, created_at) "
+      "SELECT 'old-' || g, 1, 'miner.added', 'ret', '{}', g, now() - interval '3 days' "
+      "FROM generate_series(1, 30) g");
+  ASSERT_TRUE(old.ok()) << old.error().message;
+  const auto fresh = test::write_events(app_, "ret", "miner.added", 4);
+  ASSERT_TRUE(eventually([&] { return stream_len("events.miner") == 34; })) << log_text();
+  ASSERT_TRUE(eventually([&] {
+    auto r = owner_.exec("SELECT count(*) FROM event_outbox WHERE id LIKE 'old-%'");
+    return r && r->int64(0, 0) == 0;
+  })) << log_text();
+  auto left = owner_.exec("SELECT count(*) FROM event_outbox");
+  EXPECT_EQ(left->int64(0, 0), 4) << "rows younger than the retention stay";
+}
+
 TEST_F(RelayTest, PollModeWithTwoPollersPublishesEachEventOnce) {
   start({"RELAY_MODE=poll", "RELAY_POLL_BATCH=50"});
   Process second = test::start_relay({"RELAY_MODE=poll", "RELAY_POLL_BATCH=50"}, log_ + ".2");
