@@ -340,9 +340,7 @@ void add_bench_command(CLI::App& app, Flags& flags) {
   relay->add_option("--duration", opt.duration_s, "seconds with --live")
       ->check(CLI::Range(0.1, 86400.0));
   relay->callback([&flags] { throw Exit{run_relay_bench(load_config(flags), opt)}; });
-#ifdef HI_HAVE_BENCH_CONSUME
   add_bench_consume(*bench, flags);
-#endif
 }
 
 }  // namespace hi::cli

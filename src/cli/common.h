@@ -6,8 +6,11 @@
 #include <CLI/CLI.hpp>
 #include <map>
 #include <optional>
+#include <stop_token>
 #include <string>
+#include <thread>
 
+#include "bus/bus.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/result.h"
@@ -49,6 +52,13 @@ StackUrls stack_urls(const Config& cfg);
 // A loopback TCP port that is free now (the kernel's choice).
 int free_port();
 
+// The bus settings of the configuration (relay_command.cc).
+bus::BusOptions bus_options(const Config& cfg, const StackUrls& urls);
+
+// Blocks SIGTERM/SIGINT and returns a thread that requests `stop` when one arrives
+// (relay_command.cc).
+std::jthread stop_on_signals(std::stop_source stop);
+
 // Prints an error for the user (one line on stderr) and throws Exit{code}.
 [[noreturn]] void fail(int code, const std::string& message);
 
@@ -57,6 +67,9 @@ void add_up_command(CLI::App& app, Flags& flags);
 void add_db_commands(CLI::App& app, Flags& flags);
 void add_config_command(CLI::App& app, Flags& flags);
 void add_relay_command(CLI::App& app, Flags& flags);
+void add_worker_command(CLI::App& app, Flags& flags);
+void add_dlq_command(CLI::App& app, Flags& flags);
+void add_audit_command(CLI::App& app, Flags& flags);
 void add_bench_command(CLI::App& app, Flags& flags);
 // `bench consume`, registered under the bench subcommand.
 void add_bench_consume(CLI::App& bench, Flags& flags);

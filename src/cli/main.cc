@@ -15,6 +15,9 @@ int main(int argc, char** argv) {
   hi::cli::add_db_commands(app, flags);
   hi::cli::add_config_command(app, flags);
   hi::cli::add_relay_command(app, flags);
+  hi::cli::add_worker_command(app, flags);
+  hi::cli::add_dlq_command(app, flags);
+  hi::cli::add_audit_command(app, flags);
   hi::cli::add_bench_command(app, flags);
   hi::cli::add_calc_command(app);
   try {

@@ -284,7 +284,15 @@ int run_up(const Config& cfg) {
 
   Supervisor sup(dir, env, log);
   sup.add("relay", {"relay"});
-  // The API and the workers join here as they are built.
+  sup.add("worker-portfolio", {"worker", "portfolio"});
+  sup.add("worker-intel", {"worker", "intel"});
+  sup.add("worker-audit", {"worker", "audit"});
+  if (cfg.is_set("CRM_WEBHOOK_URL")) {
+    sup.add("worker-crm", {"worker", "crm"});
+  } else {
+    log.info("worker crm not started: CRM_WEBHOOK_URL is not set", {});
+  }
+  // The API joins here with its issue.
   if (auto s = sup.start_all(); !s) fail(kExitFailure, s.error().message);
 
   // Ready means every part answers: the relay reports streaming in its status hash.

@@ -10,7 +10,9 @@
 
 #include "core/process.h"
 #include "pg/connection.h"
+#include "pg/transaction.h"
 #include "redis/client.h"
+#include "schema/outbox.h"
 #include "support/servers.h"
 
 namespace hi {
@@ -132,6 +134,36 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
   ASSERT_EQ(relay_pid->type, redis::Reply::Type::kString) << "relay status missing";
   const int relay = std::stoi(relay_pid->str);
   EXPECT_TRUE(fs::exists("/proc/" + std::to_string(relay)));
+
+  // End to end through the supervised parts: a miner added in one transaction with its event
+  // becomes the user's portfolio, with through_seq covering the event.
+  {
+    auto app = pg::Connection::connect(ready["database_url"].get<std::string>(), "hashinsight_app");
+    ASSERT_TRUE(app.ok());
+    pg::Transaction tx(*app);
+    ASSERT_TRUE(tx.begin("1"));
+    ASSERT_TRUE(app->exec("INSERT INTO user_miners (tenant_id, user_id, model_id, quantity) "
+                          "VALUES (1, 101, 1, 4)")
+                    .ok());
+    auto ev =
+        schema::append_event(*app, {"1", "101", "miner.added", std::nullopt,
+                                    R"({"model_id":1,"quantity":4})", std::nullopt, std::nullopt});
+    ASSERT_TRUE(ev.ok()) << ev.error().message;
+    ASSERT_TRUE(tx.commit());
+    auto owner = pg::Connection::connect(ready["database_url"].get<std::string>());
+    ASSERT_TRUE(owner.ok());
+    bool visible = false;
+    for (int i = 0; i < 300 && !visible; ++i) {
+      auto r = owner->exec(
+          "SELECT units, through_seq FROM user_portfolio WHERE tenant_id = 1 AND user_id = 101");
+      visible = r.ok() && !r->empty() && r->int64(0, 0) == 4 && r->int64(0, 1) >= ev->seq;
+      if (!visible) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_TRUE(visible) << "the portfolio never reflected the write";
+    auto status = redis->command({"HGET", "hi:status:consumer:portfolio-recalc-group", "applied"});
+    ASSERT_TRUE(status.ok());
+    EXPECT_EQ(status->type, redis::Reply::Type::kString) << "no consumer status";
+  }
   // The secrets exist and are private.
   EXPECT_EQ(fs::status(data + "/secrets/jwt_secret").permissions() & fs::perms::all,
             fs::perms::owner_read | fs::perms::owner_write);

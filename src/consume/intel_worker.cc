@@ -1,0 +1,118 @@
+#include "consume/intel_worker.h"
+
+#include <nlohmann/json.hpp>
+
+#include "consume/portfolio_worker.h"
+
+namespace hi::consume {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kUpsertSql = R"sql(
+INSERT INTO forecast_daily (tenant_id, user_id, metric, day, value, lower_95, upper_95, model,
+                            fitted_at)
+SELECT $1::bigint, r.user_id, r.metric, ($2::date + r.h), r.value, r.lower_95, r.upper_95,
+       r.model, now()
+  FROM jsonb_to_recordset($3::jsonb) AS r(user_id bigint, metric text, h int, value float8,
+                                          lower_95 float8, upper_95 float8, model text)
+ON CONFLICT (tenant_id, COALESCE(user_id, 0), metric, day) DO UPDATE SET
+  value = EXCLUDED.value, lower_95 = EXCLUDED.lower_95, upper_95 = EXCLUDED.upper_95,
+  model = EXCLUDED.model, fitted_at = EXCLUDED.fitted_at
+)sql";
+
+json row(const std::string& user, const char* metric, int h, double value, double lo, double hi,
+         const std::string& model) {
+  return {{"user_id", user.empty() ? json(nullptr) : json(std::stoll(user))},
+          {"metric", metric},
+          {"h", h},
+          {"value", value},
+          {"lower_95", lo},
+          {"upper_95", hi},
+          {"model", model}};
+}
+
+}  // namespace
+
+std::string forecast_cache_key(std::string_view user_id) {
+  return "forecast:" + std::string(user_id);
+}
+
+Result<const IntelHandler::Fitted*> IntelHandler::fitted(pg::Connection& conn) {
+  auto r = conn.exec(
+      "SELECT day::text, avg(btc_price_usd), avg(difficulty) FROM network_snapshots "
+      "WHERE day > (SELECT max(day) FROM network_snapshots) - 90 GROUP BY day ORDER BY day");
+  if (!r) return r.error().wrap("network series");
+  if (r->empty()) return failed_precondition("no network_snapshots rows: run `hashinsight seed`");
+  std::vector<double> price, difficulty;
+  for (int i = 0; i < r->rows(); ++i) {
+    price.push_back(r->float64(i, 1));
+    difficulty.push_back(r->float64(i, 2));
+  }
+  const std::string last_day(r->text(r->rows() - 1, 0));
+  const std::string key = last_day + "/" + std::to_string(r->rows()) + "/" +
+                          std::string(r->text(r->rows() - 1, 1)) + "/" +
+                          std::string(r->text(r->rows() - 1, 2));
+  if (cache_ && cache_->series_key == key) return &*cache_;
+  auto p = mining::forecast_btc_price(price);
+  if (!p) return p.error().wrap("btc price forecast");
+  auto d = mining::forecast_difficulty(difficulty);
+  if (!d) return d.error().wrap("difficulty forecast");
+  cache_ = Fitted{key, last_day, std::move(*p), std::move(*d)};
+  return &*cache_;
+}
+
+Result<ApplyOutcome> IntelHandler::apply(pg::Connection& conn, const TenantBatch& batch) {
+  auto f = fitted(conn);
+  if (!f) return f.error();
+  const Fitted& fit = **f;
+  std::vector<std::string> users;
+  for (const auto& u : batch.users) {
+    if (u.user_id.empty()) continue;
+    if (!is_decimal_id(u.user_id)) {
+      return invalid_argument("user_id '" + u.user_id + "' is not a user id");
+    }
+    users.push_back(u.user_id);
+  }
+  auto in = load_inputs(conn, users);
+  if (!in) return in.error();
+
+  json rows = json::array();
+  const auto& pp = fit.price.predictions;
+  const auto& dp = fit.difficulty.predictions;
+  for (const auto& p : pp) {
+    rows.push_back(
+        row("", "btc_price_usd", p.horizon_days, p.mean, p.lower_95, p.upper_95, fit.price.model));
+  }
+  for (const auto& d : dp) {
+    rows.push_back(row("", "difficulty", d.horizon_days, d.mean, d.lower_95, d.upper_95,
+                       fit.difficulty.model));
+  }
+  ApplyOutcome out;
+  const std::string model =
+      "portfolio at " + fit.price.model + " price, " + fit.difficulty.model + " difficulty";
+  for (const auto& user : users) {
+    for (std::size_t i = 0; i < pp.size() && i < dp.size(); ++i) {
+      auto value_at = [&](double price, double difficulty) -> Result<double> {
+        mining::NetworkSnapshot s = in->snapshot;
+        s.btc_price_usd = price;
+        s.difficulty = difficulty;
+        auto p = portfolio_of(*in, user, s);
+        if (!p) return p.error();
+        return p->totals.profit_usd_per_day;
+      };
+      auto mid = value_at(pp[i].mean, dp[i].mean);
+      if (!mid) return mid.error().wrap("tenant " + batch.tenant_id);
+      auto low = value_at(std::max(pp[i].lower_95, 1e-9), dp[i].upper_95);
+      auto high = value_at(pp[i].upper_95, std::max(dp[i].lower_95, 1.0));
+      if (!low || !high) return (!low ? low : high).error();
+      rows.push_back(row(user, "profit_usd_day", pp[i].horizon_days, *mid, *low, *high, model));
+    }
+    out.after_commit.push_back({"DEL", forecast_cache_key(user)});
+  }
+  auto w = conn.exec(kUpsertSql, {batch.tenant_id, fit.last_day, rows.dump()});
+  if (!w) return w.error().wrap("upsert forecast_daily");
+  return out;
+}
+
+}  // namespace hi::consume

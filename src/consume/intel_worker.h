@@ -1,0 +1,43 @@
+// The intel worker (group intel-group, topics events.miner and events.ops): refreshes the
+// forecast_daily rows of the users with new events and invalidates forecast:{uid}.
+//
+// Per tenant batch: the BTC price and difficulty series (last 90 daily values of
+// network_snapshots) are forecast 7 days ahead with ARIMA(1,1,1) (mining/forecast.h;
+// difficulty in logs) and written as the tenant's global rows (user_id NULL, metrics
+// btc_price_usd and difficulty); each user's projected profit per day (metric profit_usd_day)
+// values the user's active miners at the forecast price and difficulty, with bounds from the
+// pessimistic / optimistic ends of both intervals. The fit is cached while the series is
+// unchanged (it depends only on network_snapshots). Rows are upserted on
+// (tenant_id, COALESCE(user_id, 0), metric, day).
+//
+// Not thread-safe: one per Runtime.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "consume/runtime.h"
+#include "mining/forecast.h"
+
+namespace hi::consume {
+
+inline constexpr const char* kIntelGroup = "intel-group";
+
+std::string forecast_cache_key(std::string_view user_id);  // forecast:{uid}
+
+class IntelHandler final : public Handler {
+ public:
+  Result<ApplyOutcome> apply(pg::Connection& conn, const TenantBatch& batch) override;
+
+ private:
+  struct Fitted {
+    std::string series_key;  // last day + count + last values: the cache key
+    std::string last_day;    // YYYY-MM-DD of the last observation
+    mining::SeriesForecast price;
+    mining::SeriesForecast difficulty;
+  };
+  Result<const Fitted*> fitted(pg::Connection& conn);
+  std::optional<Fitted> cache_;
+};
+
+}  // namespace hi::consume

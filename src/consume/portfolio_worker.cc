@@ -1,0 +1,317 @@
+#include "consume/portfolio_worker.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <unordered_map>
+
+#include "core/time.h"
+
+namespace hi::consume {
+namespace {
+
+using nlohmann::json;
+
+std::string int_array(const std::vector<std::string>& ids) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (i > 0) out += ',';
+    out += ids[i];
+  }
+  out += '}';
+  return out;
+}
+
+template <typename T>
+std::string num_array(const std::vector<T>& values) {
+  std::string out = "{";
+  char buf[64];
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i > 0) out += ',';
+    if constexpr (std::is_floating_point_v<T>) {
+      std::snprintf(buf, sizeof buf, "%.17g", values[i]);
+      out += buf;
+    } else {
+      out += std::to_string(values[i]);
+    }
+  }
+  out += '}';
+  return out;
+}
+
+double number(std::string_view text) { return std::strtod(std::string(text).c_str(), nullptr); }
+
+json breakdown_json(const mining::Portfolio& p) {
+  json out = json::array();
+  for (const auto& m : p.by_model) {
+    out.push_back({{"model_id", m.model_id},
+                   {"model_name", m.model_name},
+                   {"units", m.figures.units},
+                   {"hashrate_ths", m.figures.hashrate_ths},
+                   {"power_kw", m.figures.power_kw},
+                   {"revenue_btc_day", m.figures.revenue_btc_per_day},
+                   {"revenue_usd_day", m.figures.revenue_usd_per_day},
+                   {"cost_usd_day", m.figures.cost_usd_per_day},
+                   {"profit_usd_day", m.figures.profit_usd_per_day}});
+  }
+  return out;
+}
+
+constexpr const char* kMinersSql =
+    "SELECT user_id, model_id, quantity, electricity_price_usd_kwh, status FROM user_miners "
+    "WHERE user_id = ANY($1::bigint[]) ORDER BY user_id, id";
+constexpr const char* kUsersSql =
+    "SELECT id, electricity_price_usd_kwh FROM users WHERE id = ANY($1::bigint[])";
+// Prepared by PortfolioHandler::prepare() on each of its connections.
+constexpr const char* kMinersStmt = "hi_portfolio_miners";
+constexpr const char* kUsersStmt = "hi_portfolio_users";
+constexpr const char* kUpsertStmt = "hi_portfolio_upsert";
+
+constexpr const char* kUpsertSql = R"sql(
+INSERT INTO user_portfolio AS p (tenant_id, user_id, units, hashrate_ths, power_kw,
+  revenue_btc_day, revenue_usd_day, cost_usd_day, profit_usd_day, breakdown, computed_at,
+  fencing_token, source_event_id, source_lsn, through_seq, events_applied)
+SELECT $1::bigint, u.user_id, u.units, u.hashrate_ths, u.power_kw, u.revenue_btc_day,
+       u.revenue_usd_day, u.cost_usd_day, u.profit_usd_day, u.breakdown::jsonb, now(),
+       u.fencing_token, u.source_event_id, NULLIF(u.source_lsn, ''), u.through_seq, u.n
+  FROM unnest($2::bigint[], $3::int[], $4::float8[], $5::float8[], $6::float8[], $7::float8[],
+              $8::float8[], $9::float8[], $10::text[], $11::bigint[], $12::text[], $13::text[],
+              $14::bigint[], $15::bigint[])
+    AS u(user_id, units, hashrate_ths, power_kw, revenue_btc_day, revenue_usd_day, cost_usd_day,
+         profit_usd_day, breakdown, fencing_token, source_event_id, source_lsn, through_seq, n)
+ON CONFLICT (tenant_id, user_id) DO UPDATE SET
+  units = EXCLUDED.units, hashrate_ths = EXCLUDED.hashrate_ths, power_kw = EXCLUDED.power_kw,
+  revenue_btc_day = EXCLUDED.revenue_btc_day, revenue_usd_day = EXCLUDED.revenue_usd_day,
+  cost_usd_day = EXCLUDED.cost_usd_day, profit_usd_day = EXCLUDED.profit_usd_day,
+  breakdown = EXCLUDED.breakdown, computed_at = EXCLUDED.computed_at,
+  fencing_token = EXCLUDED.fencing_token, source_event_id = EXCLUDED.source_event_id,
+  source_lsn = EXCLUDED.source_lsn,
+  through_seq = GREATEST(p.through_seq, EXCLUDED.through_seq),
+  events_applied = p.events_applied + EXCLUDED.events_applied
+WHERE p.fencing_token <= EXCLUDED.fencing_token
+RETURNING user_id, through_seq, events_applied, computed_at::text
+)sql";
+
+}  // namespace
+
+std::string portfolio_cache_key(std::string_view user_id) {
+  return "user_portfolio:" + std::string(user_id);
+}
+std::string portfolio_channel(std::string_view tenant_id) {
+  return "hi:portfolio:" + std::string(tenant_id);
+}
+
+Result<PortfolioInputs> load_inputs(pg::Connection& conn, const std::vector<std::string>& users,
+                                    ReferenceCache* cache) {
+  const std::string ids = int_array(users);
+  const bool fresh =
+      cache != nullptr && cache->loaded_ns != 0 &&
+      mono_now_ns() - cache->loaded_ns < std::chrono::nanoseconds(cache->max_age).count();
+  std::vector<pg::Statement> reads = {
+      {"SELECT user_id, model_id, quantity, electricity_price_usd_kwh, status FROM user_miners "
+       "WHERE user_id = ANY($1::bigint[]) ORDER BY user_id, id",
+       {ids},
+       false},
+      {"SELECT id, electricity_price_usd_kwh FROM users WHERE id = ANY($1::bigint[])",
+       {ids},
+       false}};
+  if (!fresh) {
+    reads.push_back({"SELECT id, name, hashrate_ths, power_w FROM miner_models", {}, false});
+    reads.push_back(
+        {"SELECT btc_price_usd, difficulty, network_hashrate_ehs, block_reward_btc, "
+         "fees_btc_per_block FROM network_snapshots ORDER BY taken_at DESC LIMIT 1",
+         {},
+         false});
+  }
+  auto r = conn.pipeline(reads);
+  if (!r) return r.error().wrap("portfolio inputs");
+  const pg::QueryResult& miners_q = (*r)[0];
+  const pg::QueryResult& users_q = (*r)[1];
+  PortfolioInputs in;
+  if (fresh) {
+    in.models = cache->models;
+    in.snapshot = cache->snapshot;
+    in.options = cache->options;
+  } else {
+    const pg::QueryResult& models_q = (*r)[2];
+    const pg::QueryResult& snap_q = (*r)[3];
+    if (snap_q.empty()) {
+      return failed_precondition("no network_snapshots row: run `hashinsight seed`");
+    }
+    in.models.reserve(static_cast<std::size_t>(models_q.rows()));
+    for (int i = 0; i < models_q.rows(); ++i) {
+      in.models.push_back({models_q.int64(i, 0), std::string(models_q.text(i, 1)),
+                           number(models_q.text(i, 2)), number(models_q.text(i, 3))});
+    }
+    in.snapshot = {snap_q.float64(0, 0), snap_q.float64(0, 1), snap_q.float64(0, 2)};
+    in.options.block_reward_btc = snap_q.float64(0, 3);
+    in.options.fees_per_block_btc = snap_q.float64(0, 4);
+    if (cache != nullptr) {
+      cache->models = in.models;
+      cache->snapshot = in.snapshot;
+      cache->options = in.options;
+      cache->loaded_ns = mono_now_ns();
+    }
+  }
+  in.electricity_price.reserve(static_cast<std::size_t>(users_q.rows()));
+  for (int i = 0; i < users_q.rows(); ++i) {
+    in.electricity_price[std::string(users_q.text(i, 0))] = number(users_q.text(i, 1));
+  }
+  for (int i = 0; i < miners_q.rows(); ++i) {
+    mining::UserMiner m;
+    m.miner_model_id = miners_q.int64(i, 1);
+    m.quantity = miners_q.int64(i, 2);
+    if (!miners_q.is_null(i, 3)) m.electricity_usd_per_kwh = number(miners_q.text(i, 3));
+    m.status = std::string(miners_q.text(i, 4));
+    in.holdings[std::string(miners_q.text(i, 0))].push_back(std::move(m));
+  }
+  return in;
+}
+
+Result<mining::Portfolio> portfolio_of(const PortfolioInputs& in, const std::string& user,
+                                       const mining::NetworkSnapshot& snapshot) {
+  auto p = in.electricity_price.find(user);
+  if (p == in.electricity_price.end()) {
+    return not_found("user " + user + " does not exist in this tenant");
+  }
+  static const std::vector<mining::UserMiner> kNone;
+  auto h = in.holdings.find(user);
+  auto portfolio = mining::recalculate_portfolio(h == in.holdings.end() ? kNone : h->second,
+                                                 in.models, snapshot, p->second, in.options);
+  if (!portfolio) return portfolio.error().wrap("portfolio of user " + user);
+  return portfolio;
+}
+
+Result<std::vector<PortfolioRow>> recalculate_rows(pg::Connection& conn, const TenantBatch& batch,
+                                                   ReferenceCache* cache) {
+  std::vector<std::string> users;
+  for (const auto& u : batch.users) {
+    if (!is_decimal_id(u.user_id)) {
+      return invalid_argument("event " + (u.events.empty() ? "" : u.events.front()->id) +
+                              ": user_id '" + u.user_id + "' is not a user id");
+    }
+    users.push_back(u.user_id);
+  }
+  auto in = load_inputs(conn, users, cache);
+  if (!in) return in.error();
+  std::vector<PortfolioRow> rows;
+  rows.reserve(batch.users.size());
+  for (const auto& u : batch.users) {
+    auto portfolio = portfolio_of(*in, u.user_id, in->snapshot);
+    if (!portfolio) return portfolio.error().wrap("tenant " + batch.tenant_id);
+    PortfolioRow row;
+    row.user_id = u.user_id;
+    row.portfolio = std::move(*portfolio);
+    row.fencing_token = u.fencing_token;
+    row.new_events = static_cast<std::int64_t>(u.events.size());
+    const Event* last = nullptr;
+    for (const Event* e : u.events) {
+      if (last == nullptr || e->seq >= last->seq) last = e;
+    }
+    if (last != nullptr) {
+      row.source_event_id = last->id;
+      row.source_lsn = last->lsn;
+      row.through_seq = last->seq;
+    }
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+Result<PortfolioWrite> write_rows(pg::Connection& conn, const std::string& tenant_id,
+                                  const std::vector<PortfolioRow>& rows, bool prepared) {
+  PortfolioWrite out;
+  if (rows.empty()) return out;
+  std::vector<std::string> users, breakdowns, event_ids, lsns;
+  std::vector<std::int64_t> units, tokens, seqs, counts;
+  std::vector<double> hashrate, power, rev_btc, rev_usd, cost, profit;
+  for (const auto& r : rows) {
+    const auto& t = r.portfolio.totals;
+    users.push_back(r.user_id);
+    units.push_back(t.units);
+    hashrate.push_back(t.hashrate_ths);
+    power.push_back(t.power_kw);
+    rev_btc.push_back(t.revenue_btc_per_day);
+    rev_usd.push_back(t.revenue_usd_per_day);
+    cost.push_back(t.cost_usd_per_day);
+    profit.push_back(t.profit_usd_per_day);
+    breakdowns.push_back(breakdown_json(r.portfolio).dump());
+    tokens.push_back(r.fencing_token);
+    event_ids.push_back(r.source_event_id);
+    lsns.push_back(r.source_lsn);
+    seqs.push_back(r.through_seq);
+    counts.push_back(r.new_events);
+  }
+  auto view = [](const std::vector<std::string>& v) {
+    return std::vector<std::string_view>(v.begin(), v.end());
+  };
+  auto res =
+      conn.exec(kUpsertSql, {tenant_id, int_array(users), num_array(units), num_array(hashrate),
+                             num_array(power), num_array(rev_btc), num_array(rev_usd),
+                             num_array(cost), num_array(profit), pg_text_array(view(breakdowns)),
+                             num_array(tokens), pg_text_array(view(event_ids)),
+                             pg_text_array(view(lsns)), num_array(seqs), num_array(counts)});
+  if (!res) return res.error().wrap("upsert user_portfolio");
+  std::unordered_map<std::string, int> written_row;
+  for (int i = 0; i < res->rows(); ++i) {
+    PortfolioWrite::Written w;
+    w.user_id = std::string(res->text(i, 0));
+    w.through_seq = res->int64(i, 1);
+    w.events_applied = res->int64(i, 2);
+    auto us = parse_rfc3339_us(res->text(i, 3));
+    w.computed_at = us ? format_rfc3339_us(*us) : std::string(res->text(i, 3));
+    out.written.push_back(std::move(w));
+  }
+  if (out.written.size() < rows.size()) {
+    // Rows not returned were fenced off: read the tokens that beat ours.
+    std::vector<std::string> missing;
+    std::unordered_map<std::string_view, bool> got;
+    for (const auto& w : out.written) got[w.user_id] = true;
+    for (const auto& r : rows) {
+      if (!got.contains(r.user_id)) missing.push_back(r.user_id);
+    }
+    auto stored = conn.exec(
+        "SELECT user_id, fencing_token FROM user_portfolio WHERE user_id = ANY($1::bigint[])",
+        {int_array(missing)});
+    if (!stored) return stored.error().wrap("read fencing tokens");
+    for (int i = 0; i < stored->rows(); ++i) {
+      out.fenced.emplace_back(std::string(stored->text(i, 0)), stored->int64(i, 1));
+    }
+  }
+  return out;
+}
+
+Status PortfolioHandler::prepare(pg::Connection& conn) {
+  for (const auto& [name, sql] :
+       {std::pair{kMinersStmt, kMinersSql}, std::pair{kUsersStmt, kUsersSql},
+        std::pair{kUpsertStmt, kUpsertSql}}) {
+    if (auto s = conn.prepare(name, sql); !s) return s.error().wrap("prepare portfolio");
+  }
+  reference_.prepared = true;
+  return {};
+}
+
+Result<ApplyOutcome> PortfolioHandler::apply(pg::Connection& conn, const TenantBatch& batch) {
+  auto rows = recalculate_rows(conn, batch, &reference_);
+  if (!rows) return rows.error();
+  auto written = write_rows(conn, batch.tenant_id, *rows, /*prepared=*/true);
+  if (!written) return written.error();
+  ApplyOutcome out;
+  out.fenced = std::move(written->fenced);
+  if (!out.fenced.empty()) return out;
+  const std::string channel = portfolio_channel(batch.tenant_id);
+  out.after_commit.reserve(written->written.size() * 2);
+  for (const auto& w : written->written) {
+    out.after_commit.push_back({"DEL", portfolio_cache_key(w.user_id)});
+    json notice = {{"tenant_id", batch.tenant_id},
+                   {"user_id", w.user_id},
+                   {"through_seq", w.through_seq},
+                   {"events_applied", w.events_applied},
+                   {"computed_at", w.computed_at}};
+    out.after_commit.push_back({"PUBLISH", channel, notice.dump()});
+  }
+  return out;
+}
+
+}  // namespace hi::consume

@@ -1,0 +1,105 @@
+// The portfolio worker (group portfolio-recalc-group, topic events.miner): recalculates
+// `user_portfolio` for every user with new events, once per user per batch.
+//
+// Inside the tenant transaction it reads the users' user_miners rows, their electricity price,
+// miner_models and the latest network_snapshots row (one pipelined round trip), values them
+// with mining::recalculate_portfolio, and upserts every row in one statement that is
+// conditional on the fencing token (`WHERE stored.fencing_token <= new.fencing_token`). The row
+// records computed_at, the token, the source event id and LSN (the user's last event of the
+// batch), through_seq = GREATEST(stored, highest seq of the batch) and events_applied += the
+// number of new events (the exactly-once check: after any crash, the sum of events_applied
+// equals the inbox rows).
+//
+// After the commit: DEL user_portfolio:{uid} (the API's SWR cache) and PUBLISH on
+// hi:portfolio:{tenant} one JSON notice per user, {"tenant_id","user_id","through_seq",
+// "computed_at","events_applied"}, which the API turns into a live page update.
+//
+// Not thread-safe: one per Runtime.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "consume/runtime.h"
+#include "mining/portfolio.h"
+
+namespace hi::consume {
+
+inline constexpr const char* kPortfolioGroup = "portfolio-recalc-group";
+
+std::string portfolio_cache_key(std::string_view user_id);  // user_portfolio:{uid}
+std::string portfolio_channel(std::string_view tenant_id);  // hi:portfolio:{tenant}
+
+// One recalculated row, ready to be written.
+struct PortfolioRow {
+  std::string user_id;
+  mining::Portfolio portfolio;
+  std::int64_t fencing_token = 0;
+  std::string source_event_id;
+  std::string source_lsn;
+  std::int64_t through_seq = 0;  // highest seq among the new events
+  std::int64_t new_events = 0;
+};
+
+// What a recalculation reads, for a set of users of one tenant (inside its transaction).
+struct PortfolioInputs {
+  std::vector<mining::PortfolioModel> models;
+  mining::NetworkSnapshot snapshot;
+  mining::PortfolioOptions options;
+  std::unordered_map<std::string, double> electricity_price;  // user -> USD/kWh (users row)
+  std::unordered_map<std::string, std::vector<mining::UserMiner>> holdings;  // user -> rows
+};
+//
+// Reference data (miner_models, the latest network_snapshots row) is global and changes
+// rarely; with a `cache`, it is re-read at most every `cache->max_age` (the snapshot is daily;
+// a valuation may use one up to max_age old), which saves a partitioned-table scan per batch.
+struct ReferenceCache {
+  std::chrono::milliseconds max_age{1000};
+  std::int64_t loaded_ns = 0;  // mono_now_ns() of the last read; 0 = never
+  bool prepared = false;       // the connection has PortfolioHandler's prepared statements
+  std::vector<mining::PortfolioModel> models;
+  mining::NetworkSnapshot snapshot;
+  mining::PortfolioOptions options;
+};
+Result<PortfolioInputs> load_inputs(pg::Connection& conn, const std::vector<std::string>& users,
+                                    ReferenceCache* cache = nullptr);
+
+// The portfolio of one user from loaded inputs; kNotFound when the user does not exist.
+Result<mining::Portfolio> portfolio_of(const PortfolioInputs& in, const std::string& user,
+                                       const mining::NetworkSnapshot& snapshot);
+
+// Recalculates the portfolios of `batch`'s users from the tables (inside the tenant's
+// transaction). kNotFound when a user does not exist in the tenant.
+Result<std::vector<PortfolioRow>> recalculate_rows(pg::Connection& conn, const TenantBatch& batch,
+                                                   ReferenceCache* cache = nullptr);
+
+struct PortfolioWrite {
+  std::vector<std::pair<std::string, std::int64_t>> fenced;  // (user, stored token)
+  struct Written {
+    std::string user_id;
+    std::int64_t through_seq = 0;
+    std::int64_t events_applied = 0;
+    std::string computed_at;  // RFC 3339
+  };
+  std::vector<Written> written;
+};
+
+// Upserts the rows, each conditional on its fencing token (inside the tenant's transaction).
+// `prepared`: use PortfolioHandler's prepared statement (on a connection it prepared).
+Result<PortfolioWrite> write_rows(pg::Connection& conn, const std::string& tenant_id,
+                                  const std::vector<PortfolioRow>& rows, bool prepared = false);
+
+class PortfolioHandler final : public Handler {
+ public:
+  bool locks_users() const override { return true; }
+  Status prepare(pg::Connection& conn) override;
+  Result<ApplyOutcome> apply(pg::Connection& conn, const TenantBatch& batch) override;
+
+ private:
+  ReferenceCache reference_;
+};
+
+}  // namespace hi::consume

@@ -1,0 +1,653 @@
+#include "consume/runtime.h"
+
+#include <algorithm>
+#include <cmath>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "consume/dlq.h"
+#include "consume/fenced_lock.h"
+#include "core/time.h"
+#include "pg/transaction.h"
+#include "redis/client.h"
+
+namespace hi::consume {
+namespace {
+
+constexpr const char* kInboxInsert = "hi_consume_inbox_insert";
+constexpr const char* kInboxInsertSql =
+    "INSERT INTO consumer_inbox (consumer_name, event_id, tenant_id) "
+    "SELECT $1, e, $3::bigint FROM unnest($2::text[]) AS e "
+    "ON CONFLICT DO NOTHING RETURNING event_id";
+
+enum class Verdict { kOk, kTransient, kFenced, kFailed };
+
+struct Attempt {
+  Verdict verdict = Verdict::kOk;
+  Error error;
+};
+
+// Sleeps up to `d`, waking early on a stop request. Returns false when stopped.
+bool sleep_for(std::stop_token stop, std::chrono::milliseconds d) {
+  std::mutex mu;
+  std::condition_variable_any cv;
+  std::unique_lock lock(mu);
+  cv.wait_for(lock, stop, d, [] { return false; });
+  return !stop.stop_requested();
+}
+
+}  // namespace
+
+std::chrono::milliseconds backoff_delay(int attempt, std::chrono::milliseconds base,
+                                        std::chrono::milliseconds cap, double unit_random) {
+  const int exp = std::clamp(attempt - 2, 0, 30);
+  const double raw = std::min(static_cast<double>(cap.count()),
+                              static_cast<double>(base.count()) * std::ldexp(1.0, exp));
+  const double jittered = raw * (0.5 + std::clamp(unit_random, 0.0, 1.0));
+  return std::chrono::milliseconds(static_cast<std::int64_t>(jittered));
+}
+
+std::string pg_text_array(const std::vector<std::string_view>& items) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '"';
+    for (char c : items[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+class Runtime::Impl {
+ public:
+  Impl(RuntimeOptions options, Handler& handler, Metrics& metrics, Logger log, RuntimeStats& stats)
+      : o_(std::move(options)),
+        handler_(handler),
+        log_(std::move(log)),
+        stats_(stats),
+        locks_(o_.consumer.consumer_name, o_.lock_lease),
+        rng_(std::random_device{}()) {
+    const MetricLabels l = {{"group", o_.consumer.group}};
+    m_deliveries_ = &metrics.counter("hashinsight_consumer_deliveries_total",
+                                     "Messages received by the consumer group", l);
+    m_applied_ = &metrics.counter("hashinsight_consumer_applied_total",
+                                  "Events applied (inbox rows inserted)", l);
+    m_duplicates_ = &metrics.counter("hashinsight_consumer_duplicates_total",
+                                     "Deliveries skipped because their inbox row existed", l);
+    m_dlq_ = &metrics.counter("hashinsight_consumer_dead_lettered_total",
+                              "Events parked in the dead-letter queue", l);
+    m_retries_ =
+        &metrics.counter("hashinsight_consumer_retries_total", "Transaction attempts retried", l);
+    m_fenced_ = &metrics.counter("hashinsight_consumer_fenced_total",
+                                 "Writes rejected by a newer fencing token", l);
+    m_batch_ = &metrics.histogram("hashinsight_consumer_batch_seconds",
+                                  "Time to apply and acknowledge one batch", l);
+    m_lag_ = &metrics.gauge("hashinsight_consumer_lag_messages",
+                            "Messages of the subscribed topics not yet consumed by the group", l);
+  }
+
+  Status run(std::stop_token stop);
+
+ private:
+  // Connections (re)made on demand; false when stopped while waiting for the servers.
+  bool ensure_db(std::stop_token stop);
+  bool ensure_consumer(std::stop_token stop);
+  Status ensure_producer();
+
+  // Applies one polled batch. False: stopped before the batch was settled (nothing acked).
+  bool process(std::stop_token stop, std::vector<bus::Delivery>& deliveries);
+  // Applies the events of one tenant (in rounds as user locks become free). False: stopped.
+  bool apply_tenant(std::stop_token stop, const std::string& tenant,
+                    std::vector<const Event*> events);
+  // One unit (one user's events or one event) with up to max_attempts; parks it on failure.
+  // `failed_once`: the unit already failed one attempt (it was the whole batch).
+  bool apply_isolated(std::stop_token stop, const std::string& tenant,
+                      const std::vector<const Event*>& unit, const Error* failed_once);
+  // Takes locks for the users of `events`; returns the events whose user is locked (all of
+  // them for handlers without locks) and fills `users`/`tokens` with what to release.
+  Result<std::vector<const Event*>> lock(const std::vector<const Event*>& events,
+                                         std::vector<std::string>& users,
+                                         std::vector<std::int64_t>& tokens);
+  void unlock(const std::vector<std::string>& users, const std::vector<std::int64_t>& tokens);
+  // One transaction over `events` of `tenant`, users' tokens given.
+  Attempt transact(const std::string& tenant, const std::vector<const Event*>& events,
+                   const std::unordered_map<std::string, std::int64_t>& tokens);
+  void rollback();
+  bool park_events(std::stop_token stop, const std::string& tenant,
+                   const std::vector<const Event*>& events, const Error& error, int attempts);
+  bool park_unparsed(std::stop_token stop, const bus::Delivery& d, const Error& error);
+  bool park_one(std::stop_token stop, const std::string& tenant, const ParkRequest& request);
+  void publish_status(bool force);
+  std::chrono::milliseconds backoff(int attempt) {
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    return backoff_delay(attempt, o_.backoff_base, o_.backoff_max, u(rng_));
+  }
+
+  RuntimeOptions o_;
+  Handler& handler_;
+  Logger log_;
+  RuntimeStats& stats_;
+  FencedLocks locks_;
+  std::mt19937_64 rng_;
+
+  pg::Connection db_;
+  bool db_ready_ = false;
+  redis::Client redis_;
+  std::unique_ptr<bus::Consumer> consumer_;
+  std::unique_ptr<bus::Producer> producer_;
+  std::map<std::uint64_t, Status> dlq_reports_;
+  std::uint64_t dlq_tag_ = 0;
+  std::chrono::steady_clock::time_point next_status_{};
+  std::int64_t last_commit_us_ = 0;
+  std::stop_token stop_;  // of run(): reconnect loops deep in a batch observe it
+
+  prometheus::Counter* m_deliveries_;
+  prometheus::Counter* m_applied_;
+  prometheus::Counter* m_duplicates_;
+  prometheus::Counter* m_dlq_;
+  prometheus::Counter* m_retries_;
+  prometheus::Counter* m_fenced_;
+  prometheus::Histogram* m_batch_;
+  prometheus::Gauge* m_lag_;
+};
+
+Runtime::Runtime(RuntimeOptions options, Handler& handler, Metrics& metrics, Logger log)
+    : impl_(std::make_unique<Impl>(std::move(options), handler, metrics, std::move(log), stats_)) {}
+Runtime::~Runtime() = default;
+Status Runtime::run(std::stop_token stop) { return impl_->run(stop); }
+
+bool Runtime::Impl::ensure_db(std::stop_token stop) {
+  if (db_ready_ && db_.healthy()) return true;
+  db_ready_ = false;
+  for (int attempt = 1; !stop.stop_requested(); ++attempt) {
+    auto c = pg::Connection::connect(o_.database_url, o_.db_role);
+    if (c) {
+      db_ = std::move(*c);
+      Status s = db_.prepare(kInboxInsert, kInboxInsertSql);
+      if (s) s = handler_.prepare(db_);
+      if (s) {
+        db_ready_ = true;
+        if (attempt > 1) log_.info("database reachable again", {});
+        return true;
+      }
+      log_.warn("preparing statements failed", {{"error", s.error().message}});
+    } else if (attempt == 1) {
+      log_.warn("database unreachable; retrying", {{"error", c.error().message}});
+    }
+    if (!sleep_for(stop, backoff(std::min(attempt + 1, 8)))) break;
+  }
+  return false;
+}
+
+bool Runtime::Impl::ensure_consumer(std::stop_token stop) {
+  if (consumer_) return true;
+  for (int attempt = 1; !stop.stop_requested(); ++attempt) {
+    auto c = bus::make_consumer(o_.bus, o_.consumer);
+    if (c) {
+      consumer_ = std::move(*c);
+      return true;
+    }
+    if (attempt == 1) log_.warn("bus unreachable; retrying", {{"error", c.error().message}});
+    if (!sleep_for(stop, backoff(std::min(attempt + 1, 8)))) break;
+  }
+  return false;
+}
+
+Status Runtime::Impl::ensure_producer() {
+  if (producer_) return {};
+  auto p = bus::make_producer(
+      o_.bus, [this](std::uint64_t tag, const Status& s) { dlq_reports_[tag] = s; });
+  if (!p) return p.error().wrap("dlq producer");
+  producer_ = std::move(*p);
+  return {};
+}
+
+Status Runtime::Impl::run(std::stop_token stop) {
+  stop_ = stop;
+  auto r = redis::Client::connect(o_.redis_url);
+  if (!r) return r.error().wrap("consumer redis");
+  redis_ = std::move(*r);
+  if (!ensure_db(stop) || !ensure_consumer(stop)) return {};
+  log_.info("consuming", {{"group", o_.consumer.group},
+                          {"consumer", o_.consumer.consumer_name},
+                          {"topics", o_.consumer.topics},
+                          {"bus", o_.bus.kind}});
+  while (!stop.stop_requested()) {
+    publish_status(false);
+    std::int64_t t = mono_now_ns();
+    auto batch = consumer_->poll(o_.batch_size, o_.poll_timeout);
+    stats_.poll_ns += mono_now_ns() - t;
+    if (!batch) {
+      if (batch.error().code == Code::kFailedPrecondition) return batch.error().wrap("consumer");
+      log_.warn("poll failed; retrying", {{"error", batch.error().message}});
+      if (!sleep_for(stop, std::chrono::milliseconds(200))) break;
+      continue;
+    }
+    if (batch->empty()) continue;
+    const auto t0 = std::chrono::steady_clock::now();
+    // The batch in hand is finished even when a stop arrives meanwhile (SIGTERM finishes the
+    // batch); only backoff waits observe `stop`.
+    if (!process(stop, *batch)) break;
+    t = mono_now_ns();
+    for (int attempt = 1;; ++attempt) {
+      auto s = consumer_->commit(*batch);
+      if (s) break;
+      log_.warn("acknowledging the batch failed; retrying", {{"error", s.error().message}});
+      if (!sleep_for(stop, backoff(std::min(attempt + 1, 8)))) break;
+    }
+    stats_.ack_ns += mono_now_ns() - t;
+    last_commit_us_ = unix_now_us();
+    stats_.last_commit_unix_us = last_commit_us_;
+    stats_.batches++;
+    m_batch_->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  publish_status(true);
+  log_.info("consumer stopped", {{"group", o_.consumer.group},
+                                 {"applied", stats_.applied.load()},
+                                 {"duplicates", stats_.duplicates.load()},
+                                 {"dead_lettered", stats_.dead_lettered.load()}});
+  return {};
+}
+
+bool Runtime::Impl::process(std::stop_token stop, std::vector<bus::Delivery>& deliveries) {
+  stats_.deliveries += deliveries.size();
+  m_deliveries_->Increment(static_cast<double>(deliveries.size()));
+  std::vector<Event> events;
+  events.reserve(deliveries.size());
+  for (const auto& d : deliveries) {
+    auto e = parse_event(d);
+    if (!e) {
+      log_.warn("unparseable delivery; dead-lettering",
+                {{"topic", d.topic}, {"position", d.position}, {"error", e.error().message}});
+      if (!park_unparsed(stop, d, e.error())) return false;
+      continue;
+    }
+    events.push_back(std::move(*e));
+  }
+  if (!events.empty() && ensure_db(stop)) {
+    if (auto s = handler_.resolve(db_, events); !s) {
+      log_.warn("resolving events failed; applying them as parsed", {{"error", s.error().message}});
+      if (!db_.healthy()) db_ready_ = false;
+    }
+  }
+  std::map<std::string, std::vector<const Event*>> by_tenant;
+  for (const auto& e : events) by_tenant[e.tenant_id].push_back(&e);
+  for (auto& [tenant, list] : by_tenant) {
+    if (!apply_tenant(stop, tenant, std::move(list))) return false;
+  }
+  return true;
+}
+
+Result<std::vector<const Event*>> Runtime::Impl::lock(const std::vector<const Event*>& events,
+                                                      std::vector<std::string>& users,
+                                                      std::vector<std::int64_t>& tokens) {
+  users.clear();
+  tokens.clear();
+  if (!handler_.locks_users()) return events;
+  std::set<std::string> distinct;
+  for (const Event* e : events) {
+    if (!e->user_id.empty()) distinct.insert(e->user_id);
+  }
+  users.assign(distinct.begin(), distinct.end());
+  auto t = locks_.try_acquire(redis_, users);
+  if (!t) return t.error();
+  tokens = std::move(*t);
+  std::unordered_set<std::string_view> held;
+  for (std::size_t i = 0; i < users.size(); ++i) {
+    if (tokens[i] > 0) held.insert(users[i]);
+  }
+  std::vector<const Event*> ready;
+  for (const Event* e : events) {
+    if (e->user_id.empty() || held.contains(e->user_id)) ready.push_back(e);
+  }
+  return ready;
+}
+
+void Runtime::Impl::unlock(const std::vector<std::string>& users,
+                           const std::vector<std::int64_t>& tokens) {
+  if (users.empty()) return;
+  auto r = locks_.release(redis_, users, tokens);
+  if (!r) log_.warn("releasing locks failed (they expire)", {{"error", r.error().message}});
+}
+
+bool Runtime::Impl::apply_tenant(std::stop_token stop, const std::string& tenant,
+                                 std::vector<const Event*> pending) {
+  int transient = 0;
+  int busy_rounds = 0;
+  while (!pending.empty()) {
+    std::vector<std::string> users;
+    std::vector<std::int64_t> tokens;
+    const std::int64_t t_lock = mono_now_ns();
+    auto ready = lock(pending, users, tokens);
+    stats_.lock_ns += mono_now_ns() - t_lock;
+    if (!ready) {
+      log_.warn("taking locks failed; retrying", {{"error", ready.error().message}});
+      if (!sleep_for(stop, backoff(std::min(++transient + 1, 8)))) return false;
+      continue;
+    }
+    if (ready->empty()) {
+      // Every user of what is left is being recalculated by another worker right now: its
+      // transaction is short, so wait a moment (the lease bounds a holder that died).
+      unlock(users, tokens);
+      std::uniform_int_distribution<int> jitter(1, 4);
+      if (!sleep_for(stop, std::chrono::milliseconds(std::min(++busy_rounds, 5) * jitter(rng_))))
+        return false;
+      continue;
+    }
+    busy_rounds = 0;
+    std::unordered_map<std::string, std::int64_t> token_of;
+    for (std::size_t i = 0; i < users.size(); ++i) {
+      if (tokens[i] > 0) token_of[users[i]] = tokens[i];
+    }
+    const Attempt a = transact(tenant, *ready, token_of);
+    unlock(users, tokens);
+    if (a.verdict == Verdict::kTransient || a.verdict == Verdict::kFenced) {
+      stats_.retries++;
+      m_retries_->Increment();
+      if (a.verdict == Verdict::kTransient) {
+        log_.warn("transient failure; retrying the batch",
+                  {{"tenant", tenant}, {"error", a.error.message}});
+        if (!sleep_for(stop, backoff(std::min(++transient + 1, 8)))) return false;
+      }
+      continue;
+    }
+    if (a.verdict == Verdict::kFailed) {
+      log_.warn("batch failed; retrying its events one unit at a time",
+                {{"tenant", tenant}, {"events", ready->size()}, {"error", a.error.message}});
+      // Units: one user's events when the handler recalculates per user, else single events.
+      std::map<std::string, std::vector<const Event*>> units;
+      std::vector<std::vector<const Event*>> singles;
+      for (const Event* e : *ready) {
+        if (handler_.locks_users() && !e->user_id.empty()) {
+          units[e->user_id].push_back(e);
+        } else {
+          singles.push_back({e});
+        }
+      }
+      // When the batch was a single unit, its failure was that unit's first attempt.
+      const bool one_unit = units.size() + singles.size() == 1;
+      const Error* first = one_unit ? &a.error : nullptr;
+      for (auto& [user, unit] : units) {
+        if (!apply_isolated(stop, tenant, unit, first)) return false;
+      }
+      for (auto& unit : singles) {
+        if (!apply_isolated(stop, tenant, unit, first)) return false;
+      }
+    }
+    // Done with `ready` (applied, or isolated and applied/parked): drop it from pending.
+    std::unordered_set<const Event*> done(ready->begin(), ready->end());
+    std::erase_if(pending, [&](const Event* e) { return done.contains(e); });
+    transient = 0;
+  }
+  return true;
+}
+
+bool Runtime::Impl::apply_isolated(std::stop_token stop, const std::string& tenant,
+                                   const std::vector<const Event*>& unit,
+                                   const Error* failed_once) {
+  Error last;
+  int attempt = 1;
+  int transient = 0;
+  if (failed_once != nullptr) {
+    last = *failed_once;
+    if (o_.max_attempts <= 1) return park_events(stop, tenant, unit, last, 1);
+    attempt = 2;
+    if (!sleep_for(stop, backoff(attempt))) return false;
+  }
+  while (attempt <= o_.max_attempts) {
+    std::vector<std::string> users;
+    std::vector<std::int64_t> tokens;
+    auto ready = lock(unit, users, tokens);
+    if (!ready || ready->size() != unit.size()) {
+      unlock(users, tokens);
+      if (!sleep_for(stop, std::chrono::milliseconds(2))) return false;
+      continue;
+    }
+    std::unordered_map<std::string, std::int64_t> token_of;
+    for (std::size_t i = 0; i < users.size(); ++i) token_of[users[i]] = tokens[i];
+    const Attempt a = transact(tenant, unit, token_of);
+    unlock(users, tokens);
+    if (a.verdict == Verdict::kOk) return true;
+    stats_.retries++;
+    m_retries_->Increment();
+    if (a.verdict == Verdict::kFenced) continue;
+    if (a.verdict == Verdict::kTransient) {
+      if (!sleep_for(stop, backoff(std::min(++transient + 1, 8)))) return false;
+      continue;
+    }
+    last = a.error;
+    log_.warn("event failed", {{"tenant", tenant},
+                               {"event_id", unit.front()->id},
+                               {"user_id", unit.front()->user_id},
+                               {"events", unit.size()},
+                               {"attempt", attempt},
+                               {"max_attempts", o_.max_attempts},
+                               {"error", a.error.message}});
+    if (attempt == o_.max_attempts) break;
+    ++attempt;
+    if (!sleep_for(stop, backoff(attempt))) return false;
+  }
+  return park_events(stop, tenant, unit, last, attempt);
+}
+
+void Runtime::Impl::rollback() {
+  auto r = db_.exec("ROLLBACK");
+  (void)r;
+}
+
+Attempt Runtime::Impl::transact(const std::string& tenant, const std::vector<const Event*>& events,
+                                const std::unordered_map<std::string, std::int64_t>& tokens) {
+  if (!db_ready_ || !db_.healthy()) {
+    db_ready_ = false;
+    if (!ensure_db(stop_)) return {Verdict::kTransient, unavailable("no database")};
+  }
+  // Distinct ids, first occurrence wins (a batch may carry the same event twice).
+  std::vector<std::string_view> ids;
+  std::unordered_set<std::string_view> seen;
+  std::vector<const Event*> firsts;
+  ids.reserve(events.size());
+  for (const Event* e : events) {
+    if (seen.insert(e->id).second) {
+      ids.push_back(e->id);
+      firsts.push_back(e);
+    }
+  }
+  std::sort(ids.begin(), ids.end());  // a stable lock order for concurrent inserts
+  const pg::Statement begin[] = {{"BEGIN", {}, false},
+                                 {"SELECT set_config('app.tenant_id', $1, true)", {tenant}, false},
+                                 {kInboxInsert, {o_.name, pg_text_array(ids), tenant}, true}};
+  std::int64_t t = mono_now_ns();
+  auto r = db_.pipeline(begin);
+  stats_.inbox_ns += mono_now_ns() - t;
+  auto fail = [&](const Error& e) -> Attempt {
+    rollback();
+    if (!db_.healthy()) db_ready_ = false;
+    return {e.code == Code::kUnavailable ? Verdict::kTransient : Verdict::kFailed, e};
+  };
+  if (!r) return fail(r.error().wrap("inbox"));
+  const pg::QueryResult& inserted = (*r)[2];
+  std::unordered_set<std::string_view> fresh;
+  for (int i = 0; i < inserted.rows(); ++i) fresh.insert(inserted.text(i, 0));
+  TenantBatch batch;
+  batch.tenant_id = tenant;
+  std::map<std::string_view, std::vector<const Event*>> by_user;
+  for (const Event* e : firsts) {
+    if (fresh.contains(e->id)) by_user[e->user_id].push_back(e);
+  }
+  for (auto& [user, list] : by_user) {
+    UserEvents u;
+    u.user_id = std::string(user);
+    if (auto it = tokens.find(u.user_id); it != tokens.end()) u.fencing_token = it->second;
+    u.events = std::move(list);
+    batch.users.push_back(std::move(u));
+  }
+  ApplyOutcome outcome;
+  if (!batch.users.empty()) {
+    t = mono_now_ns();
+    auto applied = handler_.apply(db_, batch);
+    stats_.handler_ns += mono_now_ns() - t;
+    if (!applied) return fail(applied.error());
+    outcome = std::move(*applied);
+    if (!outcome.fenced.empty()) {
+      rollback();
+      stats_.fenced += outcome.fenced.size();
+      m_fenced_->Increment(static_cast<double>(outcome.fenced.size()));
+      for (const auto& [user, stored] : outcome.fenced) {
+        log_.info("write fenced off by a newer token; retrying",
+                  {{"user_id", user}, {"stored_token", stored}});
+        auto s = locks_.raise_fence(redis_, user, stored);
+        if (!s) log_.warn("raising the fence failed", {{"error", s.error().message}});
+      }
+      return {Verdict::kFenced, failed_precondition("fenced")};
+    }
+  }
+  t = mono_now_ns();
+  auto c = db_.exec("COMMIT");
+  stats_.commit_ns += mono_now_ns() - t;
+  if (!c) return fail(c.error().wrap("commit"));
+  const std::size_t applied = fresh.size();
+  const std::size_t duplicates = events.size() - applied;
+  stats_.applied += applied;
+  stats_.duplicates += duplicates;
+  m_applied_->Increment(static_cast<double>(applied));
+  m_duplicates_->Increment(static_cast<double>(duplicates));
+  if (!outcome.after_commit.empty()) {
+    t = mono_now_ns();
+    for (const auto& cmd : outcome.after_commit) redis_.append(cmd);
+    auto f = redis_.flush();
+    stats_.after_commit_ns += mono_now_ns() - t;
+    if (!f) log_.warn("post-commit redis commands failed", {{"error", f.error().message}});
+  }
+  return {};
+}
+
+bool Runtime::Impl::park_events(std::stop_token stop, const std::string& tenant,
+                                const std::vector<const Event*>& events, const Error& error,
+                                int attempts) {
+  for (const Event* e : events) {
+    ParkRequest p;
+    p.consumer = o_.name;
+    p.event_id = e->id;
+    p.kind = e->kind;
+    p.tenant_id = tenant;
+    p.user_id = e->user_id;
+    p.error = error.message;
+    p.retry_count = attempts;
+    p.delivery = e->delivery;
+    if (!park_one(stop, tenant, p)) return false;
+  }
+  return true;
+}
+
+bool Runtime::Impl::park_unparsed(std::stop_token stop, const bus::Delivery& d,
+                                  const Error& error) {
+  ParkRequest p;
+  p.consumer = o_.name;
+  p.event_id = header_value(d, "id");
+  if (p.event_id.empty()) p.event_id = d.topic + "@" + d.position;
+  p.kind = header_value(d, "kind");
+  if (p.kind.empty()) p.kind = "unknown";
+  const std::string& tenant = header_value(d, "tenant_id");
+  p.tenant_id = is_decimal_id(tenant) ? tenant : "0";
+  p.user_id = is_decimal_id(d.key) ? d.key : "";
+  p.error = error.message;
+  p.retry_count = 0;  // a message that cannot be parsed is not retried
+  p.delivery = &d;
+  return park_one(stop, p.tenant_id, p);
+}
+
+bool Runtime::Impl::park_one(std::stop_token stop, const std::string& tenant,
+                             const ParkRequest& p) {
+  for (int attempt = 1;; ++attempt) {
+    if (!ensure_db(stop)) return false;
+    Result<bool> inserted =
+        pg::in_transaction(db_, tenant, [&](pg::Connection& c) { return park(c, p); });
+    if (inserted) {
+      if (*inserted) {
+        stats_.dead_lettered++;
+        m_dlq_->Increment();
+        log_.error("event dead-lettered", {{"event_id", p.event_id},
+                                           {"kind", p.kind},
+                                           {"tenant", tenant},
+                                           {"user_id", p.user_id},
+                                           {"retry_count", p.retry_count},
+                                           {"error", p.error}});
+        if (auto s = ensure_producer(); !s) {
+          log_.warn("dlq message not published", {{"error", s.error().message}});
+          return true;
+        }
+        const std::uint64_t tag = ++dlq_tag_;
+        if (auto s = producer_->send(dlq_message(p, o_.dlq_topic), tag); !s) {
+          log_.warn("dlq message not published", {{"error", s.error().message}});
+          return true;
+        }
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (!dlq_reports_.contains(tag) && std::chrono::steady_clock::now() < deadline) {
+          producer_->poll(std::chrono::milliseconds(100));
+        }
+        auto it = dlq_reports_.find(tag);
+        if (it == dlq_reports_.end() || !it->second) {
+          log_.warn("dlq message not confirmed (the event_dlq row is the record)",
+                    {{"event_id", p.event_id}});
+        }
+        if (it != dlq_reports_.end()) dlq_reports_.erase(it);
+      }
+      return true;
+    }
+    if (!db_.healthy()) db_ready_ = false;
+    log_.warn("parking the event failed; retrying",
+              {{"event_id", p.event_id}, {"error", inserted.error().message}});
+    if (!sleep_for(stop, backoff(std::min(attempt + 1, 8)))) return false;
+  }
+}
+
+void Runtime::Impl::publish_status(bool force) {
+  if (o_.status_interval.count() <= 0) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (!force && now < next_status_) return;
+  next_status_ = now + o_.status_interval;
+  std::int64_t lag = -1;
+  if (consumer_) {
+    if (auto l = consumer_->lag(); l) lag = *l;
+  }
+  stats_.lag = lag;
+  if (lag >= 0) m_lag_->Set(static_cast<double>(lag));
+  const std::string key = "hi:status:consumer:" + o_.consumer.group;
+  const std::int64_t now_us = unix_now_us();
+  std::vector<std::string> cmd = {"HSET",
+                                  key,
+                                  "group",
+                                  o_.consumer.group,
+                                  "consumer",
+                                  o_.consumer.consumer_name,
+                                  "bus",
+                                  o_.bus.kind,
+                                  "lag",
+                                  std::to_string(lag),
+                                  "applied",
+                                  std::to_string(stats_.applied.load()),
+                                  "duplicates",
+                                  std::to_string(stats_.duplicates.load()),
+                                  "dead_lettered",
+                                  std::to_string(stats_.dead_lettered.load()),
+                                  "last_commit_at",
+                                  last_commit_us_ > 0 ? format_rfc3339_us(last_commit_us_) : "",
+                                  "updated_at",
+                                  format_rfc3339_us(now_us)};
+  redis_.append(cmd);
+  redis_.append(std::vector<std::string>{"EXPIRE", key, "60"});
+  auto r = redis_.flush();
+  if (!r) log_.debug("status not published", {{"error", r.error().message}});
+}
+
+}  // namespace hi::consume

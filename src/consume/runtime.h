@@ -1,0 +1,151 @@
+// The consumer runtime: a loop that applies each event of a consumer group exactly once.
+//
+//   poll a batch -> group by tenant -> per tenant, one PostgreSQL transaction:
+//     BEGIN; app.tenant_id = tenant; INSERT the batch's inbox rows ON CONFLICT DO NOTHING
+//     RETURNING event_id  (one statement: the returned ids are the events never seen before)
+//     handler.apply(new events, grouped by user)              (the effect, same transaction)
+//   COMMIT -> the handler's post-commit Redis commands (cache DEL, PUBLISH) -> ack the batch
+//
+// Exactly-once effects follow from the inbox row and the effect committing together: a
+// redelivered event finds its row and is counted as a duplicate, never applied again. The bus
+// is acknowledged only after the commit, so a crash at any instant means redelivery, never loss.
+//
+// Handlers that recalculate per user (locks_users()) get, per user, a fenced lock
+// (consume/fenced_lock.h) taken before the transaction; the token travels with the user's
+// events and the handler's conditional write reports users fenced off by a newer token
+// (ApplyOutcome::fenced): the transaction is rolled back and retried with fresh tokens. Locks
+// are taken without waiting: users whose lock is busy are applied in a later round of the
+// same batch, so two workers never wait on each other while holding locks.
+//
+// Failures: kUnavailable from the handler or the servers is transient (connection lost,
+// serialization failure): the same work is retried with backoff, indefinitely, and nothing is
+// acknowledged meanwhile. Any other error is the events' fault: the batch is rolled back and
+// its units (one user's events when the handler locks users, else one event) are retried one
+// by one, up to max_attempts with exponential backoff and jitter; a unit still failing is
+// dead-lettered (an event_dlq row per event, no inbox row, and a message on events.dlq) and
+// acknowledged, so it never blocks other users. `hashinsight dlq replay` re-publishes it.
+//
+// Threading: run() owns its connections and runs on the caller's thread; stats() may be read
+// from any thread. A stop request is honoured between batches (the batch in hand is finished,
+// committed and acknowledged first) and during backoff waits (then nothing of the batch in hand
+// is acknowledged; its redelivery is deduplicated).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <stop_token>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bus/bus.h"
+#include "consume/event.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/result.h"
+#include "pg/connection.h"
+
+namespace hi::consume {
+
+// The new events of one user within a tenant's batch (delivery order).
+struct UserEvents {
+  std::string user_id;             // "" for events without a user
+  std::int64_t fencing_token = 0;  // > 0 when the handler locks users
+  std::vector<const Event*> events;
+};
+
+struct TenantBatch {
+  std::string tenant_id;
+  std::vector<UserEvents> users;  // ordered by user id
+};
+
+// A Redis command for after the commit, e.g. {"DEL", "user_portfolio:101"}.
+using RedisCommand = std::vector<std::string>;
+
+struct ApplyOutcome {
+  // Users whose write was rejected because the stored row carries a newer token:
+  // (user, stored token). Non-empty -> rollback, raise the fences, retry.
+  std::vector<std::pair<std::string, std::int64_t>> fenced;
+  // Pipelined after the commit (cache invalidation, change notices).
+  std::vector<RedisCommand> after_commit;
+};
+
+class Handler {
+ public:
+  virtual ~Handler() = default;
+  // True: take lock:recalc:{user_id} with a fencing token for each user of a batch.
+  virtual bool locks_users() const { return false; }
+  // Called once per new database connection (prepared statements).
+  virtual Status prepare(pg::Connection& /*conn*/) { return {}; }
+  // Called with each polled batch before it is grouped by tenant, outside any transaction:
+  // may fill in what parsing could not know (the audit worker finds the tenant of a deleted
+  // row whose old image carries only its key). Errors are logged; the events go on as parsed.
+  virtual Status resolve(pg::Connection& /*conn*/, std::vector<Event>& /*events*/) { return {}; }
+  // Applies the batch's new events inside the open tenant transaction. kUnavailable =
+  // transient; any other error = these events failed (see the header comment).
+  virtual Result<ApplyOutcome> apply(pg::Connection& conn, const TenantBatch& batch) = 0;
+};
+
+struct RuntimeOptions {
+  std::string name;  // consumer_name of the inbox and the DLQ; the group name by convention
+  bus::BusOptions bus;
+  bus::ConsumerOptions consumer;  // group, instance name, topics, claim_idle
+  std::string database_url;
+  std::string db_role = "hashinsight_app";
+  std::string redis_url;  // locks, post-commit commands, status
+  std::size_t batch_size = 512;
+  std::chrono::milliseconds poll_timeout{500};
+  int max_attempts = 3;
+  std::chrono::milliseconds backoff_base{100};
+  std::chrono::milliseconds backoff_max{5000};
+  std::chrono::milliseconds lock_lease{10000};
+  std::string dlq_topic = "events.dlq";
+  std::chrono::milliseconds status_interval{1000};  // 0 = no status hash
+};
+
+struct RuntimeStats {
+  std::atomic<std::uint64_t> deliveries{0};     // messages received
+  std::atomic<std::uint64_t> applied{0};        // events applied (inbox rows inserted)
+  std::atomic<std::uint64_t> duplicates{0};     // deliveries whose inbox row existed
+  std::atomic<std::uint64_t> dead_lettered{0};  // events parked in the DLQ
+  std::atomic<std::uint64_t> retries{0};        // transaction attempts that were retried
+  std::atomic<std::uint64_t> fenced{0};         // writes rejected by a fencing token
+  std::atomic<std::uint64_t> batches{0};
+  std::atomic<std::int64_t> last_commit_unix_us{0};
+  std::atomic<std::int64_t> lag{-1};  // last measured group lag
+  // Where the time goes (nanoseconds, summed over batches): waiting for the bus, locks, the
+  // inbox statement, the handler, COMMIT, post-commit Redis commands, acknowledgements.
+  std::atomic<std::int64_t> poll_ns{0}, lock_ns{0}, inbox_ns{0}, handler_ns{0}, commit_ns{0},
+      after_commit_ns{0}, ack_ns{0};
+};
+
+class Runtime {
+ public:
+  Runtime(RuntimeOptions options, Handler& handler, Metrics& metrics, Logger log);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Connects (retrying while the servers are unreachable), then consumes until `stop`.
+  // Returns an error only for a permanent problem (bad configuration, fatal bus error).
+  Status run(std::stop_token stop);
+
+  const RuntimeStats& stats() const { return stats_; }
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+  RuntimeStats stats_;
+};
+
+// The backoff before attempt `attempt` (2, 3, ...): base * 2^(attempt-2), capped, times a
+// random factor in [0.5, 1.5). Exposed for tests.
+std::chrono::milliseconds backoff_delay(int attempt, std::chrono::milliseconds base,
+                                        std::chrono::milliseconds cap, double unit_random);
+
+// PostgreSQL text[] literal of `items` ({"a","b"}), for unnest($1::text[]).
+std::string pg_text_array(const std::vector<std::string_view>& items);
+
+}  // namespace hi::consume

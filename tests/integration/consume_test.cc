@@ -1,0 +1,340 @@
+// The consumer runtime and the portfolio worker against real PostgreSQL and Redis Streams:
+// duplicates, two workers in one group, the fencing token, poison events through the DLQ and
+// replay.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "consume/fenced_lock.h"
+#include "consume/portfolio_worker.h"
+#include "pg/transaction.h"
+#include "schema/seed.h"
+#include "support/consume_helpers.h"
+#include "support/relay_helpers.h"
+#include "support/servers.h"
+
+namespace hi {
+namespace {
+
+using nlohmann::json;
+using test::eventually;
+using test::TestServers;
+
+constexpr const char* kGroup = "portfolio-recalc-group";
+
+class ConsumeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    owner_ = TestServers::get().owner();
+    static bool seeded = false;
+    if (!seeded) {
+      auto s = schema::seed(owner_, Logger("test"));
+      ASSERT_TRUE(s.ok()) << s.error().message;
+      seeded = true;
+    }
+    auto r = redis::Client::connect(TestServers::get().redis_url());
+    ASSERT_TRUE(r.ok());
+    redis_ = std::move(*r);
+    test::reset_consumer_state(owner_, redis_);
+    app_ = TestServers::get().app();
+  }
+  void TearDown() override {
+    for (std::size_t i = 0; i < workers_.size(); ++i) {
+      if (!workers_[i].valid()) continue;
+      workers_[i].signal(SIGTERM);
+      auto st = workers_[i].wait_for(std::chrono::seconds(20));
+      EXPECT_TRUE(st.has_value()) << "worker did not stop on SIGTERM";
+      EXPECT_EQ(st.value_or(-1), 0) << test::file_text(log(i));
+    }
+  }
+  std::string log(std::size_t i) { return tmp_.path() + "/worker" + std::to_string(i) + ".log"; }
+  void start_workers(int n, std::vector<std::string> args = {}) {
+    args.insert(args.end(), {"--retry-backoff-ms", "20", "--poll-ms", "200"});
+    for (int i = 0; i < n; ++i) {
+      workers_.push_back(test::start_worker("portfolio", log(workers_.size()), args));
+    }
+    for (std::size_t i = 0; i < workers_.size(); ++i) {
+      ASSERT_TRUE(eventually([&] {
+        return test::file_text(log(i)).find("consuming") != std::string::npos;
+      })) << test::file_text(log(i));
+    }
+  }
+  std::int64_t scalar(const std::string& sql, const pg::Params& params = {}) {
+    auto r = owner_.exec(sql, params);
+    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
+    return r && !r->empty() && !r->is_null(0, 0) ? r->int64(0, 0) : -1;
+  }
+  std::string status_field(const std::string& field) {
+    auto r = redis_.command({"HGET", std::string("hi:status:consumer:") + kGroup, field});
+    return r && r->type == redis::Reply::Type::kString ? r->str : "";
+  }
+
+  test::TempDir tmp_;
+  pg::Connection owner_;
+  pg::Connection app_;
+  redis::Client redis_;
+  std::vector<Process> workers_;
+};
+
+TEST_F(ConsumeTest, SameEventDeliveredTenTimesIsAppliedOnce) {
+  test::give_miners(owner_, "1", "101", 3);
+  const auto events = test::outbox_events(app_, "1", "101", 1);
+  ASSERT_EQ(events.size(), 1u);
+  test::publish(redis_, std::vector<test::TestEvent>(10, events[0]));
+  start_workers(1);
+  ASSERT_TRUE(eventually([&] { return status_field("duplicates") == "9"; }))
+      << test::file_text(log(0));
+  EXPECT_EQ(status_field("applied"), "1");
+  EXPECT_EQ(test::inbox_rows(owner_, kGroup), 1);
+  EXPECT_EQ(scalar("SELECT events_applied FROM user_portfolio WHERE user_id = 101"), 1);
+  EXPECT_EQ(scalar("SELECT through_seq FROM user_portfolio WHERE user_id = 101"), events[0].seq);
+  EXPECT_EQ(test::expect_portfolios_match_recalculation(app_, "1"), 1);
+  // Nothing left pending in the group.
+  auto pending = redis_.command({"XPENDING", "events.miner", kGroup});
+  ASSERT_TRUE(pending.ok());
+  EXPECT_EQ(pending->elements[0].integer, 0);
+}
+
+TEST_F(ConsumeTest, PortfolioRowCarriesSourceAndCacheIsInvalidatedWithNotice) {
+  test::give_miners(owner_, "2", "201", 2);
+  ASSERT_TRUE(redis_.command({"SET", "user_portfolio:201", "stale"}).ok());
+  auto sub = redis::Client::connect(TestServers::get().redis_url());
+  ASSERT_TRUE(sub.ok());
+  ASSERT_TRUE(sub->command({"SUBSCRIBE", "hi:portfolio:2"}).ok());
+  const auto events = test::outbox_events(app_, "2", "201", 3);
+  test::publish(redis_, events);
+  start_workers(1);
+  ASSERT_TRUE(eventually([&] { return test::inbox_rows(owner_, kGroup) == 3; }));
+  auto row = owner_.exec(
+      "SELECT tenant_id, through_seq, events_applied, source_event_id, source_lsn, "
+      "fencing_token, computed_at IS NOT NULL FROM user_portfolio WHERE user_id = 201");
+  ASSERT_TRUE(row.ok());
+  ASSERT_EQ(row->rows(), 1);
+  EXPECT_EQ(row->int64(0, 0), 2);
+  EXPECT_EQ(row->int64(0, 1), events.back().seq);
+  EXPECT_EQ(row->int64(0, 2), 3);
+  EXPECT_EQ(row->text(0, 3), events.back().id);
+  EXPECT_EQ(row->text(0, 4), "0/16B3748");
+  EXPECT_GT(row->int64(0, 5), 0);
+  EXPECT_EQ(redis_.command({"EXISTS", "user_portfolio:201"})->integer, 0);
+  // The change notice (published right after the commit; a PING reads what arrived first).
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  sub->set_timeout(std::chrono::seconds(5));
+  auto msg = sub->command(std::vector<std::string>{"PING"});  // reads the next push (message)
+  ASSERT_TRUE(msg.ok());
+  ASSERT_GE(msg->elements.size(), 3u);
+  EXPECT_EQ(msg->elements[0].str, "message");
+  const json notice = json::parse(msg->elements[2].str);
+  EXPECT_EQ(notice["user_id"], "201");
+  EXPECT_EQ(notice["tenant_id"], "2");
+  EXPECT_EQ(notice["through_seq"].get<std::int64_t>(), events.back().seq);
+}
+
+TEST_F(ConsumeTest, TwoWorkersInOneGroupApplyEveryEventExactlyOnce) {
+  const std::vector<std::pair<std::string, std::string>> users = {
+      {"1", "101"}, {"1", "102"}, {"1", "103"}, {"1", "104"}, {"1", "105"},
+      {"2", "201"}, {"2", "202"}, {"2", "203"}, {"2", "204"}, {"2", "205"}};
+  for (const auto& [t, u] : users) test::give_miners(owner_, t, u, 4);
+  start_workers(2, {"--batch-size", "64"});
+  std::int64_t total = 0;
+  std::map<std::string, std::int64_t> last_seq;
+  for (int round = 0; round < 20; ++round) {
+    std::vector<test::TestEvent> batch;
+    for (const auto& [t, u] : users) {
+      auto ev = test::outbox_events(app_, t, u, 10);
+      last_seq[u] = ev.back().seq;
+      batch.insert(batch.end(), ev.begin(), ev.end());
+    }
+    // Some events twice, as a relay restart would.
+    batch.insert(batch.end(), batch.begin(), batch.begin() + 7);
+    test::publish(redis_, batch);
+    total += 100;
+    if (round == 10) test::give_miners(owner_, "1", "103", 2);  // state changes mid-stream
+  }
+  ASSERT_TRUE(eventually([&] { return test::inbox_rows(owner_, kGroup) == total; },
+                         std::chrono::seconds(60)))
+      << test::inbox_rows(owner_, kGroup);
+  ASSERT_TRUE(eventually([&] {
+    auto p = redis_.command({"XPENDING", "events.miner", kGroup});
+    return p.ok() && p->elements[0].integer == 0;
+  }));
+  EXPECT_EQ(scalar("SELECT sum(events_applied) FROM user_portfolio"), total);
+  for (const auto& [u, seq] : last_seq) {
+    EXPECT_EQ(scalar("SELECT through_seq FROM user_portfolio WHERE user_id = $1", {u}), seq) << u;
+  }
+  EXPECT_EQ(test::expect_portfolios_match_recalculation(app_, "1"), 5);
+  EXPECT_EQ(test::expect_portfolios_match_recalculation(app_, "2"), 5);
+  // Both members took part.
+  EXPECT_NE(test::file_text(log(0)).find("consuming"), std::string::npos);
+  auto consumers = redis_.command({"XINFO", "CONSUMERS", "events.miner", kGroup});
+  ASSERT_TRUE(consumers.ok());
+  EXPECT_EQ(consumers->elements.size(), 2u);
+}
+
+TEST_F(ConsumeTest, LockHolderPausedBeyondItsLeaseIsFencedOff) {
+  test::give_miners(owner_, "1", "104", 1);
+  // The stalled holder: takes the lock with a short lease and reads the state.
+  consume::FencedLocks stalled("stalled-holder", std::chrono::milliseconds(200));
+  auto t1 = stalled.try_acquire(redis_, {"104"});
+  ASSERT_TRUE(t1.ok());
+  ASSERT_GT((*t1)[0], 0);
+  consume::TenantBatch batch;
+  batch.tenant_id = "1";
+  const auto stale_event = test::synthetic_event("1", "104", 1);
+  consume::Event ev{stale_event.id, "miner.added", "1", "104", 1, "0/1", nullptr};
+  batch.users.push_back({"104", (*t1)[0], {&ev}});
+  std::vector<consume::PortfolioRow> stale_rows;
+  {
+    pg::Transaction tx(app_);
+    ASSERT_TRUE(tx.begin("1").ok());
+    auto rows = consume::recalculate_rows(app_, batch);
+    ASSERT_TRUE(rows.ok()) << rows.error().message;
+    stale_rows = *rows;
+    ASSERT_TRUE(tx.commit().ok());
+  }
+  // ... and stalls past its lease. Meanwhile the state changes and a worker recalculates.
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  test::give_miners(owner_, "1", "104", 3);
+  start_workers(1);
+  const auto fresh = test::outbox_events(app_, "1", "104", 1);
+  test::publish(redis_, fresh);
+  ASSERT_TRUE(eventually([&] { return test::inbox_rows(owner_, kGroup) == 1; }));
+  const std::int64_t stored =
+      scalar("SELECT fencing_token FROM user_portfolio WHERE user_id = 104");
+  EXPECT_GT(stored, (*t1)[0]);
+  const std::int64_t units = scalar("SELECT units FROM user_portfolio WHERE user_id = 104");
+
+  // The stalled holder wakes up and writes with its old token: rejected.
+  {
+    pg::Transaction tx(app_);
+    ASSERT_TRUE(tx.begin("1").ok());
+    auto w = consume::write_rows(app_, "1", stale_rows);
+    ASSERT_TRUE(w.ok()) << w.error().message;
+    EXPECT_TRUE(w->written.empty());
+    ASSERT_EQ(w->fenced.size(), 1u);
+    EXPECT_EQ(w->fenced[0].first, "104");
+    EXPECT_EQ(w->fenced[0].second, stored);
+    ASSERT_TRUE(tx.commit().ok());
+  }
+  EXPECT_EQ(scalar("SELECT units FROM user_portfolio WHERE user_id = 104"), units);
+  EXPECT_EQ(scalar("SELECT fencing_token FROM user_portfolio WHERE user_id = 104"), stored);
+  EXPECT_EQ(scalar("SELECT events_applied FROM user_portfolio WHERE user_id = 104"), 1);
+  // Its release does not free the lock someone else may hold now.
+  auto released = stalled.release(redis_, {"104"}, *t1);
+  ASSERT_TRUE(released.ok());
+  EXPECT_EQ(*released, 0);
+}
+
+TEST_F(ConsumeTest, FenceCounterLostInRedisIsRepairedAndWritesContinue) {
+  test::give_miners(owner_, "1", "105", 1);
+  start_workers(1);
+  test::publish(redis_, test::outbox_events(app_, "1", "105", 1));
+  ASSERT_TRUE(eventually([&] { return test::inbox_rows(owner_, kGroup) == 1; }));
+  ASSERT_TRUE(
+      owner_.exec("UPDATE user_portfolio SET fencing_token = 1000 WHERE user_id = 105").ok());
+  test::publish(redis_, test::outbox_events(app_, "1", "105", 1));
+  ASSERT_TRUE(eventually([&] { return test::inbox_rows(owner_, kGroup) == 2; }))
+      << test::file_text(log(0));
+  EXPECT_GT(scalar("SELECT fencing_token FROM user_portfolio WHERE user_id = 105"), 1000);
+  EXPECT_EQ(scalar("SELECT events_applied FROM user_portfolio WHERE user_id = 105"), 2);
+}
+
+TEST_F(ConsumeTest, PoisonEventIsDeadLetteredWhileOthersFlowAndReplayAppliesItOnce) {
+  for (const char* u : {"101", "102"}) test::give_miners(owner_, "1", u, 2);
+  start_workers(1, {"--max-attempts", "3"});
+  // User 1999 does not exist: its recalculation fails until the user is created.
+  auto poison = test::synthetic_event("1", "1999", 1);
+  std::vector<test::TestEvent> batch = test::outbox_events(app_, "1", "101", 5);
+  batch.push_back(poison);
+  auto more = test::outbox_events(app_, "1", "102", 5);
+  batch.insert(batch.end(), more.begin(), more.end());
+  test::publish(redis_, batch);
+
+  ASSERT_TRUE(eventually([&] {
+    return scalar("SELECT count(*) FROM event_dlq WHERE event_id = $1", {poison.id}) == 1;
+  })) << test::file_text(log(0));
+  ASSERT_TRUE(eventually([&] { return test::inbox_rows(owner_, kGroup) == 10; }));
+  auto row = owner_.exec(
+      "SELECT consumer_name, kind, tenant_id, user_id, retry_count, error, topic, "
+      "replayed_at IS NULL FROM event_dlq WHERE event_id = $1",
+      {poison.id});
+  ASSERT_TRUE(row.ok());
+  EXPECT_EQ(row->text(0, 0), kGroup);
+  EXPECT_EQ(row->text(0, 1), "miner.added");
+  EXPECT_EQ(row->int64(0, 2), 1);
+  EXPECT_EQ(row->text(0, 3), "1999");
+  EXPECT_EQ(row->int64(0, 4), 3);
+  EXPECT_NE(row->text(0, 5).find("1999"), std::string::npos);
+  EXPECT_EQ(row->text(0, 6), "events.miner");
+  EXPECT_TRUE(row->boolean(0, 7));
+  // The events.dlq message.
+  auto dlq = test::read_stream(redis_, "events.dlq");
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_EQ(test::header(dlq[0], "id"), poison.id);
+  EXPECT_EQ(test::header(dlq[0], "consumer"), kGroup);
+  EXPECT_EQ(test::header(dlq[0], "tenant_id"), "1");
+  EXPECT_FALSE(test::header(dlq[0], "error").empty());
+  EXPECT_EQ(scalar("SELECT count(*) FROM consumer_inbox WHERE event_id = $1", {poison.id}), 0);
+  // Later events keep flowing.
+  test::publish(redis_, test::outbox_events(app_, "1", "101", 2));
+  ASSERT_TRUE(eventually([&] { return test::inbox_rows(owner_, kGroup) == 12; }));
+
+  // dlq stats
+  auto stats = test::run_cli({"dlq", "stats"});
+  ASSERT_EQ(stats.status, 0) << stats.output;
+  const json s = json::parse(stats.output);
+  EXPECT_EQ(s["parked"], 1);
+  ASSERT_EQ(s["consumers"].size(), 1u);
+  EXPECT_EQ(s["consumers"][0]["consumer"], kGroup);
+  EXPECT_EQ(s["consumers"][0]["kind"], "miner.added");
+  EXPECT_FALSE(s["oldest"].is_null());
+
+  // --dry-run changes nothing.
+  const auto stream_before = test::read_stream(redis_, "events.miner").size();
+  auto dry = test::run_cli({"dlq", "replay", "--hours", "1", "--dry-run"});
+  ASSERT_EQ(dry.status, 0) << dry.output;
+  const json d = json::parse(dry.output);
+  EXPECT_EQ(d["dry_run"], true);
+  EXPECT_EQ(d["selected"], 1);
+  EXPECT_EQ(d["replayed"], 0);
+  EXPECT_EQ(d["events"][0]["event_id"], poison.id);
+  EXPECT_EQ(test::read_stream(redis_, "events.miner").size(), stream_before);
+  EXPECT_EQ(scalar("SELECT count(*) FROM event_dlq WHERE replayed_at IS NULL"), 1);
+
+  // Fix the cause, replay: applied exactly once.
+  ASSERT_TRUE(owner_
+                  .exec("INSERT INTO users (id, tenant_id, email, display_name) "
+                        "VALUES (1999, 1, 'late@acme.example', 'Late User') ON CONFLICT DO NOTHING")
+                  .ok());
+  auto rep = test::run_cli({"dlq", "replay", "--hours", "1"});
+  ASSERT_EQ(rep.status, 0) << rep.output;
+  const json rj = json::parse(rep.output);
+  EXPECT_EQ(rj["replayed"], 1);
+  ASSERT_TRUE(eventually([&] {
+    return scalar("SELECT count(*) FROM consumer_inbox WHERE event_id = $1", {poison.id}) == 1;
+  })) << test::file_text(log(0));
+  ASSERT_TRUE(eventually([&] {
+    return scalar("SELECT events_applied FROM user_portfolio WHERE user_id = 1999") == 1;
+  }));
+  EXPECT_EQ(scalar("SELECT count(*) FROM event_dlq WHERE replayed_at IS NOT NULL"), 1);
+  auto again = test::run_cli({"dlq", "replay", "--hours", "1"});
+  EXPECT_EQ(json::parse(again.output)["selected"], 0);
+
+  // Re-publishing an already applied event leaves it applied once.
+  ASSERT_TRUE(owner_.exec("UPDATE event_dlq SET replayed_at = NULL").ok());
+  auto twice = test::run_cli({"dlq", "replay", "--hours", "1"});
+  ASSERT_EQ(json::parse(twice.output)["replayed"], 1);
+  ASSERT_TRUE(eventually([&] {
+    auto p = redis_.command({"XPENDING", "events.miner", kGroup});
+    return p.ok() && p->elements[0].integer == 0 && status_field("duplicates") == "1";
+  }));
+  EXPECT_EQ(scalar("SELECT events_applied FROM user_portfolio WHERE user_id = 1999"), 1);
+  ASSERT_TRUE(owner_.exec("DELETE FROM user_portfolio WHERE user_id = 1999").ok());
+  ASSERT_TRUE(owner_.exec("DELETE FROM users WHERE id = 1999").ok());
+}
+
+}  // namespace
+}  // namespace hi

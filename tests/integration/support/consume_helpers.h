@@ -1,0 +1,66 @@
+// Helpers of the consumer tests: events written to the outbox and published as the relay
+// publishes them, worker child processes, and the expected portfolio computed from scratch.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "bus/bus.h"
+#include "core/process.h"
+#include "pg/connection.h"
+#include "redis/client.h"
+
+namespace hi::test {
+
+struct TestEvent {
+  std::string id;
+  std::string tenant_id;
+  std::string user_id;
+  std::string kind;
+  std::int64_t seq = 0;
+};
+
+// Appends `count` outbox events for `user` of `tenant` (one transaction); ids and seqs.
+std::vector<TestEvent> outbox_events(pg::Connection& app, const std::string& tenant,
+                                     const std::string& user, int count,
+                                     const std::string& kind = "miner.added");
+
+// An event that is not in the outbox (a user the database does not know, a bench event).
+TestEvent synthetic_event(const std::string& tenant, const std::string& user, std::int64_t seq,
+                          const std::string& kind = "miner.added");
+
+// The message the relay would publish for `e` (envelope, key, headers id/kind/tenant_id).
+bus::Message relay_message(const TestEvent& e);
+
+// XADDs the relay message of every event to its topic (events.<prefix>), pipelined.
+void publish(redis::Client& redis, const std::vector<TestEvent>& events);
+
+// Starts `hashinsight worker <name>` against the test servers; output appended to log_path.
+Process start_worker(const std::string& name, const std::string& log_path,
+                     const std::vector<std::string>& args = {},
+                     const std::vector<std::string>& env = {});
+
+// Runs `hashinsight <args>` to completion against the test servers.
+CommandResult run_cli(const std::vector<std::string>& args,
+                      const std::vector<std::string>& env = {});
+
+// Gives `user` of `tenant` `rows` active user_miners rows (models 1.., quantity 1..).
+void give_miners(pg::Connection& owner, const std::string& tenant, const std::string& user,
+                 int rows);
+
+// Empties what the consumer tests write (inbox, DLQ, portfolios, miners, outbox, audit log)
+// and flushes Redis.
+void reset_consumer_state(pg::Connection& owner, redis::Client& redis);
+
+// Inbox rows of a consumer.
+std::int64_t inbox_rows(pg::Connection& owner, const std::string& consumer);
+
+// Checks (gtest assertions) that every user_portfolio row of `tenant` equals a recalculation
+// from scratch of the current tables. Returns the number of rows checked.
+int expect_portfolios_match_recalculation(pg::Connection& app, const std::string& tenant);
+
+std::string file_text(const std::string& path);
+
+}  // namespace hi::test
