@@ -90,7 +90,7 @@ struct BusOptions {
   int kafka_partitions = 6;
   int kafka_replication_factor = 1;
   std::string kafka_compression = "lz4";
-  int kafka_linger_ms = 1;
+  int kafka_linger_ms = 0;
   std::string client_id = "hashinsight";
 };
 

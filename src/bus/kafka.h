@@ -94,7 +94,8 @@ class KafkaProducer final : public Producer {
   std::size_t in_flight() const override { return static_cast<std::size_t>(sent_ - dispatched_); }
 
   // The read end of a non-blocking pipe that librdkafka writes to when its main queue (delivery
-  // reports, errors) becomes non-empty. poll() drains it.
+  // reports, errors) becomes non-empty (and send() when it served reports while waiting for
+  // queue space). poll() drains it; a spurious wake-up makes poll() return 0.
   int wake_fd() const override { return wake_read_.get(); }
 
   // Creates the topics missing from the cluster metadata with the Admin API (CreateTopics,

@@ -246,12 +246,22 @@ Result<PortfolioWrite> write_rows(pg::Connection& conn, const std::string& tenan
   auto view = [](const std::vector<std::string>& v) {
     return std::vector<std::string_view>(v.begin(), v.end());
   };
-  auto res =
-      conn.exec(kUpsertSql, {tenant_id, int_array(users), num_array(units), num_array(hashrate),
-                             num_array(power), num_array(rev_btc), num_array(rev_usd),
-                             num_array(cost), num_array(profit), pg_text_array(view(breakdowns)),
-                             num_array(tokens), pg_text_array(view(event_ids)),
-                             pg_text_array(view(lsns)), num_array(seqs), num_array(counts)});
+  const pg::Params params = {tenant_id,
+                             int_array(users),
+                             num_array(units),
+                             num_array(hashrate),
+                             num_array(power),
+                             num_array(rev_btc),
+                             num_array(rev_usd),
+                             num_array(cost),
+                             num_array(profit),
+                             pg_text_array(view(breakdowns)),
+                             num_array(tokens),
+                             pg_text_array(view(event_ids)),
+                             pg_text_array(view(lsns)),
+                             num_array(seqs),
+                             num_array(counts)};
+  auto res = prepared ? conn.exec_prepared(kUpsertStmt, params) : conn.exec(kUpsertSql, params);
   if (!res) return res.error().wrap("upsert user_portfolio");
   std::unordered_map<std::string, int> written_row;
   for (int i = 0; i < res->rows(); ++i) {

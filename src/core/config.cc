@@ -52,7 +52,9 @@ constexpr SettingSpec kSettings[] = {
      "bus"},
     {"KAFKA_COMPRESSION", "lz4", "producer compression codec", K::kEnum, 0, 0,
      "none,lz4,zstd,gzip,snappy", "bus"},
-    {"KAFKA_LINGER_MS", "1", "producer linger (batching delay) in ms", K::kInt, 0, 1000, "", "bus"},
+    {"KAFKA_LINGER_MS", "0",
+     "producer linger in ms; 0 sends what is ready at once (batches still form under load)",
+     K::kInt, 0, 1000, "", "bus"},
     // --- api
     {"HTTP_PORT", "8080", "API listen port", K::kInt, 1, 65535, "", "api"},
     {"JWT_SECRET", "",
