@@ -591,6 +591,7 @@ void Relay::Impl::status_loop(std::stop_token stop) {
   std::condition_variable_any cv;
   auto last_heartbeat = std::chrono::steady_clock::now();
   auto last_retention = std::chrono::steady_clock::time_point{};
+  auto last_trim = std::chrono::steady_clock::now();
   auto last_lag_warning = std::chrono::steady_clock::time_point{};
   const std::string pid = std::to_string(::getpid());
   while (!stop.stop_requested()) {
@@ -663,6 +664,22 @@ void Relay::Impl::status_loop(std::stop_token stop) {
       }
     }
     if (!options_.redis_url.empty()) {
+      if (!redis) {
+        auto c = redis::Client::connect(options_.redis_url, std::chrono::milliseconds(1000));
+        if (c) redis = std::move(*c);
+      }
+      // Stream retention (Redis bus), once a minute.
+      if (redis && options_.bus.kind == "redis" && now - last_trim >= std::chrono::minutes(1)) {
+        last_trim = now;
+        std::vector<std::string> streams = bus::standard_topics();
+        for (const auto& t : options_.capture_tables) streams.push_back("cdc." + t);
+        std::int64_t trimmed = 0;
+        for (const auto& s : streams) {
+          auto n = bus::trim_stream(*redis, s, options_.stream_keep);
+          if (n) trimmed += *n;
+        }
+        if (trimmed > 0) log.info("stream retention", {{"trimmed", trimmed}});
+      }
       if (!redis) {
         auto c = redis::Client::connect(options_.redis_url, std::chrono::milliseconds(1000));
         if (c) redis = std::move(*c);

@@ -49,6 +49,8 @@ struct RelayOptions {
   std::chrono::milliseconds heartbeat{10000};  // 0 = off
   std::int64_t lag_warn_bytes = 64 << 20;
   int retention_hours = 168;  // 0 = keep
+  // Redis Streams: entries every group has acknowledged are trimmed once older than this
+  // (XTRIM MINID below what any group still needs; never an unread entry).
   std::chrono::milliseconds stream_keep{std::chrono::hours(24)};
   bool recreate_slot = false;  // drop an invalidated slot and backfill (explicit operator choice)
   bus::BusOptions bus;

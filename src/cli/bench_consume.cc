@@ -32,7 +32,7 @@ struct ConsumeBenchOptions {
   int users = 1000;
   double redeliver_fraction = 0.1;
   int workers = 1;
-  int batch_size = 512;
+  int batch_size = 0;  // 0: CONSUMER_BATCH_SIZE, as the worker
   bool json = false;
 };
 
@@ -168,7 +168,8 @@ int run_consume_bench(const Config& cfg, const ConsumeBenchOptions& opt) {
     o.database_url = urls.database_url;
     o.db_role = cfg.str("DB_APP_ROLE");
     o.redis_url = urls.redis_url;
-    o.batch_size = static_cast<std::size_t>(opt.batch_size);
+    o.batch_size = static_cast<std::size_t>(
+        opt.batch_size > 0 ? opt.batch_size : cfg.integer("CONSUMER_BATCH_SIZE"));
     o.poll_timeout = std::chrono::milliseconds(100);
     runtimes.push_back(
         std::make_unique<consume::Runtime>(o, handlers[w], metrics, Logger("consume")));
@@ -231,25 +232,26 @@ int run_consume_bench(const Config& cfg, const ConsumeBenchOptions& opt) {
       "       (SELECT count(*) FROM consumer_inbox WHERE consumer_name = $2)",
       {std::to_string(kFirstUser), consume::kPortfolioGroup});
   if (!check) fail(kExitFailure, check.error().message);
-  json out = {{"bench", "consume"},
-              {"bus", bus.kind},
-              {"events", opt.events},
-              {"users", opt.users},
-              {"redeliver_fraction", opt.redeliver_fraction},
-              {"deliveries", total_deliveries},
-              {"workers", workers},
-              {"batch_size", opt.batch_size},
-              {"seconds", std::round(seconds * 1000) / 1000},
-              {"events_per_s", std::round(static_cast<double>(opt.events) / seconds)},
-              {"deliveries_per_s", std::round(static_cast<double>(total_deliveries) / seconds)},
-              {"applied", applied},
-              {"duplicates_skipped", duplicates},
-              {"dead_lettered", dead},
-              {"fenced", fenced},
-              {"batches", batches},
-              {"inbox_rows", check->int64(0, 1)},
-              {"stage_ms", stages},
-              {"duplicates_applied", check->int64(0, 0) - check->int64(0, 1)}};
+  json out = {
+      {"bench", "consume"},
+      {"bus", bus.kind},
+      {"events", opt.events},
+      {"users", opt.users},
+      {"redeliver_fraction", opt.redeliver_fraction},
+      {"deliveries", total_deliveries},
+      {"workers", workers},
+      {"batch_size", opt.batch_size > 0 ? opt.batch_size : cfg.integer("CONSUMER_BATCH_SIZE")},
+      {"seconds", std::round(seconds * 1000) / 1000},
+      {"events_per_s", std::round(static_cast<double>(opt.events) / seconds)},
+      {"deliveries_per_s", std::round(static_cast<double>(total_deliveries) / seconds)},
+      {"applied", applied},
+      {"duplicates_skipped", duplicates},
+      {"dead_lettered", dead},
+      {"fenced", fenced},
+      {"batches", batches},
+      {"inbox_rows", check->int64(0, 1)},
+      {"stage_ms", stages},
+      {"duplicates_applied", check->int64(0, 0) - check->int64(0, 1)}};
   std::printf("%s\n", out.dump().c_str());
   return kExitOk;
 }
@@ -268,7 +270,8 @@ void add_bench_consume(CLI::App& bench, Flags& flags) {
       "--bus", [&flags](const std::string& v) { flags.overrides["BUS"] = v; }, "redis or kafka");
   cmd->add_option("--workers", opt.workers, "portfolio runtimes (threads)")
       ->check(CLI::Range(1, 16));
-  cmd->add_option("--batch-size", opt.batch_size, "events per batch")->check(CLI::Range(1, 100000));
+  cmd->add_option("--batch-size", opt.batch_size, "events per batch (default CONSUMER_BATCH_SIZE)")
+      ->check(CLI::Range(1, 100000));
   cmd->add_flag("--json", opt.json, "print the result as JSON (always one line)");
   cmd->callback([&flags] { throw Exit{run_consume_bench(load_config(flags), opt)}; });
 }

@@ -55,6 +55,7 @@ cdc::RelayOptions relay_options(const Config& cfg) {
   o.heartbeat = std::chrono::milliseconds(cfg.integer("RELAY_HEARTBEAT_MS"));
   o.lag_warn_bytes = cfg.integer("RELAY_LAG_WARN_BYTES");
   o.retention_hours = static_cast<int>(cfg.integer("OUTBOX_RETENTION_HOURS"));
+  o.stream_keep = std::chrono::hours(cfg.integer("STREAM_RETENTION_HOURS"));
   o.bus = bus_options(cfg, urls);
   if (auto routes = cdc::RouteTable::parse(o.routes, o.unknown_topic); !routes) {
     fail(kExitUsage, routes.error().message);

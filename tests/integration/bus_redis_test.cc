@@ -1,0 +1,85 @@
+// Redis Streams retention: trimming never drops an entry some group has not acknowledged.
+#include <gtest/gtest.h>
+
+#include "bus/redis_streams.h"
+#include "support/servers.h"
+
+namespace hi {
+namespace {
+
+class StreamRetentionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto r = redis::Client::connect(test::TestServers::get().redis_url());
+    ASSERT_TRUE(r.ok());
+    redis_ = std::move(*r);
+    ASSERT_TRUE(redis_.command({"FLUSHALL"}).ok());
+  }
+  std::vector<std::string> add(const std::string& stream, int n) {
+    std::vector<std::string> ids;
+    for (int i = 0; i < n; ++i) {
+      auto r = redis_.command({"XADD", stream, "*", "key", "k", "value", std::to_string(i)});
+      EXPECT_TRUE(r.ok());
+      ids.push_back(r->str);
+    }
+    return ids;
+  }
+  std::int64_t len(const std::string& s) { return redis_.command({"XLEN", s})->integer; }
+  bool has(const std::string& s, const std::string& id) {
+    auto r = redis_.command({"XRANGE", s, id, id});
+    return r.ok() && r->elements.size() == 1;
+  }
+  redis::Client redis_;
+};
+
+TEST_F(StreamRetentionTest, TrimsAcknowledgedEntriesAndKeepsPendingAndUnread) {
+  const auto ids = add("events.t1", 1000);
+  ASSERT_EQ(redis_.command({"XGROUP", "CREATE", "events.t1", "g", "0"})->type,
+            redis::Reply::Type::kStatus);
+  // The group reads 950 entries and acknowledges the first 900: 50 pending, 50 unread.
+  auto read = redis_.command(
+      {"XREADGROUP", "GROUP", "g", "c", "COUNT", "950", "STREAMS", "events.t1", ">"});
+  ASSERT_TRUE(read.ok());
+  std::vector<std::string> ack = {"XACK", "events.t1", "g"};
+  ack.insert(ack.end(), ids.begin(), ids.begin() + 900);
+  ASSERT_EQ(redis_.command(ack)->integer, 900);
+
+  auto trimmed = bus::trim_stream(redis_, "events.t1", std::chrono::milliseconds(0));
+  ASSERT_TRUE(trimmed.ok()) << trimmed.error().message;
+  EXPECT_GT(*trimmed, 700) << "acknowledged entries stay forever";
+  for (int i = 900; i < 1000; ++i) EXPECT_TRUE(has("events.t1", ids[i])) << i;
+  EXPECT_EQ(len("events.t1"), 1000 - *trimmed);
+}
+
+TEST_F(StreamRetentionTest, AGroupThatReadNothingKeepsEverything) {
+  const auto ids = add("events.t2", 500);
+  ASSERT_TRUE(redis_.command({"XGROUP", "CREATE", "events.t2", "fast", "0"}).ok());
+  ASSERT_TRUE(redis_.command({"XGROUP", "CREATE", "events.t2", "slow", "0"}).ok());
+  auto read = redis_.command(
+      {"XREADGROUP", "GROUP", "fast", "c", "COUNT", "500", "STREAMS", "events.t2", ">"});
+  ASSERT_TRUE(read.ok());
+  std::vector<std::string> ack = {"XACK", "events.t2", "fast"};
+  ack.insert(ack.end(), ids.begin(), ids.end());
+  ASSERT_TRUE(redis_.command(ack).ok());
+  auto trimmed = bus::trim_stream(redis_, "events.t2", std::chrono::milliseconds(0));
+  ASSERT_TRUE(trimmed.ok());
+  EXPECT_EQ(*trimmed, 0);
+  EXPECT_EQ(len("events.t2"), 500);
+}
+
+TEST_F(StreamRetentionTest, YoungEntriesAndStreamsWithoutGroupsStay) {
+  const auto ids = add("events.t3", 300);
+  // "$": everything already in the stream counts as read.
+  ASSERT_TRUE(redis_.command({"XGROUP", "CREATE", "events.t3", "g", "$"}).ok());
+  auto trimmed = bus::trim_stream(redis_, "events.t3", std::chrono::hours(1));
+  ASSERT_TRUE(trimmed.ok());
+  EXPECT_EQ(*trimmed, 0) << "younger than the retention";
+  add("events.t4", 300);
+  auto none = bus::trim_stream(redis_, "events.t4", std::chrono::milliseconds(0));
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, 0);
+  EXPECT_EQ(len("events.t4"), 300);
+}
+
+}  // namespace
+}  // namespace hi
