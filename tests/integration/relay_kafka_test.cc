@@ -53,7 +53,8 @@ class RelayKafkaTest : public ::testing::Test {
     ASSERT_TRUE(eventually([&] { return log_text().find("streaming") != std::string::npos; }))
         << log_text();
   }
-  // Reads events.miner through a consumer group until `n` messages arrived or `timeout`.
+  // Reads events.miner through a consumer group until `n` distinct event ids arrived (repeats
+  // after a crash do not count) or `timeout`.
   std::vector<bus::Delivery> consume(std::size_t n, std::chrono::seconds timeout) {
     bus::BusOptions o;
     o.kind = "kafka";
@@ -65,11 +66,15 @@ class RelayKafkaTest : public ::testing::Test {
     auto c = bus::make_consumer(o, co);
     EXPECT_TRUE(c.ok());
     std::vector<bus::Delivery> out;
+    std::set<std::string> distinct;
     const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (out.size() < n && std::chrono::steady_clock::now() < deadline) {
+    while (distinct.size() < n && std::chrono::steady_clock::now() < deadline) {
       auto batch = (*c)->poll(5000, std::chrono::milliseconds(200));
       if (!batch) continue;
-      for (auto& d : *batch) out.push_back(std::move(d));
+      for (auto& d : *batch) {
+        distinct.insert(test::header(d, "id"));
+        out.push_back(std::move(d));
+      }
     }
     return out;
   }
