@@ -7,7 +7,9 @@ namespace hi::bus {
 
 Result<std::unique_ptr<Producer>> make_producer(const BusOptions& options,
                                                 DeliveryHandler on_delivery) {
-  if (options.kind == "kafka") return make_kafka_producer(options, std::move(on_delivery));
+  if (options.kind == "kafka") {
+    return make_kafka_producer(options, std::move(on_delivery), options.kafka_producer_properties);
+  }
   auto p = RedisStreamsProducer::create(options, std::move(on_delivery));
   if (!p) return p.error();
   return std::unique_ptr<Producer>(std::move(*p));

@@ -92,6 +92,8 @@ struct BusOptions {
   std::string kafka_compression = "lz4";
   int kafka_linger_ms = 0;
   std::string client_id = "hashinsight";
+  // Extra librdkafka properties for the producer (KAFKA_PRODUCER_PROPERTIES), applied last.
+  std::vector<std::pair<std::string, std::string>> kafka_producer_properties;
 };
 
 struct ConsumerOptions {

@@ -21,6 +21,14 @@ bus::BusOptions bus_options(const Config& cfg, const StackUrls& urls) {
   b.kafka_replication_factor = static_cast<int>(cfg.integer("KAFKA_REPLICATION_FACTOR"));
   b.kafka_compression = cfg.str("KAFKA_COMPRESSION");
   b.kafka_linger_ms = static_cast<int>(cfg.integer("KAFKA_LINGER_MS"));
+  std::stringstream props(cfg.str("KAFKA_PRODUCER_PROPERTIES"));
+  for (std::string item; std::getline(props, item, ',');) {
+    const auto eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      fail(kExitUsage, "KAFKA_PRODUCER_PROPERTIES: '" + item + "' is not name=value");
+    }
+    b.kafka_producer_properties.emplace_back(item.substr(0, eq), item.substr(eq + 1));
+  }
   return b;
 }
 

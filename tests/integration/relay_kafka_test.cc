@@ -150,8 +150,16 @@ TEST_F(RelayKafkaTest, BrokersDownStallTheSlotAndDeliveryResumes) {
   for (const auto& id : during) EXPECT_TRUE(seen.contains(id)) << "lost " << id;
 }
 
+// With one request in flight per broker: librdkafka 2.0's mock cluster, when an injected produce
+// error hits one of several pipelined idempotent batches, can acknowledge a retried batch
+// without storing it (the same test with pipelining loses an event in about one run of five,
+// and so does the bus's own test). Real brokers do not; outages above run with the defaults.
 TEST_F(RelayKafkaTest, ProduceErrorsAreRetriedWithoutLoss) {
-  start();
+  relay_ = test::start_relay({"BUS=kafka", "KAFKA_BROKERS=" + mock_->bootstrap(),
+                              "KAFKA_PRODUCER_PROPERTIES=max.in.flight.requests.per.connection=1"},
+                             log_);
+  ASSERT_TRUE(eventually([&] { return log_text().find("streaming") != std::string::npos; }))
+      << log_text();
   mock_->push_produce_errors(20, bus::kafka_error::kNotEnoughReplicas);
   auto ids = test::write_events(app_, "ke", "miner.added", 100);
   auto got = consume(100, std::chrono::seconds(60));

@@ -125,8 +125,8 @@ class KafkaBusTest : public ::testing::Test {
     return name;
   }
 
-  std::unique_ptr<KafkaProducer> producer(Reports& reports) {
-    auto p = KafkaProducer::create(options_, reports.handler());
+  std::unique_ptr<KafkaProducer> producer(Reports& reports, const KafkaProperties& overrides = {}) {
+    auto p = KafkaProducer::create(options_, reports.handler(), overrides);
     EXPECT_TRUE(p) << p.error().to_string();
     return p ? std::move(*p) : nullptr;
   }
@@ -238,7 +238,11 @@ TEST_F(KafkaBusTest, DeliversEveryMessageOnceInKeyOrderOnJavaPartitions) {
 TEST_F(KafkaBusTest, BrokerOutageStallsDeliveryWithoutFailingIt) {
   const std::string t = topic("events.treasury");
   Reports reports;
-  auto p = producer(reports);
+  // One request in flight per broker: librdkafka 2.0's mock cluster, when an injected produce
+  // error hits one of several pipelined idempotent batches, can acknowledge a retried batch
+  // without storing it (seen as 1-4 missing messages in about half the runs). Real brokers do
+  // not; the relay's own tests keep the default pipelining against brokers that go down.
+  auto p = producer(reports, {{"max.in.flight.requests.per.connection", "1"}});
   ASSERT_TRUE(p);
 
   std::uint64_t next = 0;
