@@ -1,7 +1,5 @@
 #include "cli/common.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -9,25 +7,13 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/net.h"
 #include "core/process.h"
 
 namespace hi::cli {
 namespace fs = std::filesystem;
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
+int free_port() { return free_loopback_port(); }
 
 void fail(int code, const std::string& message) {
   std::fprintf(stderr, "hashinsight: %s\n", message.c_str());

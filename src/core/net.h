@@ -1,0 +1,10 @@
+// Small network helpers.
+#pragma once
+
+namespace hi {
+
+// A loopback TCP port that is free now (the kernel's choice for a bind to port 0); 0 on failure.
+// Another process may take it before the caller binds: use it for servers started right away.
+int free_loopback_port();
+
+}  // namespace hi
