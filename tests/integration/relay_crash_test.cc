@@ -22,25 +22,7 @@ using nlohmann::json;
 using test::eventually;
 using test::TestServers;
 
-class RelayCrashTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    owner_ = TestServers::get().owner();
-    auto r = redis::Client::connect(TestServers::get().redis_url());
-    ASSERT_TRUE(r.ok());
-    redis_ = std::move(*r);
-    test::reset_relay_state(owner_, redis_);
-    log_ = tmp_.path() + "/relay.log";
-  }
-  std::string log_text() {
-    std::ifstream in(log_);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  }
-  test::TempDir tmp_;
-  std::string log_;
-  pg::Connection owner_;
-  redis::Client redis_;
-};
+class RelayCrashTest : public test::RelayFixture {};
 
 // Kill -9 at random moments (at least 20 times) while four writers run. At the end every event
 // is on the bus at least once, and an event appears twice only if the kill happened before the

@@ -23,30 +23,22 @@ using nlohmann::json;
 using test::eventually;
 using test::TestServers;
 
-class RelayKafkaTest : public ::testing::Test {
+class RelayKafkaTest : public test::RelayFixture {
  protected:
   void SetUp() override {
-    owner_ = TestServers::get().owner();
-    auto r = redis::Client::connect(TestServers::get().redis_url());
-    ASSERT_TRUE(r.ok());
-    redis_ = std::move(*r);
-    test::reset_relay_state(owner_, redis_);
+    RelayFixture::SetUp();
+    if (HasFatalFailure()) return;
     app_ = TestServers::get().app();
     auto m = bus::MockCluster::start(3);
     ASSERT_TRUE(m.ok()) << m.error().message;
     mock_ = std::move(*m);
     for (const auto& t : bus::standard_topics()) ASSERT_TRUE(mock_->create_topic(t, 6, 3).ok());
-    log_ = tmp_.path() + "/relay.log";
   }
   void TearDown() override {
     if (relay_.valid() && relay_.running()) {
       relay_.signal(SIGTERM);
       EXPECT_EQ(relay_.wait_for(std::chrono::seconds(30)).value_or(-1), 0) << log_text();
     }
-  }
-  std::string log_text() {
-    std::ifstream in(log_);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   }
   void start() {
     relay_ = test::start_relay({"BUS=kafka", "KAFKA_BROKERS=" + mock_->bootstrap()}, log_);
@@ -79,11 +71,7 @@ class RelayKafkaTest : public ::testing::Test {
     return out;
   }
 
-  test::TempDir tmp_;
-  std::string log_;
-  pg::Connection owner_;
   pg::Connection app_;
-  redis::Client redis_;
   std::unique_ptr<bus::MockCluster> mock_;
   Process relay_;
   int readers_ = 0;
@@ -92,21 +80,7 @@ class RelayKafkaTest : public ::testing::Test {
 TEST_F(RelayKafkaTest, HundredThousandEventsArriveCompleteInPerKeyOrder) {
   start();
   constexpr int kWriters = 8, kPerWriter = 12500, kPerTx = 50;
-  std::vector<std::vector<std::string>> written(kWriters);
-  {
-    std::vector<std::jthread> writers;
-    for (int w = 0; w < kWriters; ++w) {
-      writers.emplace_back([&, w] {
-        auto conn = TestServers::get().app();
-        for (int done = 0; done < kPerWriter; done += kPerTx) {
-          auto ids =
-              test::write_events(conn, "k" + std::to_string(w) + "-" + std::to_string(done % 11),
-                                 "miner.added", kPerTx);
-          written[w].insert(written[w].end(), ids.begin(), ids.end());
-        }
-      });
-    }
-  }
+  const auto written = test::write_concurrently(kWriters, kPerWriter, kPerTx, "k", 11);
   auto got = consume(100000, std::chrono::seconds(120));
   std::set<std::string> seen;
   std::map<std::string, long> last_seq;

@@ -22,16 +22,12 @@ using test::eventually;
 using test::read_stream;
 using test::TestServers;
 
-class RelayTest : public ::testing::Test {
+class RelayTest : public test::RelayFixture {
  protected:
   void SetUp() override {
-    owner_ = TestServers::get().owner();
-    auto r = redis::Client::connect(TestServers::get().redis_url());
-    ASSERT_TRUE(r.ok());
-    redis_ = std::move(*r);
-    test::reset_relay_state(owner_, redis_);
+    RelayFixture::SetUp();
+    if (HasFatalFailure()) return;
     app_ = TestServers::get().app();
-    log_ = tmp_.path() + "/relay.log";
   }
   void TearDown() override {
     if (relay_.valid()) {
@@ -40,10 +36,6 @@ class RelayTest : public ::testing::Test {
       EXPECT_TRUE(st.has_value()) << "relay did not stop on SIGTERM";
       EXPECT_EQ(st.value_or(-1), 0) << log_text();
     }
-  }
-  std::string log_text() {
-    std::ifstream in(log_);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   }
   void start(std::vector<std::string> env = {}, std::vector<std::string> args = {}) {
     relay_ = test::start_relay(env, log_, args);
@@ -60,11 +52,7 @@ class RelayTest : public ::testing::Test {
     return r.ok() ? static_cast<std::size_t>(r->integer) : 0;
   }
 
-  test::TempDir tmp_;
-  std::string log_;
-  pg::Connection owner_;
   pg::Connection app_;
-  redis::Client redis_;
   Process relay_;
 };
 
@@ -160,21 +148,7 @@ TEST_F(RelayTest, EventsWrittenBeforeTheSlotExistedArePublishedOnFirstStart) {
 TEST_F(RelayTest, HundredThousandEventsFromEightWritersArriveComplete) {
   start();
   constexpr int kWriters = 8, kPerWriter = 12500, kPerTx = 50;
-  std::vector<std::vector<std::string>> written(kWriters);
-  {
-    std::vector<std::jthread> writers;
-    for (int w = 0; w < kWriters; ++w) {
-      writers.emplace_back([&, w] {
-        auto conn = TestServers::get().app();
-        for (int done = 0; done < kPerWriter; done += kPerTx) {
-          auto ids =
-              test::write_events(conn, "w" + std::to_string(w) + "-" + std::to_string(done % 7),
-                                 "miner.added", kPerTx);
-          written[w].insert(written[w].end(), ids.begin(), ids.end());
-        }
-      });
-    }
-  }
+  const auto written = test::write_concurrently(kWriters, kPerWriter, kPerTx, "w", 7);
   ASSERT_TRUE(
       eventually([&] { return stream_len("events.miner") >= 100000; }, std::chrono::seconds(120)))
       << stream_len("events.miner") << "\n"

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <iterator>
 #include <thread>
 
 #include "bus/redis_streams.h"
@@ -29,6 +30,26 @@ std::vector<std::string> write_events(pg::Connection& conn, const std::string& u
   }
   if (!tx.commit()) return {};
   return ids;
+}
+
+std::vector<std::vector<std::string>> write_concurrently(int writers, int per_writer, int per_tx,
+                                                         const std::string& prefix, int users) {
+  std::vector<std::vector<std::string>> written(static_cast<std::size_t>(writers));
+  std::vector<std::jthread> threads;
+  for (int w = 0; w < writers; ++w) {
+    threads.emplace_back([&, w] {
+      auto conn = TestServers::get().app();
+      auto& mine = written[static_cast<std::size_t>(w)];
+      for (int done = 0; done < per_writer; done += per_tx) {
+        const std::string user =
+            prefix + std::to_string(w) + "-" + std::to_string((done / per_tx) % users);
+        auto ids = write_events(conn, user, "miner.added", per_tx);
+        mine.insert(mine.end(), ids.begin(), ids.end());
+      }
+    });
+  }
+  threads.clear();  // joins
+  return written;
 }
 
 std::vector<bus::Delivery> read_stream(redis::Client& redis, const std::string& stream) {
@@ -104,6 +125,20 @@ void reset_relay_state(pg::Connection& owner, redis::Client& redis) {
   (void)owner.exec("DELETE FROM relay_settings WHERE name LIKE 'backfill:%'");
   (void)owner.exec("TRUNCATE event_outbox");
   (void)redis.command({"FLUSHALL"});
+}
+
+void RelayFixture::SetUp() {
+  owner_ = TestServers::get().owner();
+  auto r = redis::Client::connect(TestServers::get().redis_url());
+  ASSERT_TRUE(r.ok());
+  redis_ = std::move(*r);
+  reset_relay_state(owner_, redis_);
+  log_ = tmp_.path() + "/relay.log";
+}
+
+std::string RelayFixture::log_text() const {
+  std::ifstream in(log_);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 }  // namespace hi::test

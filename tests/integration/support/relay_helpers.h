@@ -2,6 +2,8 @@
 // reached the bus, running the relay as a child process.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <functional>
 #include <map>
@@ -13,6 +15,7 @@
 #include "pg/connection.h"
 #include "pg/lsn.h"
 #include "redis/client.h"
+#include "support/servers.h"
 
 namespace hi::test {
 
@@ -20,6 +23,12 @@ namespace hi::test {
 std::vector<std::string> write_events(pg::Connection& conn, const std::string& user,
                                       const std::string& kind, int count,
                                       const std::string& payload = "{\"model_id\":1}");
+
+// `writers` threads, each with its own app connection, write `per_writer` events in
+// transactions of `per_tx`, spreading them over `users` users named "<prefix><writer>-<n>".
+// Returns the ids each writer wrote.
+std::vector<std::vector<std::string>> write_concurrently(int writers, int per_writer, int per_tx,
+                                                         const std::string& prefix, int users);
 
 // Every entry of a Redis stream, oldest first.
 std::vector<bus::Delivery> read_stream(redis::Client& redis, const std::string& stream);
@@ -42,5 +51,18 @@ double peak_rss_mb(int pid);
 
 // Removes every slot and the backfill markers, empties the outbox, flushes Redis.
 void reset_relay_state(pg::Connection& owner, redis::Client& redis);
+
+// What every relay test starts from: an owner connection, a Redis client, no slots, an empty
+// outbox and an empty Redis, and a log path for the relay child process.
+class RelayFixture : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  std::string log_text() const;
+
+  TempDir tmp_;
+  std::string log_;
+  pg::Connection owner_;
+  redis::Client redis_;
+};
 
 }  // namespace hi::test
