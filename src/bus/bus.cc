@@ -1,13 +1,63 @@
 #include "bus/bus.h"
 
+#include <optional>
+
 #include "bus/kafka.h"
 #include "bus/redis_streams.h"
 
 namespace hi::bus {
 
+std::string_view to_string(BusKind kind) { return kind == BusKind::kKafka ? "kafka" : "redis"; }
+
+Result<BusKind> parse_bus_kind(std::string_view text) {
+  if (text == "redis") return BusKind::kRedis;
+  if (text == "kafka") return BusKind::kKafka;
+  return invalid_argument("bus: unknown kind \"" + std::string(text) + "\" (redis or kafka)");
+}
+
+namespace {
+
+class NoRetention final : public Retention {
+ public:
+  Result<std::int64_t> apply(const std::vector<std::string>&, std::chrono::milliseconds) override {
+    return std::int64_t{0};
+  }
+};
+
+class StreamRetention final : public Retention {
+ public:
+  explicit StreamRetention(std::string url) : url_(std::move(url)) {}
+  Result<std::int64_t> apply(const std::vector<std::string>& topics,
+                             std::chrono::milliseconds keep) override {
+    if (!client_) {
+      auto c = redis::Client::connect(url_, std::chrono::milliseconds(1000));
+      if (!c) return c.error().wrap("stream retention");
+      client_ = std::move(*c);
+    }
+    std::int64_t trimmed = 0;
+    for (const auto& t : topics) {
+      auto n = trim_stream(*client_, t, keep);
+      if (!n) return n.error();
+      trimmed += *n;
+    }
+    return trimmed;
+  }
+
+ private:
+  std::string url_;
+  std::optional<redis::Client> client_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Retention>> make_retention(const BusOptions& options) {
+  if (options.kind == BusKind::kKafka) return std::unique_ptr<Retention>(new NoRetention());
+  return std::unique_ptr<Retention>(new StreamRetention(options.redis_url));
+}
+
 Result<std::unique_ptr<Producer>> make_producer(const BusOptions& options,
                                                 DeliveryHandler on_delivery) {
-  if (options.kind == "kafka") {
+  if (options.kind == BusKind::kKafka) {
     return make_kafka_producer(options, std::move(on_delivery), options.kafka_producer_properties);
   }
   auto p = RedisStreamsProducer::create(options, std::move(on_delivery));
@@ -17,7 +67,7 @@ Result<std::unique_ptr<Producer>> make_producer(const BusOptions& options,
 
 Result<std::unique_ptr<Consumer>> make_consumer(const BusOptions& options,
                                                 const ConsumerOptions& consumer) {
-  if (options.kind == "kafka") return make_kafka_consumer(options, consumer);
+  if (options.kind == BusKind::kKafka) return make_kafka_consumer(options, consumer);
   auto c = RedisStreamsConsumer::create(options, consumer);
   if (!c) return c.error();
   return std::unique_ptr<Consumer>(std::move(*c));

@@ -82,9 +82,16 @@ class Consumer {
   virtual Result<std::int64_t> lag() = 0;
 };
 
+enum class BusKind { kRedis, kKafka };
+
+// "redis" / "kafka" (settings, logs, status hashes).
+std::string_view to_string(BusKind kind);
+// Parses "redis" or "kafka"; InvalidArgument otherwise.
+Result<BusKind> parse_bus_kind(std::string_view text);
+
 // Settings of both implementations, resolved from the configuration.
 struct BusOptions {
-  std::string kind = "redis";  // redis | kafka
+  BusKind kind = BusKind::kRedis;
   std::string redis_url;
   std::string kafka_brokers;
   int kafka_partitions = 6;
@@ -107,6 +114,19 @@ Result<std::unique_ptr<Producer>> make_producer(const BusOptions& options,
                                                 DeliveryHandler on_delivery);
 Result<std::unique_ptr<Consumer>> make_consumer(const BusOptions& options,
                                                 const ConsumerOptions& consumer);
+
+// Stream retention of the Redis bus: entries every consumer group has acknowledged are removed
+// once older than `keep` (XTRIM MINID below the oldest entry any group still needs, so an unread
+// entry is never dropped). Kafka keeps its own retention on the brokers: a no-op there.
+// Uses its own connection: call it from any one thread (the relay's maintenance thread).
+class Retention {
+ public:
+  virtual ~Retention() = default;
+  // Applies the policy to `topics`; returns the number of entries removed.
+  virtual Result<std::int64_t> apply(const std::vector<std::string>& topics,
+                                     std::chrono::milliseconds keep) = 0;
+};
+Result<std::unique_ptr<Retention>> make_retention(const BusOptions& options);
 
 // The platform's topics.
 inline const std::vector<std::string>& standard_topics() {

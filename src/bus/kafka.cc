@@ -154,20 +154,8 @@ struct KafkaCallbacks {
 // ---------------------------------------------------------------------------------------------
 // KafkaProducer
 
-KafkaProducer::Fd::~Fd() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-KafkaProducer::Fd& KafkaProducer::Fd::operator=(Fd&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = std::exchange(other.fd_, -1);
-  }
-  return *this;
-}
-
-KafkaProducer::KafkaProducer(const BusOptions& options, DeliveryHandler on_delivery, Fd wake_read,
-                             Fd wake_write)
+KafkaProducer::KafkaProducer(const BusOptions& options, DeliveryHandler on_delivery,
+                             UniqueFd wake_read, UniqueFd wake_write)
     : options_(options),
       on_delivery_(std::move(on_delivery)),
       wake_read_(std::move(wake_read)),
@@ -183,8 +171,8 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const BusOptions& o
   if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
     return internal_error(std::string("kafka producer: pipe: ") + std::strerror(errno));
   }
-  Fd wake_read(fds[0]);
-  Fd wake_write(fds[1]);
+  UniqueFd wake_read(fds[0]);
+  UniqueFd wake_write(fds[1]);
 
   // The object exists before its handle: librdkafka's callbacks point at it.
   std::unique_ptr<KafkaProducer> producer(new KafkaProducer(

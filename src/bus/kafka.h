@@ -36,6 +36,7 @@
 #include "bus/bus.h"
 #include "core/log.h"
 #include "core/result.h"
+#include "core/unique_fd.h"
 
 // librdkafka's handle types, so that rdkafka.h stays in the .cc files.
 struct rd_kafka_s;
@@ -118,22 +119,8 @@ class KafkaProducer final : public Producer {
  private:
   friend struct KafkaCallbacks;
 
-  // A file descriptor, closed on destruction.
-  class Fd {
-   public:
-    Fd() = default;
-    explicit Fd(int fd) : fd_(fd) {}
-    ~Fd();
-    Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    Fd& operator=(Fd&& other) noexcept;
-    int get() const { return fd_; }
-
-   private:
-    int fd_ = -1;
-  };
-
-  KafkaProducer(const BusOptions& options, DeliveryHandler on_delivery, Fd wake_read,
-                Fd wake_write);
+  KafkaProducer(const BusOptions& options, DeliveryHandler on_delivery, UniqueFd wake_read,
+                UniqueFd wake_write);
 
   // Called by librdkafka from within rd_kafka_poll(), i.e. on the caller's thread.
   void on_delivery_report(std::uint64_t tag, int err, const char* topic);
@@ -150,8 +137,8 @@ class KafkaProducer final : public Producer {
   BusOptions options_;
   DeliveryHandler on_delivery_;
   Logger log_{"bus"};
-  Fd wake_read_;
-  Fd wake_write_;
+  UniqueFd wake_read_;
+  UniqueFd wake_write_;
   // Reports recorded by the callback and not yet handed to on_delivery_.
   std::vector<std::pair<std::uint64_t, Status>> reports_;
   std::vector<std::pair<std::uint64_t, Status>> dispatching_;

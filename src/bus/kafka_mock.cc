@@ -3,6 +3,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -53,6 +54,17 @@ Result<std::unique_ptr<MockCluster>> MockCluster::start(int brokers) {
   self->log_.warn("kafka mock cluster started (in memory, not durable)",
                   {{"brokers", brokers}, {"bootstrap", self->bootstrap_}});
   return self;
+}
+
+Result<std::unique_ptr<MockCluster>> MockCluster::start_with_topics(
+    int brokers, const std::vector<std::string>& topics, int partitions, int replication) {
+  auto cluster = start(brokers);
+  if (!cluster) return cluster.error();
+  for (const auto& t : topics) {
+    auto s = (*cluster)->create_topic(t, partitions, std::min(brokers, replication));
+    if (!s && s.error().code != Code::kAlreadyExists) return s.error();
+  }
+  return cluster;
 }
 
 MockCluster::~MockCluster() {

@@ -21,6 +21,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "bus/kafka.h"
 #include "core/log.h"
@@ -55,6 +56,10 @@ class MockCluster {
 
   // Starts `brokers` brokers (ids 1..brokers) listening on free loopback ports.
   static Result<std::unique_ptr<MockCluster>> start(int brokers = 3);
+  // Starts the cluster and creates `topics` (the mock has no CreateTopics: whoever hosts it
+  // creates them), each with `partitions` partitions replicated on min(brokers, replication).
+  static Result<std::unique_ptr<MockCluster>> start_with_topics(
+      int brokers, const std::vector<std::string>& topics, int partitions, int replication);
 
   ~MockCluster();
   MockCluster(const MockCluster&) = delete;

@@ -88,14 +88,12 @@ std::size_t RedisStreamsProducer::poll(std::chrono::milliseconds timeout) {
                   {{"error", replies.error().message}, {"queued", queue_.size()}});
       }
       degraded_ = true;
-      backoff_ = std::min(std::chrono::milliseconds(2000),
-                          std::max(std::chrono::milliseconds(50), backoff_ * 2));
-      retry_at_ = std::chrono::steady_clock::now() + backoff_;
+      retry_at_ = std::chrono::steady_clock::now() + backoff_.next();
       return reported;
     }
     if (degraded_) log_.info("redis reachable again; resuming", {{"queued", queue_.size()}});
     degraded_ = false;
-    backoff_ = std::chrono::milliseconds(0);
+    backoff_.reset();
     for (std::size_t i = 0; i < n; ++i) {
       const Reply& r = (*replies)[i];
       if (r.is_error() && transient_error(r.str)) {
@@ -104,9 +102,7 @@ std::size_t RedisStreamsProducer::poll(std::chrono::milliseconds timeout) {
         // Later ones that did succeed are sent again: at-least-once, order kept.
         log_.warn("redis refused writes for now; retrying", {{"reply", r.str}});
         degraded_ = true;
-        backoff_ = std::min(std::chrono::milliseconds(2000),
-                            std::max(std::chrono::milliseconds(50), backoff_ * 2));
-        retry_at_ = std::chrono::steady_clock::now() + backoff_;
+        retry_at_ = std::chrono::steady_clock::now() + backoff_.next();
         return reported;
       }
       Pending p = std::move(queue_.front());

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bus/bus.h"
+#include "core/backoff.h"
 #include "core/log.h"
 #include "redis/client.h"
 
@@ -52,7 +53,7 @@ class RedisStreamsProducer final : public Producer {
   Logger log_;
   std::deque<Pending> queue_;
   bool degraded_ = false;
-  std::chrono::milliseconds backoff_{0};
+  Backoff backoff_{std::chrono::milliseconds(50), std::chrono::seconds(2)};
   std::chrono::steady_clock::time_point retry_at_{};
 };
 

@@ -1,9 +1,8 @@
 #include "cdc/poller.h"
 
-#include <condition_variable>
-#include <mutex>
-
+#include "core/backoff.h"
 #include "core/time.h"
+#include "pg/array.h"
 #include "pg/transaction.h"
 
 namespace hi::cdc {
@@ -92,15 +91,9 @@ Status Poller::run_once(std::stop_token stop, bus::Producer& producer) {
       if (delivery_error_) return *delivery_error_;
     }
     if (acked_ - before < ids.size()) return {};  // stopping: the batch rolls back, goes again
-    std::string array = "{";
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-      if (i > 0) array += ',';
-      array += '"' + ids[i] + '"';
-    }
-    array += '}';
     auto mark = conn->exec("UPDATE " + options_.outbox_table +
                                " SET processed = true, processed_at = now() WHERE id = ANY($1)",
-                           {array});
+                           {pg::array_literal(ids)});
     if (!mark) return mark.error();
     if (auto s = tx.commit(); !s) return s;
     published.Increment(static_cast<double>(ids.size()));
@@ -116,18 +109,14 @@ Status Poller::run(std::stop_token stop) {
     stats_.events_acked.fetch_add(1);
   });
   if (!producer) return producer.error();
-  std::mutex mu;
-  std::condition_variable_any cv;
-  std::chrono::milliseconds backoff{100};
+  Backoff backoff(std::chrono::milliseconds(100), std::chrono::seconds(5));
   while (!stop.stop_requested()) {
     Status s = run_once(stop, **producer);
     if (stop.stop_requested()) break;
     if (!s && (s.error().code == Code::kInvalidArgument || delivery_error_)) return s;
     log_.warn("poller lost its connection; reconnecting",
               {{"error", s ? std::string("ended") : s.error().message}});
-    std::unique_lock lock(mu);
-    cv.wait_for(lock, stop, backoff, [] { return false; });
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+    if (!sleep_for(stop, backoff.next())) break;
   }
   return {};
 }

@@ -8,8 +8,9 @@
 // it and of every earlier transaction (AckTracker), so a crash at any instant replays from the
 // confirmed LSN: an event may arrive twice, never not at all.
 //
-// A side thread publishes status (hi:status:relay in Redis, metrics), watches the slot
-// (retained WAL, wal_status), writes heartbeats while idle, and applies outbox retention.
+// A side thread (RelayMaintenance, maintenance.h) publishes status (hi:status:relay in Redis,
+// metrics), watches the slot (retained WAL, wal_status), writes heartbeats while idle, and
+// applies outbox and stream retention. Slot and publication set-up is in slot.h.
 //
 // First start: the slot is created with the snapshot of its consistent point, and the outbox
 // rows that exist at that point are published from it (a keyset scan), so no event written
@@ -20,17 +21,26 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <optional>
 #include <stop_token>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "bus/bus.h"
+#include "cdc/ack_tracker.h"
 #include "cdc/router.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/result.h"
 #include "pg/lsn.h"
+#include "pg/pgoutput.h"
+
+namespace hi::pg {
+struct StreamEvent;
+}
 
 namespace hi::cdc {
 
@@ -76,6 +86,8 @@ class Relay {
  public:
   Relay(RelayOptions options, Metrics& metrics, Logger log);
   ~Relay();
+  Relay(const Relay&) = delete;
+  Relay& operator=(const Relay&) = delete;
 
   // Runs until `stop` is requested (returns ok) or a fatal error (slot lost, bad outbox row
   // the router cannot route, a permanent bus error). Transient failures (server restart, bus
@@ -85,9 +97,36 @@ class Relay {
   const RelayStats& stats() const { return stats_; }
 
  private:
-  class Impl;
-  std::unique_ptr<Impl> impl_;
+  struct Session;  // the state of one replication connection (relay.cc)
+
+  Status connect_bus(std::stop_token stop);
+  Status stream(std::stop_token stop);
+  Status open_session(std::stop_token stop);
+  Status backfill(std::stop_token stop);
+  Status handle(const pg::StreamEvent& ev);
+  Status handle_change(const pg::Message& msg);
+  Status replay_stream(const pg::StreamCommit& commit);
+  Status publish(bus::Message message);
+  Status publish_outbox_row(const pg::Relation& rel, const pg::Tuple& row);
+  Status pump(std::chrono::milliseconds timeout);
+  void drain(std::stop_token stop);
+  void send_status(bool force);
+  prometheus::Counter& events_counter(const std::string& topic);
+
+  RelayOptions options_;
+  Metrics& metrics_;
+  Logger log_;
   RelayStats stats_;
+  OutboxRouter router_;
+  std::unordered_set<std::string> capture_;
+  AckTracker tracker_;  // spans connections: reset only once nothing is in flight
+  std::unique_ptr<bus::Producer> producer_;
+  std::optional<Error> fatal_;        // a permanent delivery failure, reported by the bus
+  std::unique_ptr<Session> session_;  // while connected
+  std::map<std::string, prometheus::Counter*, std::less<>> topic_counters_;
+  prometheus::Histogram& commit_to_ack_;
+  prometheus::Gauge& confirmed_gauge_;
+  prometheus::Counter& reconnects_;
 };
 
 }  // namespace hi::cdc

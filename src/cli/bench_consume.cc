@@ -8,6 +8,7 @@
 // start until every delivery is settled. duplicates_applied = sum(user_portfolio.events_applied)
 // - distinct inbox rows: 0 when every effect was applied exactly once.
 #include <cstdio>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -93,11 +94,10 @@ int run_consume_bench(const Config& cfg, const ConsumeBenchOptions& opt) {
                  cfg.str("BUS")};
   std::unique_ptr<bus::MockCluster> mock;
   if (urls.bus == "kafka" && urls.kafka_brokers.empty()) {
-    auto m = bus::MockCluster::start(1);
+    auto m = bus::MockCluster::start_with_topics(
+        1, bus::standard_topics(), static_cast<int>(cfg.integer("KAFKA_PARTITIONS")), 1);
     if (!m) fail(kExitFailure, "kafka mock cluster: " + m.error().message);
     mock = std::move(*m);
-    const int partitions = static_cast<int>(cfg.integer("KAFKA_PARTITIONS"));
-    for (const auto& t : bus::standard_topics()) (void)mock->create_topic(t, partitions, 1);
     urls.kafka_brokers = mock->bootstrap();
   }
   bus::BusOptions bus = bus_options(cfg, urls);
@@ -234,7 +234,7 @@ int run_consume_bench(const Config& cfg, const ConsumeBenchOptions& opt) {
   if (!check) fail(kExitFailure, check.error().message);
   json out = {
       {"bench", "consume"},
-      {"bus", bus.kind},
+      {"bus", bus::to_string(bus.kind)},
       {"events", opt.events},
       {"users", opt.users},
       {"redeliver_fraction", opt.redeliver_fraction},
@@ -260,20 +260,20 @@ int run_consume_bench(const Config& cfg, const ConsumeBenchOptions& opt) {
 
 void add_bench_consume(CLI::App& bench, Flags& flags) {
   auto* cmd = bench.add_subcommand("consume", "portfolio worker throughput with the inbox on");
-  static ConsumeBenchOptions opt;
-  cmd->add_option("--events", opt.events, "distinct events")->check(CLI::Range(1L, 100'000'000L));
-  cmd->add_option("--users", opt.users, "bench users")->check(CLI::Range(1, 1'000'000));
-  cmd->add_option("--redeliver-fraction", opt.redeliver_fraction,
+  auto opt = std::make_shared<ConsumeBenchOptions>();
+  cmd->add_option("--events", opt->events, "distinct events")->check(CLI::Range(1L, 100'000'000L));
+  cmd->add_option("--users", opt->users, "bench users")->check(CLI::Range(1, 1'000'000));
+  cmd->add_option("--redeliver-fraction", opt->redeliver_fraction,
                   "fraction of the events delivered twice")
       ->check(CLI::Range(0.0, 1.0));
   cmd->add_option_function<std::string>(
       "--bus", [&flags](const std::string& v) { flags.overrides["BUS"] = v; }, "redis or kafka");
-  cmd->add_option("--workers", opt.workers, "portfolio runtimes (threads)")
+  cmd->add_option("--workers", opt->workers, "portfolio runtimes (threads)")
       ->check(CLI::Range(1, 16));
-  cmd->add_option("--batch-size", opt.batch_size, "events per batch (default CONSUMER_BATCH_SIZE)")
+  cmd->add_option("--batch-size", opt->batch_size, "events per batch (default CONSUMER_BATCH_SIZE)")
       ->check(CLI::Range(1, 100000));
-  cmd->add_flag("--json", opt.json, "print the result as JSON (always one line)");
-  cmd->callback([&flags] { throw Exit{run_consume_bench(load_config(flags), opt)}; });
+  cmd->add_flag("--json", opt->json, "print the result as JSON (always one line)");
+  cmd->callback([&flags, opt] { throw Exit{run_consume_bench(load_config(flags), *opt)}; });
 }
 
 }  // namespace hi::cli

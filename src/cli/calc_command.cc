@@ -9,6 +9,7 @@
 #include <string>
 #include <system_error>
 
+#include "cli/common.h"
 #include "core/result.h"
 #include "mining/catalog.h"
 #include "mining/profitability.h"
@@ -324,7 +325,7 @@ void add_calc_command(CLI::App& app, std::ostream& out, std::ostream& err) {
       ->capture_default_str();
   sub->add_flag("--json", args->json, "Print JSON instead of a table");
   sub->callback([args, &out, &err] {
-    if (const int rc = run_calc(*args, out, err); rc != 0) throw CLI::RuntimeError(rc);
+    if (const int rc = run_calc(*args, out, err); rc != 0) throw Exit{rc};
   });
 }
 

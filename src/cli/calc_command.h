@@ -5,8 +5,8 @@
 //
 // Prints a readable table (default) or one JSON object (--json) on stdout. Invalid input (an
 // unknown model, a missing or malformed number, a value out of range) prints one line
-// "hashinsight calc: <reason>" on stderr and makes the command fail with exit code 2: the callback
-// throws CLI::RuntimeError(2), which CLI::App::exit() turns into that code without printing.
+// "hashinsight calc: <reason>" on stderr and makes the command fail with exit code 2 (it throws
+// Exit{2}, which run_command_line() turns into the exit code).
 // Needs hi::mining, CLI11 and nlohmann_json.
 #pragma once
 

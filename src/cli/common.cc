@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cli/calc_command.h"
 #include "core/net.h"
 #include "core/process.h"
 
@@ -53,6 +54,31 @@ StackUrls stack_urls(const Config& cfg) {
     // a torn or foreign file: treat as absent
   }
   return urls;
+}
+
+void add_commands(CLI::App& app, Flags& flags) {
+  add_up_command(app, flags);
+  add_db_commands(app, flags);
+  add_config_command(app, flags);
+  add_relay_command(app, flags);
+  add_worker_command(app, flags);
+  add_dlq_command(app, flags);
+  add_audit_command(app, flags);
+  add_bench_command(app, flags);
+  add_calc_command(app);
+}
+
+int run_command_line(CLI::App& app, const std::function<void()>& parse, std::ostream& out,
+                     std::ostream& err) {
+  try {
+    parse();
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e, out, err);
+    return rc == 0 ? kExitOk : kExitUsage;
+  } catch (const Exit& e) {
+    return e.code;
+  }
+  return kExitOk;
 }
 
 void add_config_command(CLI::App& app, Flags&) {

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <functional>
+#include <iostream>
 #include <map>
 #include <optional>
 #include <stop_token>
@@ -21,7 +23,8 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
 
-// Thrown by subcommands to end the program with a code after printing their message.
+// Thrown by subcommands to end the program with a code after printing their message. It is
+// the one way a subcommand ends the program: run_command_line() turns it into the exit code.
 struct Exit {
   int code;
 };
@@ -61,6 +64,15 @@ std::jthread stop_on_signals(std::stop_source stop);
 
 // Prints an error for the user (one line on stderr) and throws Exit{code}.
 [[noreturn]] void fail(int code, const std::string& message);
+
+// Registers every subcommand on `app`; `flags` must outlive `app`.
+void add_commands(CLI::App& app, Flags& flags);
+
+// Runs `parse` (which parses a command line into `app` and so runs the chosen subcommand) and
+// returns the process exit code: 0, the code of an Exit, or 2 for a usage error (after CLI11
+// printed it, or the help, to `out` / `err`).
+int run_command_line(CLI::App& app, const std::function<void()>& parse,
+                     std::ostream& out = std::cout, std::ostream& err = std::cerr);
 
 // Subcommand registration.
 void add_up_command(CLI::App& app, Flags& flags);

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <memory>
 
 #include "cli/common.h"
 #include "consume/dlq.h"
@@ -44,24 +45,24 @@ void add_dlq_command(CLI::App& app, Flags& flags) {
 
   auto* replay = dlq->add_subcommand(
       "replay", "re-publish parked events to their topics with their original ids");
-  static ReplayFlags rf;
-  replay->add_option("--hours", rf.hours, "events parked within the last N hours")
+  auto rf = std::make_shared<ReplayFlags>();
+  replay->add_option("--hours", rf->hours, "events parked within the last N hours")
       ->required()
       ->check(CLI::PositiveNumber);
-  replay->add_flag("--dry-run", rf.dry_run, "list what would be replayed; change nothing");
-  replay->add_option("--limit", rf.limit, "at most M events")->check(CLI::PositiveNumber);
-  replay->add_option("--consumer", rf.consumer, "only events parked by this consumer");
+  replay->add_flag("--dry-run", rf->dry_run, "list what would be replayed; change nothing");
+  replay->add_option("--limit", rf->limit, "at most M events")->check(CLI::PositiveNumber);
+  replay->add_option("--consumer", rf->consumer, "only events parked by this consumer");
   replay->add_option_function<std::string>(
       "--bus", [&flags](const std::string& v) { flags.overrides["BUS"] = v; }, "redis or kafka");
-  replay->callback([&flags] {
+  replay->callback([&flags, rf] {
     const Config cfg = load_config(flags);
     const StackUrls urls = stack_urls(cfg);
     auto conn = app_connection(cfg, urls);
     consume::ReplayOptions o;
-    o.hours = rf.hours;
-    o.dry_run = rf.dry_run;
-    if (rf.limit > 0) o.limit = rf.limit;
-    o.consumer = rf.consumer;
+    o.hours = rf->hours;
+    o.dry_run = rf->dry_run;
+    if (rf->limit > 0) o.limit = rf->limit;
+    o.consumer = rf->consumer;
     const bool tty = ::isatty(STDERR_FILENO) != 0;
     auto progress = [tty](std::int64_t done, std::int64_t total) {
       if (!tty) return;
@@ -70,13 +71,13 @@ void add_dlq_command(CLI::App& app, Flags& flags) {
       std::fflush(stderr);
     };
     auto report = consume::replay(conn, bus_options(cfg, urls), o, progress);
-    if (tty && !rf.dry_run) std::fprintf(stderr, "\n");
+    if (tty && !rf->dry_run) std::fprintf(stderr, "\n");
     if (!report) fail(kExitFailure, "dlq replay: " + report.error().message);
     std::printf("%s\n", report->to_json().dump().c_str());
     if (tty) {
       std::fprintf(
-          stderr, "%s %lld event(s)%s\n", rf.dry_run ? "would replay" : "replayed",
-          static_cast<long long>(rf.dry_run ? report->selected : report->replayed),
+          stderr, "%s %lld event(s)%s\n", rf->dry_run ? "would replay" : "replayed",
+          static_cast<long long>(rf->dry_run ? report->selected : report->replayed),
           report->failed > 0 ? (", " + std::to_string(report->failed) + " failed").c_str() : "");
     }
     if (report->failed > 0) throw Exit{kExitFailure};

@@ -2,27 +2,29 @@
 #include <signal.h>
 
 #include <cstdio>
-#include <sstream>
+#include <memory>
 #include <thread>
 
 #include "cdc/poller.h"
 #include "cdc/relay.h"
 #include "cli/common.h"
 #include "core/metrics.h"
+#include "core/strings.h"
 
 namespace hi::cli {
 
 bus::BusOptions bus_options(const Config& cfg, const StackUrls& urls) {
   bus::BusOptions b;
-  b.kind = cfg.str("BUS");
+  auto kind = bus::parse_bus_kind(cfg.str("BUS"));
+  if (!kind) fail(kExitUsage, "BUS: " + kind.error().message);
+  b.kind = *kind;
   b.redis_url = urls.redis_url;
   b.kafka_brokers = urls.kafka_brokers;
   b.kafka_partitions = static_cast<int>(cfg.integer("KAFKA_PARTITIONS"));
   b.kafka_replication_factor = static_cast<int>(cfg.integer("KAFKA_REPLICATION_FACTOR"));
   b.kafka_compression = cfg.str("KAFKA_COMPRESSION");
   b.kafka_linger_ms = static_cast<int>(cfg.integer("KAFKA_LINGER_MS"));
-  std::stringstream props(cfg.str("KAFKA_PRODUCER_PROPERTIES"));
-  for (std::string item; std::getline(props, item, ',');) {
+  for (const std::string& item : split_list(cfg.str("KAFKA_PRODUCER_PROPERTIES"))) {
     const auto eq = item.find('=');
     if (eq == std::string::npos || eq == 0) {
       fail(kExitUsage, "KAFKA_PRODUCER_PROPERTIES: '" + item + "' is not name=value");
@@ -50,9 +52,7 @@ cdc::RelayOptions relay_options(const Config& cfg) {
   o.redis_url = urls.redis_url;
   o.slot = cfg.str("RELAY_SLOT");
   o.publication = cfg.str("RELAY_PUBLICATION");
-  std::stringstream tables(cfg.str("RELAY_CAPTURE_TABLES"));
-  for (std::string t; std::getline(tables, t, ',');) {
-    if (t.empty()) continue;
+  for (const std::string& t : split_list(cfg.str("RELAY_CAPTURE_TABLES"))) {
     o.capture_tables.push_back(t.find('.') == std::string::npos ? "public." + t : t);
   }
   o.routes = cfg.str("RELAY_ROUTES");
@@ -93,7 +93,7 @@ std::jthread stop_on_signals(std::stop_source stop) {
 
 void add_relay_command(CLI::App& app, Flags& flags) {
   auto* cmd = app.add_subcommand("relay", "stream the outbox (and captured tables) to the bus");
-  static bool recreate = false;
+  auto recreate = std::make_shared<bool>(false);
   cmd->add_option_function<std::string>(
       "--mode", [&flags](const std::string& v) { flags.overrides["RELAY_MODE"] = v; },
       "cdc (logical replication) or poll (RELAY_MODE)");
@@ -111,12 +111,12 @@ void add_relay_command(CLI::App& app, Flags& flags) {
   cmd->add_option_function<std::string>(
       "--capture", [&flags](const std::string& v) { flags.overrides["RELAY_CAPTURE_TABLES"] = v; },
       "tables to capture as cdc.<schema>.<table>: schema.table,... (RELAY_CAPTURE_TABLES)");
-  cmd->add_flag("--recreate-slot", recreate,
+  cmd->add_flag("--recreate-slot", *recreate,
                 "drop an invalidated slot, recreate it and republish the outbox from a snapshot");
-  cmd->callback([&flags] {
+  cmd->callback([&flags, recreate] {
     const Config cfg = load_config(flags);
     cdc::RelayOptions options = relay_options(cfg);
-    options.recreate_slot = recreate;
+    options.recreate_slot = *recreate;
     Metrics metrics;
     Logger log("relay");
     std::stop_source stop;

@@ -3,7 +3,7 @@
 // SIGTERM/SIGINT finish the batch in hand (commit, acknowledge) and exit 0.
 #include <unistd.h>
 
-#include <sstream>
+#include <memory>
 #include <thread>
 
 #include "cli/common.h"
@@ -14,6 +14,7 @@
 #include "consume/runtime.h"
 #include "core/ids.h"
 #include "core/metrics.h"
+#include "core/strings.h"
 
 namespace hi::cli {
 namespace {
@@ -27,15 +28,6 @@ struct WorkerFlags {
   std::int64_t poll_ms = 500;
 };
 
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream in(text);
-  for (std::string item; std::getline(in, item, ',');) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
 std::string host_name() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0) return "host";
@@ -46,8 +38,8 @@ std::string host_name() {
 
 void add_worker_command(CLI::App& app, Flags& flags) {
   auto* cmd = app.add_subcommand("worker", "run a consumer: portfolio, intel, crm or audit");
-  static WorkerFlags wf;
-  cmd->add_option("name", wf.name, "portfolio | intel | crm | audit")
+  auto wf = std::make_shared<WorkerFlags>();
+  cmd->add_option("name", wf->name, "portfolio | intel | crm | audit")
       ->required()
       ->check(CLI::IsMember({"portfolio", "intel", "crm", "audit"}));
   auto bind = [&](const char* flag, const char* setting, const char* help) {
@@ -65,14 +57,15 @@ void add_worker_command(CLI::App& app, Flags& flags) {
   bind("--webhook-timeout-ms", "CRM_WEBHOOK_TIMEOUT_MS", "crm: webhook timeout");
   bind("--capture", "RELAY_CAPTURE_TABLES",
        "audit: captured tables schema.table,... (RELAY_CAPTURE_TABLES)");
-  cmd->add_option("--group", wf.group, "consumer group (default: the worker's)");
-  cmd->add_option("--topics", wf.topics,
+  cmd->add_option("--group", wf->group, "consumer group (default: the worker's)");
+  cmd->add_option("--topics", wf->topics,
                   "topics to consume, comma separated (default: the worker's)");
-  cmd->add_option("--instance", wf.instance, "consumer name in the group (default: host-pid)");
-  cmd->add_option("--retry-backoff-ms", wf.backoff_ms, "first retry delay (doubles, jittered)")
+  cmd->add_option("--instance", wf->instance, "consumer name in the group (default: host-pid)");
+  cmd->add_option("--retry-backoff-ms", wf->backoff_ms, "first retry delay (doubles, jittered)")
       ->check(CLI::Range(1, 600000));
-  cmd->add_option("--poll-ms", wf.poll_ms, "longest wait for a batch")->check(CLI::Range(1, 60000));
-  cmd->callback([&flags] {
+  cmd->add_option("--poll-ms", wf->poll_ms, "longest wait for a batch")
+      ->check(CLI::Range(1, 60000));
+  cmd->callback([&flags, wf] {
     const Config cfg = load_config(flags);
     const StackUrls urls = stack_urls(cfg);
     if (urls.database_url.empty()) {
@@ -91,22 +84,22 @@ void add_worker_command(CLI::App& app, Flags& flags) {
     o.batch_size = static_cast<std::size_t>(cfg.integer("CONSUMER_BATCH_SIZE"));
     o.max_attempts = static_cast<int>(cfg.integer("CONSUMER_MAX_ATTEMPTS"));
     o.lock_lease = std::chrono::milliseconds(cfg.integer("LOCK_LEASE_MS"));
-    o.backoff_base = std::chrono::milliseconds(wf.backoff_ms);
-    o.poll_timeout = std::chrono::milliseconds(wf.poll_ms);
+    o.backoff_base = std::chrono::milliseconds(wf->backoff_ms);
+    o.poll_timeout = std::chrono::milliseconds(wf->poll_ms);
     o.consumer.claim_idle = std::chrono::milliseconds(cfg.integer("CONSUMER_CLAIM_IDLE_MS"));
 
     std::unique_ptr<consume::Handler> handler;
     std::string group;
     std::vector<std::string> topics;
-    if (wf.name == "portfolio") {
+    if (wf->name == "portfolio") {
       group = consume::kPortfolioGroup;
       topics = {"events.miner"};
       handler = std::make_unique<consume::PortfolioHandler>();
-    } else if (wf.name == "intel") {
+    } else if (wf->name == "intel") {
       group = consume::kIntelGroup;
       topics = {"events.miner", "events.ops"};
       handler = std::make_unique<consume::IntelHandler>();
-    } else if (wf.name == "crm") {
+    } else if (wf->name == "crm") {
       group = consume::kCrmGroup;
       topics = {"events.crm"};
       if (!cfg.is_set("CRM_WEBHOOK_URL")) fail(kExitUsage, "worker crm needs CRM_WEBHOOK_URL");
@@ -121,18 +114,18 @@ void add_worker_command(CLI::App& app, Flags& flags) {
       topics = consume::audit_topics(split_list(cfg.str("RELAY_CAPTURE_TABLES")), o.bus);
       handler = std::make_unique<consume::AuditHandler>();
     }
-    if (!wf.group.empty()) group = wf.group;
-    if (!wf.topics.empty()) topics = split_list(wf.topics);
+    if (!wf->group.empty()) group = wf->group;
+    if (!wf->topics.empty()) topics = split_list(wf->topics);
     if (topics.empty()) {
       fail(kExitUsage,
-           "worker " + wf.name + ": no topics (audit: set RELAY_CAPTURE_TABLES or --topics)");
+           "worker " + wf->name + ": no topics (audit: set RELAY_CAPTURE_TABLES or --topics)");
     }
     o.name = group;
     o.consumer.group = group;
     o.consumer.topics = topics;
     o.consumer.consumer_name =
-        !wf.instance.empty()
-            ? wf.instance
+        !wf->instance.empty()
+            ? wf->instance
             : group + "-" + host_name() + "-" + std::to_string(::getpid()) + "-" + random_hex(2);
     o.bus.client_id = o.consumer.consumer_name;
 
@@ -142,7 +135,7 @@ void add_worker_command(CLI::App& app, Flags& flags) {
     consume::Runtime runtime(o, *handler, metrics, log);
     Status s = runtime.run(stop.get_token());
     signals.request_stop();
-    if (!s) fail(kExitFailure, "worker " + wf.name + ": " + s.error().message);
+    if (!s) fail(kExitFailure, "worker " + wf->name + ": " + s.error().message);
   });
 }
 

@@ -68,7 +68,7 @@ std::vector<std::string> audit_topics(const std::vector<std::string>& tables,
     topics.push_back("cdc." + (t.find('.') == std::string::npos ? "public." + t : t));
   }
   if (!topics.empty()) return topics;
-  if (bus.kind == "kafka") return {"^cdc\\..*"};
+  if (bus.kind == bus::BusKind::kKafka) return {"^cdc\\..*"};
   auto client = redis::Client::connect(bus.redis_url);
   if (!client) return topics;
   std::string cursor = "0";

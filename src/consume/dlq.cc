@@ -3,6 +3,7 @@
 #include <map>
 
 #include "core/time.h"
+#include "pg/array.h"
 #include "pg/transaction.h"
 
 namespace hi::consume {
@@ -215,8 +216,7 @@ Result<ReplayReport> replay(pg::Connection& app, const bus::BusOptions& bus_opti
       }
       confirmed = now_confirmed;
     }
-    std::vector<std::string_view> done_ids;
-    std::string ids = "{";
+    pg::ArrayLiteral ids;
     for (const auto& [tag, idx] : tag_to_event) {
       ReplayedEvent& e = report.events[idx];
       auto it = reports.find(tag);
@@ -227,13 +227,11 @@ Result<ReplayReport> replay(pg::Connection& app, const bus::BusOptions& bus_opti
         e.error = it->second.error().message;
       } else {
         e.replayed = true;
-        if (ids.size() > 1) ids += ',';
-        ids += std::to_string(e.dlq_id);
+        ids.add(e.dlq_id);
       }
     }
-    ids += '}';
-    auto upd =
-        app.exec("UPDATE event_dlq SET replayed_at = now() WHERE id = ANY($1::bigint[])", {ids});
+    auto upd = app.exec("UPDATE event_dlq SET replayed_at = now() WHERE id = ANY($1::bigint[])",
+                        {ids.str()});
     if (!upd) return upd.error().wrap("dlq replay mark");
     if (auto s = tx.commit(); !s) return s.error().wrap("dlq replay commit");
     for (std::size_t i = first; i < report.events.size(); ++i) {

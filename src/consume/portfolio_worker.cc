@@ -7,38 +7,12 @@
 #include <unordered_map>
 
 #include "core/time.h"
+#include "pg/array.h"
 
 namespace hi::consume {
 namespace {
 
 using nlohmann::json;
-
-std::string int_array(const std::vector<std::string>& ids) {
-  std::string out = "{";
-  for (std::size_t i = 0; i < ids.size(); ++i) {
-    if (i > 0) out += ',';
-    out += ids[i];
-  }
-  out += '}';
-  return out;
-}
-
-template <typename T>
-std::string num_array(const std::vector<T>& values) {
-  std::string out = "{";
-  char buf[64];
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    if (i > 0) out += ',';
-    if constexpr (std::is_floating_point_v<T>) {
-      std::snprintf(buf, sizeof buf, "%.17g", values[i]);
-      out += buf;
-    } else {
-      out += std::to_string(values[i]);
-    }
-  }
-  out += '}';
-  return out;
-}
 
 double number(std::string_view text) { return std::strtod(std::string(text).c_str(), nullptr); }
 
@@ -104,7 +78,7 @@ std::string portfolio_channel(std::string_view tenant_id) {
 
 Result<PortfolioInputs> load_inputs(pg::Connection& conn, const std::vector<std::string>& users,
                                     ReferenceCache* cache) {
-  const std::string ids = int_array(users);
+  const std::string ids = pg::array_literal(users);
   const bool fresh =
       cache != nullptr && cache->loaded_ns != 0 &&
       mono_now_ns() - cache->loaded_ns < std::chrono::nanoseconds(cache->max_age).count();
@@ -243,24 +217,21 @@ Result<PortfolioWrite> write_rows(pg::Connection& conn, const std::string& tenan
     seqs.push_back(r.through_seq);
     counts.push_back(r.new_events);
   }
-  auto view = [](const std::vector<std::string>& v) {
-    return std::vector<std::string_view>(v.begin(), v.end());
-  };
   const pg::Params params = {tenant_id,
-                             int_array(users),
-                             num_array(units),
-                             num_array(hashrate),
-                             num_array(power),
-                             num_array(rev_btc),
-                             num_array(rev_usd),
-                             num_array(cost),
-                             num_array(profit),
-                             pg_text_array(view(breakdowns)),
-                             num_array(tokens),
-                             pg_text_array(view(event_ids)),
-                             pg_text_array(view(lsns)),
-                             num_array(seqs),
-                             num_array(counts)};
+                             pg::array_literal(users),
+                             pg::array_literal(units),
+                             pg::array_literal(hashrate),
+                             pg::array_literal(power),
+                             pg::array_literal(rev_btc),
+                             pg::array_literal(rev_usd),
+                             pg::array_literal(cost),
+                             pg::array_literal(profit),
+                             pg::array_literal(breakdowns),
+                             pg::array_literal(tokens),
+                             pg::array_literal(event_ids),
+                             pg::array_literal(lsns),
+                             pg::array_literal(seqs),
+                             pg::array_literal(counts)};
   auto res = prepared ? conn.exec_prepared(kUpsertStmt, params) : conn.exec(kUpsertSql, params);
   if (!res) return res.error().wrap("upsert user_portfolio");
   std::unordered_map<std::string, int> written_row;
@@ -283,7 +254,7 @@ Result<PortfolioWrite> write_rows(pg::Connection& conn, const std::string& tenan
     }
     auto stored = conn.exec(
         "SELECT user_id, fencing_token FROM user_portfolio WHERE user_id = ANY($1::bigint[])",
-        {int_array(missing)});
+        {pg::array_literal(missing)});
     if (!stored) return stored.error().wrap("read fencing tokens");
     for (int i = 0; i < stored->rows(); ++i) {
       out.fenced.emplace_back(std::string(stored->text(i, 0)), stored->int64(i, 1));

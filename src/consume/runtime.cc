@@ -13,7 +13,9 @@
 
 #include "consume/dlq.h"
 #include "consume/fenced_lock.h"
+#include "core/backoff.h"
 #include "core/time.h"
+#include "pg/array.h"
 #include "pg/transaction.h"
 #include "redis/client.h"
 
@@ -33,40 +35,7 @@ struct Attempt {
   Error error;
 };
 
-// Sleeps up to `d`, waking early on a stop request. Returns false when stopped.
-bool sleep_for(std::stop_token stop, std::chrono::milliseconds d) {
-  std::mutex mu;
-  std::condition_variable_any cv;
-  std::unique_lock lock(mu);
-  cv.wait_for(lock, stop, d, [] { return false; });
-  return !stop.stop_requested();
-}
-
 }  // namespace
-
-std::chrono::milliseconds backoff_delay(int attempt, std::chrono::milliseconds base,
-                                        std::chrono::milliseconds cap, double unit_random) {
-  const int exp = std::clamp(attempt - 2, 0, 30);
-  const double raw = std::min(static_cast<double>(cap.count()),
-                              static_cast<double>(base.count()) * std::ldexp(1.0, exp));
-  const double jittered = raw * (0.5 + std::clamp(unit_random, 0.0, 1.0));
-  return std::chrono::milliseconds(static_cast<std::int64_t>(jittered));
-}
-
-std::string pg_text_array(const std::vector<std::string_view>& items) {
-  std::string out = "{";
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    if (i > 0) out += ',';
-    out += '"';
-    for (char c : items[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  out += '}';
-  return out;
-}
 
 class Runtime::Impl {
  public:
@@ -128,9 +97,10 @@ class Runtime::Impl {
   bool park_unparsed(std::stop_token stop, const bus::Delivery& d, const Error& error);
   bool park_one(std::stop_token stop, const std::string& tenant, const ParkRequest& request);
   void publish_status(bool force);
+  // The wait before attempt `attempt` (2, 3, ...).
   std::chrono::milliseconds backoff(int attempt) {
     std::uniform_real_distribution<double> u(0.0, 1.0);
-    return backoff_delay(attempt, o_.backoff_base, o_.backoff_max, u(rng_));
+    return backoff_delay(attempt - 1, o_.backoff_base, o_.backoff_max, u(rng_));
   }
 
   RuntimeOptions o_;
@@ -221,7 +191,7 @@ Status Runtime::Impl::run(std::stop_token stop) {
   log_.info("consuming", {{"group", o_.consumer.group},
                           {"consumer", o_.consumer.consumer_name},
                           {"topics", o_.consumer.topics},
-                          {"bus", o_.bus.kind}});
+                          {"bus", std::string(bus::to_string(o_.bus.kind))}});
   while (!stop.stop_requested()) {
     publish_status(false);
     std::int64_t t = mono_now_ns();
@@ -465,7 +435,7 @@ Attempt Runtime::Impl::transact(const std::string& tenant, const std::vector<con
   std::sort(ids.begin(), ids.end());  // a stable lock order for concurrent inserts
   const pg::Statement begin[] = {{"BEGIN", {}, false},
                                  {"SELECT set_config('app.tenant_id', $1, true)", {tenant}, false},
-                                 {kInboxInsert, {o_.name, pg_text_array(ids), tenant}, true}};
+                                 {kInboxInsert, {o_.name, pg::array_literal(ids), tenant}, true}};
   std::int64_t t = mono_now_ns();
   auto r = db_.pipeline(begin);
   stats_.inbox_ns += mono_now_ns() - t;
@@ -631,7 +601,7 @@ void Runtime::Impl::publish_status(bool force) {
                                   "consumer",
                                   o_.consumer.consumer_name,
                                   "bus",
-                                  o_.bus.kind,
+                                  std::string(bus::to_string(o_.bus.kind)),
                                   "lag",
                                   std::to_string(lag),
                                   "applied",

@@ -140,12 +140,4 @@ class Runtime {
   RuntimeStats stats_;
 };
 
-// The backoff before attempt `attempt` (2, 3, ...): base * 2^(attempt-2), capped, times a
-// random factor in [0.5, 1.5). Exposed for tests.
-std::chrono::milliseconds backoff_delay(int attempt, std::chrono::milliseconds base,
-                                        std::chrono::milliseconds cap, double unit_random);
-
-// PostgreSQL text[] literal of `items` ({"a","b"}), for unnest($1::text[]).
-std::string pg_text_array(const std::vector<std::string_view>& items);
-
 }  // namespace hi::consume

@@ -17,6 +17,8 @@
 #include <sstream>
 #include <thread>
 
+#include "core/unique_fd.h"
+
 extern char** environ;
 
 namespace hi {
@@ -93,25 +95,24 @@ Result<Process> Process::spawn(const SpawnOptions& options) {
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
 
-  int out_fd = -1;
+  UniqueFd out;
   if (!options.output_path.empty()) {
-    out_fd = ::open(options.output_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (out_fd < 0) {
+    out.reset(::open(options.output_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+    if (!out) {
       return unavailable("spawn: open " + options.output_path + ": " + std::strerror(errno));
     }
-    if (ids) (void)::fchown(out_fd, ids->uid, ids->gid);
+    if (ids) (void)::fchown(out.get(), ids->uid, ids->gid);
   }
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) {
-    if (out_fd >= 0) ::close(out_fd);
     return unavailable(std::string("spawn: fork: ") + std::strerror(errno));
   }
   if (pid == 0) {
     if (options.new_process_group) ::setpgid(0, 0);
-    if (out_fd >= 0) {
-      ::dup2(out_fd, 1);
-      ::dup2(out_fd, 2);
+    if (out) {
+      ::dup2(out.get(), 1);
+      ::dup2(out.get(), 2);
     }
     if (!options.cwd.empty() && ::chdir(options.cwd.c_str()) != 0) ::_exit(126);
     if (ids) {
@@ -130,7 +131,6 @@ Result<Process> Process::spawn(const SpawnOptions& options) {
     ::execvpe(argv[0], argv.data(), envp.data());
     ::_exit(127);
   }
-  if (out_fd >= 0) ::close(out_fd);
   return Process(pid, options.new_process_group);
 }
 
@@ -199,9 +199,9 @@ int Process::stop(std::chrono::milliseconds grace) {
 
 Result<CommandResult> run_command(const SpawnOptions& options, std::chrono::milliseconds timeout) {
   char tmpl[] = "/tmp/hi-cmd-XXXXXX";
-  const int fd = ::mkstemp(tmpl);
-  if (fd < 0) return unavailable(std::string("run_command: mkstemp: ") + std::strerror(errno));
-  ::close(fd);
+  if (UniqueFd fd(::mkstemp(tmpl)); !fd) {
+    return unavailable(std::string("run_command: mkstemp: ") + std::strerror(errno));
+  }
   SpawnOptions opts = options;
   opts.output_path = tmpl;
   auto proc = Process::spawn(opts);

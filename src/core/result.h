@@ -51,6 +51,9 @@ inline Error not_found(std::string msg) { return {Code::kNotFound, std::move(msg
 inline Error unavailable(std::string msg) { return {Code::kUnavailable, std::move(msg)}; }
 inline Error internal_error(std::string msg) { return {Code::kInternal, std::move(msg)}; }
 inline Error data_loss(std::string msg) { return {Code::kDataLoss, std::move(msg)}; }
+// The operation stopped because a stop was requested: not a failure (every component reports a
+// requested stop this way, and callers end quietly on it).
+inline Error cancelled(std::string msg) { return {Code::kCancelled, std::move(msg)}; }
 inline Error failed_precondition(std::string msg) {
   return {Code::kFailedPrecondition, std::move(msg)};
 }

@@ -257,6 +257,11 @@ class Decoder {
   std::optional<std::uint32_t> stream_xid() const { return stream_xid_; }
   bool in_stream() const { return stream_xid_.has_value(); }
 
+  // Continues decoding inside the segment of streamed transaction `xid`, as after its
+  // StreamStart: for replaying messages that were spilled while that segment was open (they
+  // carry their xid, which the decoder then expects).
+  void resume_stream(std::uint32_t xid) { stream_xid_ = xid; }
+
  private:
   std::optional<std::uint32_t> stream_xid_;
 };

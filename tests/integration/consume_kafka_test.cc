@@ -37,7 +37,7 @@ class ConsumeKafkaTest : public ::testing::Test {
     mock_ = std::move(*m);
     for (const auto& t : bus::standard_topics()) ASSERT_TRUE(mock_->create_topic(t, 6, 3).ok());
     bus::BusOptions o;
-    o.kind = "kafka";
+    o.kind = bus::BusKind::kKafka;
     o.kafka_brokers = mock_->bootstrap();
     auto p = bus::make_producer(o, [this](std::uint64_t, const Status& s) {
       EXPECT_TRUE(s.ok()) << s.error().message;

@@ -49,7 +49,7 @@ class RelayKafkaTest : public test::RelayFixture {
   // after a crash do not count) or `timeout`.
   std::vector<bus::Delivery> consume(std::size_t n, std::chrono::seconds timeout) {
     bus::BusOptions o;
-    o.kind = "kafka";
+    o.kind = bus::BusKind::kKafka;
     o.kafka_brokers = mock_->bootstrap();
     bus::ConsumerOptions co;
     co.group = "test-reader-" + std::to_string(::getpid()) + "-" + std::to_string(readers_++);

@@ -10,15 +10,10 @@
 #include <cstring>
 #include <memory>
 
+#include "core/unique_fd.h"
+
 namespace hi::consume::internal {
 namespace {
-
-struct Fd {
-  int fd = -1;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
 
 struct AddrInfoFree {
   void operator()(addrinfo* a) const noexcept { ::freeaddrinfo(a); }
@@ -81,31 +76,32 @@ Result<int> http_post(const HttpUrl& url, const std::string& body,
     return unavailable("webhook " + where + ": " + ::gai_strerror(rc));
   }
   std::unique_ptr<addrinfo, AddrInfoFree> addrs(raw);
-  Fd sock;
+  UniqueFd sock;
   std::string last_error = "no address";
   for (addrinfo* a = addrs.get(); a != nullptr; a = a->ai_next) {
-    Fd s{::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol)};
-    if (s.fd < 0) continue;
-    if (::connect(s.fd, a->ai_addr, a->ai_addrlen) != 0) {
+    UniqueFd s(
+        ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol));
+    if (!s) continue;
+    if (::connect(s.get(), a->ai_addr, a->ai_addrlen) != 0) {
       if (errno != EINPROGRESS) {
         last_error = std::strerror(errno);
         continue;
       }
-      if (!wait_fd(s.fd, POLLOUT, deadline)) {
+      if (!wait_fd(s.get(), POLLOUT, deadline)) {
         return Error{Code::kDeadlineExceeded, "webhook " + where + ": connect timed out"};
       }
       int err = 0;
       socklen_t len = sizeof err;
-      ::getsockopt(s.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      ::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len);
       if (err != 0) {
         last_error = std::strerror(err);
         continue;
       }
     }
-    std::swap(sock.fd, s.fd);
+    sock = std::move(s);
     break;
   }
-  if (sock.fd < 0) return unavailable("webhook " + where + ": connect: " + last_error);
+  if (!sock) return unavailable("webhook " + where + ": connect: " + last_error);
 
   std::string req = "POST " + url.path + " HTTP/1.1\r\nHost: " + where +
                     "\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: " +
@@ -115,13 +111,13 @@ Result<int> http_post(const HttpUrl& url, const std::string& body,
   req += body;
   std::size_t sent = 0;
   while (sent < req.size()) {
-    const ssize_t n = ::send(sock.fd, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
+    const ssize_t n = ::send(sock.get(), req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
     if (n > 0) {
       sent += static_cast<std::size_t>(n);
       continue;
     }
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-      if (!wait_fd(sock.fd, POLLOUT, deadline)) {
+      if (!wait_fd(sock.get(), POLLOUT, deadline)) {
         return Error{Code::kDeadlineExceeded, "webhook " + where + ": send timed out"};
       }
       continue;
@@ -131,10 +127,10 @@ Result<int> http_post(const HttpUrl& url, const std::string& body,
   std::string resp;
   char buf[4096];
   while (resp.find("\r\n") == std::string::npos) {
-    if (!wait_fd(sock.fd, POLLIN, deadline)) {
+    if (!wait_fd(sock.get(), POLLIN, deadline)) {
       return Error{Code::kDeadlineExceeded, "webhook " + where + ": no response in time"};
     }
-    const ssize_t n = ::recv(sock.fd, buf, sizeof buf, 0);
+    const ssize_t n = ::recv(sock.get(), buf, sizeof buf, 0);
     if (n > 0) {
       resp.append(buf, static_cast<std::size_t>(n));
       continue;

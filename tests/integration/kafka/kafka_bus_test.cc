@@ -113,7 +113,7 @@ class KafkaBusTest : public ::testing::Test {
     auto cluster = MockCluster::start(3);
     ASSERT_TRUE(cluster) << cluster.error().to_string();
     cluster_ = std::move(*cluster);
-    options_.kind = "kafka";
+    options_.kind = bus::BusKind::kKafka;
     options_.kafka_brokers = cluster_->bootstrap();
     options_.kafka_partitions = kPartitions;
     options_.kafka_replication_factor = 3;

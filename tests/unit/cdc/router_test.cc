@@ -4,9 +4,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cdc/ack_tracker.h"
-#include "cdc/internal/json_text.h"
-
 namespace hi::cdc {
 namespace {
 
@@ -40,7 +37,6 @@ ChangeSource source() {
   s.ordinal = 3;
   return s;
 }
-
 TEST(RouteTable, RoutesByKindPrefixWithOverridesAndUnknowns) {
   auto routes = RouteTable::parse("miner=outbox.event.miner,audit=events.ops", "events.dlq");
   ASSERT_TRUE(routes.ok());
@@ -126,51 +122,6 @@ TEST(CaptureChange, UnchangedToastIsNamedNotNulled) {
   EXPECT_EQ(v["after"], json::parse(R"({"id":7,"online":true})"));
   EXPECT_EQ(v["unchanged"], json::array({"notes"}));
   EXPECT_EQ(m.headers[0].second, "0/16B3748:3");
-}
-
-TEST(JsonText, EscapesControlCharactersAndQuotes) {
-  std::string out;
-  internal::append_json_string(out, std::string("a\"b\\c\n\x01", 7));
-  EXPECT_EQ(out, R"("a\"b\\c\n\u0001")");
-  EXPECT_EQ(json::parse(out).get<std::string>(), std::string("a\"b\\c\n\x01", 7));
-  EXPECT_EQ(internal::pg_timestamp_to_rfc3339("2026-11-22 10:00:00+00"),
-            "2026-11-22T10:00:00.000000Z");
-  EXPECT_EQ(internal::pg_timestamp_to_rfc3339("2026-11-22 10:00:00.123+02"),
-            "2026-11-22T10:00:00.123000+02:00");
-}
-
-TEST(AckTracker, ReleasesOnlyTheFullyAcknowledgedPrefix) {
-  AckTracker t;
-  const auto a = t.begin(100);
-  t.sent(a);
-  t.sent(a);
-  t.commit(a, pg::Lsn{10});
-  const auto b = t.begin(200);
-  t.sent(b);
-  t.commit(b, pg::Lsn{20});
-  const auto c = t.begin(300);  // empty transaction (no published rows)
-  t.commit(c, pg::Lsn{30});
-  // b is acknowledged first (another partition), but a is not: nothing may be confirmed.
-  EXPECT_EQ(t.acked(b), 200);
-  EXPECT_FALSE(t.release().has_value());
-  EXPECT_EQ(t.acked(a), 100);
-  EXPECT_FALSE(t.release().has_value());
-  t.acked(a);
-  auto lsn = t.release();
-  ASSERT_TRUE(lsn.has_value());
-  EXPECT_EQ(lsn->value, 30u);  // a, b and the empty c together
-  EXPECT_TRUE(t.idle());
-  EXPECT_EQ(t.released_commit_time_us(), 300);
-}
-
-TEST(AckTracker, AnOpenTransactionHoldsBackLaterOnes) {
-  AckTracker t;
-  const auto a = t.begin(1);
-  t.sent(a);
-  t.acked(a);  // acknowledged before its Commit was decoded (large transaction streaming)
-  EXPECT_FALSE(t.release().has_value());
-  t.commit(a, pg::Lsn{5});
-  EXPECT_EQ(t.release()->value, 5u);
 }
 
 }  // namespace

@@ -5,10 +5,6 @@
 #include <regex>
 #include <set>
 
-#include "core/log.h"
-#include "core/result.h"
-#include "core/time.h"
-
 namespace hi {
 namespace {
 
@@ -34,41 +30,6 @@ TEST(UuidV7, IsCanonicalUniqueAndSortsByCreation) {
 TEST(RandomHex, HasRequestedLength) {
   EXPECT_EQ(random_hex(32).size(), 64u);
   EXPECT_NE(random_hex(16), random_hex(16));
-}
-
-TEST(Time, FormatsAndParsesRfc3339WithMicroseconds) {
-  EXPECT_EQ(format_rfc3339_us(0), "1970-01-01T00:00:00.000000Z");
-  EXPECT_EQ(format_rfc3339_us(1'763'805'600'123'456), "2025-11-22T10:00:00.123456Z");
-  auto t = parse_rfc3339_us("2025-11-22T10:00:00.123456Z");
-  ASSERT_TRUE(t.ok());
-  EXPECT_EQ(*t, 1'763'805'600'123'456);
-  auto pg = parse_rfc3339_us("2025-11-22 12:00:00.5+02");  // PostgreSQL's text form
-  ASSERT_TRUE(pg.ok()) << pg.error().message;
-  EXPECT_EQ(*pg, 1'763'805'600'500'000);
-  EXPECT_FALSE(parse_rfc3339_us("yesterday").ok());
-  EXPECT_FALSE(parse_rfc3339_us("2025-11-22T10:13:20.Z").ok());
-}
-
-TEST(Log, JsonLinesCarryComponentMessageAndFields) {
-  const std::string line = format_log_line(LogFormat::kJson, LogLevel::kWarn, "relay",
-                                           "lag \"high\"", {{"slot", "s1"}, {"bytes", 42}}, 0);
-  EXPECT_EQ(line,
-            "{\"ts\":\"1970-01-01T00:00:00.000000Z\",\"level\":\"warn\",\"component\":\"relay\","
-            "\"msg\":\"lag \\\"high\\\"\",\"bytes\":42,\"slot\":\"s1\"}");
-  const std::string text =
-      format_log_line(LogFormat::kText, LogLevel::kInfo, "up", "ready", {{"url", "x"}}, 0);
-  EXPECT_EQ(text, "1970-01-01T00:00:00.000000Z info up: ready url=x");
-}
-
-TEST(Result, CarriesValueOrErrorWithContext) {
-  Result<int> ok = 7;
-  ASSERT_TRUE(ok);
-  EXPECT_EQ(*ok, 7);
-  Result<int> bad = unavailable("connection refused");
-  ASSERT_FALSE(bad);
-  EXPECT_EQ(bad.error().wrap("pg connect host=db1").to_string(),
-            "unavailable: pg connect host=db1: connection refused");
-  EXPECT_EQ(bad.value_or(3), 3);
 }
 
 }  // namespace

@@ -6,6 +6,8 @@
 #include <sstream>
 #include <string>
 
+#include "cli/common.h"
+
 namespace hi::cli {
 namespace {
 
@@ -15,17 +17,14 @@ struct CalcRun {
   std::string err;
 };
 
-// Parses `args` (after the program name) the way main() does: errors go through App::exit().
+// Parses `args` (after the program name) the way main() does.
 CalcRun run(const std::string& args) {
   std::ostringstream out, err;
   CLI::App app("hashinsight");
   add_calc_command(app, out, err);
   CalcRun r;
-  try {
-    app.parse(args, false);
-  } catch (const CLI::ParseError& e) {
-    r.exit_code = app.exit(e, out, err);
-  }
+  r.exit_code = run_command_line(
+      app, [&] { app.parse(args, false); }, out, err);
   r.out = out.str();
   r.err = err.str();
   return r;

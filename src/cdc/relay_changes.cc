@@ -1,0 +1,202 @@
+// What the relay does with each decoded pgoutput message: route outbox inserts, capture table
+// changes, track transactions for the ack tracker, spill and replay streamed transactions.
+#include "cdc/internal/session.h"
+#include "cdc/maintenance.h"
+#include "core/time.h"
+
+namespace hi::cdc {
+namespace {
+
+std::string qualified(const pg::Relation& r) {
+  return (r.schema.empty() ? std::string("public") : r.schema) + "." + r.name;
+}
+
+std::optional<std::uint32_t> message_xid(const pg::Message& m) {
+  return std::visit(
+      [](const auto& x) -> std::optional<std::uint32_t> {
+        if constexpr (requires { x.xid; }) {
+          return std::optional<std::uint32_t>(x.xid);
+        } else {
+          return std::nullopt;
+        }
+      },
+      m);
+}
+
+std::span<const std::uint8_t> bytes(std::string_view s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+}  // namespace
+
+prometheus::Counter& Relay::events_counter(const std::string& topic) {
+  auto it = topic_counters_.find(topic);
+  if (it != topic_counters_.end()) return *it->second;
+  auto& c = metrics_.counter("hashinsight_relay_events_total", "Events published, by topic",
+                             {{"topic", topic}});
+  topic_counters_.emplace(topic, &c);
+  return c;
+}
+
+Status Relay::publish(bus::Message message) {
+  events_counter(message.topic).Increment();
+  if (auto s = producer_->send(std::move(message), session_->tx); !s) return s;
+  tracker_.sent(session_->tx);
+  stats_.events_published.fetch_add(1, std::memory_order_relaxed);
+  return {};
+}
+
+// An outbox insert goes through the router; a row it cannot route is parked, not dropped and
+// not a pipeline stop: the whole row goes to the unknown-kind topic with the reason.
+Status Relay::publish_outbox_row(const pg::Relation& rel, const pg::Tuple& row) {
+  auto routed = router_.route(rel, row, session_->source);
+  if (routed) return publish(std::move(*routed));
+  log_.warn("unroutable outbox row parked",
+            {{"error", routed.error().message}, {"topic", options_.unknown_topic}});
+  bus::Message parked = capture_change(ChangeOp::kCreate, rel, nullptr, &row, session_->source);
+  parked.topic = options_.unknown_topic;
+  parked.headers.emplace_back("reason", routed.error().message);
+  return publish(std::move(parked));
+}
+
+Status Relay::handle_change(const pg::Message& msg) {
+  Session& s = *session_;
+  // The relation of a row change, when we publish its table (nullptr: skip the change).
+  auto captured = [&](std::uint32_t id) -> Result<const pg::Relation*> {
+    ++s.source.ordinal;
+    const pg::Relation* rel = s.relations.find(id);
+    if (rel == nullptr) return data_loss("change for unknown relation " + std::to_string(id));
+    return capture_.contains(qualified(*rel)) ? rel : nullptr;
+  };
+  return std::visit(
+      [&](const auto& m) -> Status {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, pg::Begin>) {
+          s.in_tx = true;
+          s.source = ChangeSource{};
+          s.source.commit_lsn = m.final_lsn;
+          s.source.xid = m.xid;
+          s.source.commit_time_unix_us = pg::pg_time_to_unix_us(m.commit_time_us);
+          s.tx = tracker_.begin(s.source.commit_time_unix_us);
+        } else if constexpr (std::is_same_v<T, pg::Commit>) {
+          tracker_.commit(s.tx, m.end_lsn);
+          s.in_tx = false;
+          stats_.transactions.fetch_add(1, std::memory_order_relaxed);
+        } else if constexpr (std::is_same_v<T, pg::Relation>) {
+          s.relations.put(m);
+        } else if constexpr (std::is_same_v<T, pg::Insert>) {
+          const pg::Relation* rel = s.relations.find(m.relation_id);
+          if (rel != nullptr && qualified(*rel) == options_.outbox_table) {
+            ++s.source.ordinal;
+            return publish_outbox_row(*rel, m.new_tuple);
+          }
+          auto c = captured(m.relation_id);
+          if (!c) return c.error();
+          if (*c)
+            return publish(capture_change(ChangeOp::kCreate, **c, nullptr, &m.new_tuple, s.source));
+        } else if constexpr (std::is_same_v<T, pg::Update>) {
+          // Updates of outbox rows publish nothing.
+          auto c = captured(m.relation_id);
+          if (!c) return c.error();
+          const pg::Tuple* before = m.old_kind == pg::OldTupleKind::kNone ? nullptr : &m.old_tuple;
+          if (*c)
+            return publish(capture_change(ChangeOp::kUpdate, **c, before, &m.new_tuple, s.source));
+        } else if constexpr (std::is_same_v<T, pg::Delete>) {
+          auto c = captured(m.relation_id);
+          if (!c) return c.error();
+          if (*c)
+            return publish(capture_change(ChangeOp::kDelete, **c, &m.old_tuple, nullptr, s.source));
+        } else if constexpr (std::is_same_v<T, pg::Truncate>) {
+          for (auto id : m.relation_ids) {
+            ++s.source.ordinal;
+            const pg::Relation* rel = s.relations.find(id);
+            if (rel == nullptr || !capture_.contains(qualified(*rel))) continue;
+            if (auto st =
+                    publish(capture_change(ChangeOp::kTruncate, *rel, nullptr, nullptr, s.source));
+                !st) {
+              return st;
+            }
+          }
+        } else if constexpr (std::is_same_v<T, pg::LogicalMessage>) {
+          // A heartbeat outside any transaction with nothing in flight: everything before it
+          // is durable, so its position may be confirmed (the slot advances on idle tables).
+          if (!m.transactional && m.prefix == kHeartbeatPrefix && s.quiescent(tracker_)) {
+            s.rs.confirm(m.lsn);
+          }
+        }
+        return {};
+      },
+      msg);
+}
+
+Status Relay::handle(const pg::StreamEvent& ev) {
+  Session& s = *session_;
+  if (ev.kind == pg::StreamEvent::Kind::kKeepalive) {
+    // The server has sent everything up to wal_end: with nothing in flight it can be confirmed
+    // (keeps the slot moving when our tables are idle).
+    if (s.quiescent(tracker_)) s.rs.confirm(ev.wal_end);
+    if (ev.reply_requested) send_status(true);
+    return {};
+  }
+  auto msg = s.decoder.decode(bytes(ev.payload));
+  if (!msg) return msg.error().wrap("decode at " + ev.wal_start.to_string());
+  stats_.last_event_unix_us.store(unix_now_us(), std::memory_order_relaxed);
+  if (const auto* start = std::get_if<pg::StreamStart>(&*msg)) return s.streams.start(start->xid);
+  if (std::holds_alternative<pg::StreamStop>(*msg)) {
+    s.streams.stop();
+    return {};
+  }
+  if (const auto* commit = std::get_if<pg::StreamCommit>(&*msg)) return replay_stream(*commit);
+  if (const auto* abort = std::get_if<pg::StreamAbort>(&*msg)) {
+    s.streams.abort(abort->xid, abort->subxid);
+    return {};
+  }
+  if (s.streams.open()) {
+    // Relations are needed when the spill is replayed; everything else waits for the commit.
+    if (const auto* rel = std::get_if<pg::Relation>(&*msg)) s.relations.put(*rel);
+    return s.streams.append(std::span<const char>(ev.payload.data(), ev.payload.size()));
+  }
+  return handle_change(*msg);
+}
+
+// A streamed transaction committed: publish its spilled changes in order, as one transaction.
+Status Relay::replay_stream(const pg::StreamCommit& commit) {
+  Session& s = *session_;
+  s.source = ChangeSource{};
+  s.source.commit_lsn = commit.commit_lsn;
+  s.source.xid = commit.xid;
+  s.source.commit_time_unix_us = pg::pg_time_to_unix_us(commit.commit_time_us);
+  s.tx = tracker_.begin(s.source.commit_time_unix_us);
+  // Nothing spilled (every change was in tables we do not publish): still a transaction.
+  if (auto spill = s.streams.take(commit.xid)) {
+    if (auto st = spill->rewind(); !st) return st;
+    pg::Decoder replay;
+    replay.resume_stream(commit.xid);
+    s.in_tx = true;
+    std::string buf;
+    for (std::uint64_t i = 0;; ++i) {
+      auto more = spill->next(buf);
+      if (!more) return more.error();
+      if (!*more) break;
+      auto m = replay.decode(bytes(buf));
+      if (!m) return m.error().wrap("replay of streamed transaction " + std::to_string(commit.xid));
+      if (auto x = message_xid(*m); x && spill->aborted(*x)) continue;
+      if (auto st = handle_change(*m); !st) return st;
+      // Bounded memory however large the transaction: wait for acknowledgements.
+      while (producer_->in_flight() >= options_.max_inflight) {
+        if (auto st = pump(std::chrono::milliseconds(100)); !st) return st;
+      }
+      if (i % 4096 == 4095) {
+        if (auto st = pump(std::chrono::milliseconds(0)); !st) return st;
+      }
+    }
+    stats_.streamed_transactions.fetch_add(1, std::memory_order_relaxed);
+  }
+  tracker_.commit(s.tx, commit.end_lsn);
+  s.in_tx = false;
+  stats_.transactions.fetch_add(1, std::memory_order_relaxed);
+  return {};
+}
+
+// Transmits and collects acknowledgements; releases what may be confirmed.
+}  // namespace hi::cdc
