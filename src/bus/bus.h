@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -56,6 +57,9 @@ class Producer {
   virtual Status ensure_topics(const std::vector<std::string>& topics) = 0;
   // True while the last attempt to reach the bus failed (for status and logs).
   virtual bool degraded() const = 0;
+  // Set once the producer itself failed for good (Kafka's fatal error of an idempotent
+  // producer): it can deliver nothing more, even with nothing in flight; recreate it.
+  virtual std::optional<Error> fatal_error() const { return std::nullopt; }
   virtual std::string name() const = 0;  // "redis" or "kafka"
 };
 

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <map>
 
+#include "core/failpoint.h"
+
 namespace hi::bus {
 
 namespace {
@@ -253,6 +255,9 @@ Status KafkaProducer::send(Message message, std::uint64_t tag) {
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       (void)headers.release();  // owned by the message now
       ++sent_;
+      // With this message in flight, raise the fatal error an idempotent producer gets when
+      // the broker breaks its sequence, so tests can check that nothing retries a dead one.
+      if (!failpoint("bus.kafka_producer_fatal")) inject_fatal_error_for_testing("failpoint");
       return {};
     }
     const std::string where = "kafka send topic=" + message.topic + ": ";
@@ -364,6 +369,11 @@ void KafkaProducer::on_error(int err_code, const char* reason) {
     return;
   }
   log_.debug("kafka producer error", {{"error", err_text(err)}, {"reason", reason}});
+}
+
+std::optional<Error> KafkaProducer::fatal_error() const {
+  if (!fatal_) return std::nullopt;
+  return failed_precondition(fatal_message());
 }
 
 std::string KafkaProducer::fatal_message() const {

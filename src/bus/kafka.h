@@ -97,6 +97,7 @@ class KafkaProducer final : public Producer {
   // The read end of a non-blocking pipe that librdkafka writes to when its main queue (delivery
   // reports, errors) becomes non-empty (and send() when it served reports while waiting for
   // queue space). poll() drains it; a spurious wake-up makes poll() return 0.
+  std::optional<Error> fatal_error() const override;
   int wake_fd() const override { return wake_read_.get(); }
 
   // Creates the topics missing from the cluster metadata with the Admin API (CreateTopics,

@@ -80,6 +80,11 @@ std::size_t RedisStreamsProducer::poll(std::chrono::milliseconds timeout) {
       client_.append(std::span<const std::string_view>(argv));
     }
     auto replies = client_.flush();
+    if (replies && replies->size() != n) {
+      // Never credit a reply to the wrong message: a short reply set fails the whole batch.
+      replies = unavailable("redis pipeline: " + std::to_string(replies->size()) + " replies for " +
+                            std::to_string(n) + " messages");
+    }
     if (!replies) {
       // Nothing is reported: the batch stays queued and goes again (some entries may have been
       // added before the connection broke: at-least-once, deduplicated by consumers' inboxes).

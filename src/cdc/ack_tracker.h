@@ -25,8 +25,10 @@ class AckTracker {
   TxId begin(std::int64_t commit_time_us);
   // One more event of the open transaction was sent to the bus.
   void sent(TxId tx) { entry(tx).outstanding += 1; }
-  // The bus acknowledged one event of `tx`; returns the transaction's commit time.
+  // The bus acknowledged one event of `tx`; returns the transaction's commit time. A report for
+  // a transaction the tracker no longer holds (from before a reset()) is ignored: returns 0.
   std::int64_t acked(TxId tx) {
+    if (tx < base_ || tx >= base_ + txs_.size()) return 0;
     Tx& t = entry(tx);
     t.outstanding -= 1;
     return t.commit_time_us;

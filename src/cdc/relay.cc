@@ -6,6 +6,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "cdc/internal/session.h"
@@ -13,6 +14,7 @@
 #include "cdc/poller.h"
 #include "cdc/slot.h"
 #include "core/backoff.h"
+#include "core/failpoint.h"
 #include "core/time.h"
 #include "core/unique_fd.h"
 #include "pg/connection.h"
@@ -52,8 +54,12 @@ Relay::~Relay() = default;
 
 Status Relay::pump(std::chrono::milliseconds timeout) {
   producer_->poll(timeout);
+  if (!fatal_) fatal_ = producer_->fatal_error();
   if (fatal_) return *fatal_;
   if (auto lsn = tracker_.release()) {
+    // Everything up to `lsn` is on the bus; a crash before the confirm replays it (duplicates,
+    // never a loss).
+    if (auto s = failpoint("relay.after_bus_ack"); !s) return s;
     if (session_) session_->rs.confirm(*lsn);
     stats_.confirmed_commit_unix_us.store(tracker_.released_commit_time_us(),
                                           std::memory_order_relaxed);
@@ -64,13 +70,13 @@ Status Relay::pump(std::chrono::milliseconds timeout) {
 }
 
 // Sends the confirmed position to the server: at once when it advanced (at most every 5 ms), or
-// as a keepalive every 10 s, or when `force`d.
+// as a keepalive every status_interval, or when `force`d.
 void Relay::send_status(bool force) {
   Session& s = *session_;
   const auto now = std::chrono::steady_clock::now();
   const bool advanced = s.rs.confirmed() > s.rs.last_sent_status();
   if (!force && !(advanced && now - s.last_status >= std::chrono::milliseconds(5)) &&
-      now - s.last_status < std::chrono::seconds(10)) {
+      now - s.last_status < s.status_interval) {
     return;
   }
   if (auto st = s.rs.send_status(); !st) return;  // the read path reports the broken connection
@@ -99,6 +105,9 @@ Status Relay::backfill(std::stop_token stop) {
   s.source.commit_time_unix_us = unix_now_us();
   s.tx = tracker_.begin(s.source.commit_time_unix_us);
   for (;;) {
+    // A stop during the backfill ends it unfinished: the slot's marker stays pending, so the
+    // next start drops the slot and backfills again rather than skip what was not yet sent.
+    if (stop.stop_requested()) return cancelled("relay: stopped during the first backfill");
     auto batch = conn.exec("FETCH 2000 FROM hi_backfill");
     if (!batch) return batch.error().wrap("backfill");
     if (batch->empty()) break;
@@ -113,9 +122,11 @@ Status Relay::backfill(std::stop_token stop) {
       if (auto st = pump(std::chrono::milliseconds(100)); !st) return st;
     }
     if (auto st = pump(std::chrono::milliseconds(0)); !st) return st;
+    if (auto st = failpoint("relay.mid_backfill"); !st) return st;
   }
   drain(stop);
   if (fatal_) return *fatal_;
+  if (producer_->in_flight() > 0) return cancelled("relay: stopped during the first backfill");
   tracker_.commit(s.tx, s.rs.confirmed());
   (void)tracker_.release();
   log_.info("backfill published the outbox rows present at slot creation", {{"rows", rows}});
@@ -146,6 +157,14 @@ Status Relay::open_session(std::stop_token stop) {
     if (auto st = slots.finish_create(stream); !st) return st;
   }
 
+  // Standby status goes out well within the server's wal_sender_timeout, also while a long
+  // streamed transaction is replayed and nothing is read from the connection.
+  if (auto t =
+          conn->exec("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'");
+      t && !t->empty() && t->int64(0, 0) > 0) {
+    session_->status_interval = std::min<std::chrono::milliseconds>(
+        session_->status_interval, std::chrono::milliseconds(t->int64(0, 0) / 4));
+  }
   if (stream.server_version() >= 140000) stream.enable_streaming();
   if (auto st = stream.start(); !st) return st;
   log_.info("streaming",
@@ -263,6 +282,9 @@ Status Relay::run(std::stop_token stop) {
     const auto started = std::chrono::steady_clock::now();
     Status s = stream(stop);
     if (stop.stop_requested()) break;
+    // A permanent refusal by the bus (unknown topic, no permission, a fatal producer error) is
+    // not cured by reconnecting: stop with one clear error and let the supervisor decide.
+    if (fatal_) s = failed_precondition(fatal_->message);
     if (!s && is_fatal(s.error())) {
       log_.error("relay stopped", {{"error", s.error().message}});
       drain(stop);
@@ -275,7 +297,10 @@ Status Relay::run(std::stop_token stop) {
                {"backoff_ms", delay.count()}});
     stats_.reconnects.fetch_add(1);
     reconnects_.Increment();
+    // The next connection starts from the confirmed LSN: forget what is in flight only once the
+    // bus has reported all of it, so no late report lands on a transaction of the new one.
     drain(stop);
+    if (producer_->in_flight() > 0) break;  // stopping
     tracker_.reset();
     if (!sleep_for(stop, delay)) break;
   }

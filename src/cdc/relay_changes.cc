@@ -2,6 +2,7 @@
 // changes, track transactions for the ack tracker, spill and replay streamed transactions.
 #include "cdc/internal/session.h"
 #include "cdc/maintenance.h"
+#include "core/failpoint.h"
 #include "core/time.h"
 
 namespace hi::cdc {
@@ -185,9 +186,14 @@ Status Relay::replay_stream(const pg::StreamCommit& commit) {
       // Bounded memory however large the transaction: wait for acknowledgements.
       while (producer_->in_flight() >= options_.max_inflight) {
         if (auto st = pump(std::chrono::milliseconds(100)); !st) return st;
+        send_status(false);
       }
       if (i % 4096 == 4095) {
         if (auto st = pump(std::chrono::milliseconds(0)); !st) return st;
+        if (auto st = failpoint("relay.mid_stream_replay"); !st) return st;
+        // A long replay reads nothing from the server: keep telling it we are alive, or the
+        // walsender times out (wal_sender_timeout) and the whole transaction comes again.
+        send_status(false);
       }
     }
     stats_.streamed_transactions.fetch_add(1, std::memory_order_relaxed);

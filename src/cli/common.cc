@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/calc_command.h"
+#include "core/failpoint.h"
 #include "core/net.h"
 #include "core/process.h"
 
@@ -31,6 +32,12 @@ Config load_config(const Flags& flags) {
                                    : LogLevel::kInfo);
   set_log_format(cfg->str("LOG_FORMAT") == "text" ? LogFormat::kText : LogFormat::kJson);
   return std::move(*cfg);
+}
+
+void arm_failpoints_for(const Config& cfg, std::string_view part) {
+  if (auto s = configure_failpoints(cfg.str("HI_FAILPOINTS"), part, data_dir(cfg)); !s) {
+    fail(kExitUsage, s.error().message);
+  }
 }
 
 std::string data_dir(const Config& cfg) {

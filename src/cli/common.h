@@ -39,6 +39,10 @@ struct Flags {
 // line naming every bad variable and throws Exit{2}.
 Config load_config(const Flags& flags);
 
+// Arms the failpoints of part `part` (HI_FAILPOINTS and DIR/failpoints/<part>); a malformed
+// specification is a usage error (exit 2).
+void arm_failpoints_for(const Config& cfg, std::string_view part);
+
 // The data directory: HI_DATA_DIR, else ./var, else /var/lib/hashinsight when root.
 std::string data_dir(const Config& cfg);
 

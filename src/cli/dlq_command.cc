@@ -56,6 +56,7 @@ void add_dlq_command(CLI::App& app, Flags& flags) {
       "--bus", [&flags](const std::string& v) { flags.overrides["BUS"] = v; }, "redis or kafka");
   replay->callback([&flags, rf] {
     const Config cfg = load_config(flags);
+    arm_failpoints_for(cfg, "dlq");
     const StackUrls urls = stack_urls(cfg);
     auto conn = app_connection(cfg, urls);
     consume::ReplayOptions o;

@@ -115,6 +115,7 @@ void add_relay_command(CLI::App& app, Flags& flags) {
                 "drop an invalidated slot, recreate it and republish the outbox from a snapshot");
   cmd->callback([&flags, recreate] {
     const Config cfg = load_config(flags);
+    arm_failpoints_for(cfg, "relay");
     cdc::RelayOptions options = relay_options(cfg);
     options.recreate_slot = *recreate;
     Metrics metrics;

@@ -67,6 +67,7 @@ void add_worker_command(CLI::App& app, Flags& flags) {
       ->check(CLI::Range(1, 60000));
   cmd->callback([&flags, wf] {
     const Config cfg = load_config(flags);
+    arm_failpoints_for(cfg, "worker-" + wf->name);
     const StackUrls urls = stack_urls(cfg);
     if (urls.database_url.empty()) {
       fail(kExitUsage, "DATABASE_URL is not set and no running stack was found");

@@ -20,6 +20,9 @@ constexpr SettingSpec kSettings[] = {
      "first port of the embedded stack: PostgreSQL N, Redis N+1, API N+2 (0 = free ports, "
      "remembered in up.json)",
      K::kInt, 0, 65000, "", "general"},
+    {"HI_FAILPOINTS", "",
+     "failpoints to arm, name=[N*]crash|error|sleep(MS),... (tests; see docs/failpoints.md)",
+     K::kString, 0, 0, "", "general"},
     {"LOG_LEVEL", "info", "debug, info, warn or error", K::kEnum, 0, 0, "debug,info,warn,error",
      "general"},
     {"LOG_FORMAT", "json", "json (one object per line) or text", K::kEnum, 0, 0, "json,text",

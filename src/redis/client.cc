@@ -3,6 +3,7 @@
 #include <hiredis/hiredis.h>
 
 #include <charconv>
+#include <utility>
 
 namespace hi::redis {
 
@@ -60,6 +61,7 @@ Result<Endpoint> parse_url(std::string_view url) {
   if (const auto at = rest.rfind('@'); at != std::string_view::npos) {
     std::string_view auth = rest.substr(0, at);
     if (const auto colon = auth.find(':'); colon != std::string_view::npos) {
+      ep.user = std::string(auth.substr(0, colon));  // empty: the default user
       auth = auth.substr(colon + 1);
     }
     ep.password = std::string(auth);
@@ -127,7 +129,11 @@ Status Client::ensure_connected() {
     return {};
   };
   if (!endpoint_.password.empty()) {
-    if (auto s = select({"AUTH", endpoint_.password}); !s) return s;
+    if (auto s = endpoint_.user.empty() ? select({"AUTH", endpoint_.password})
+                                        : select({"AUTH", endpoint_.user, endpoint_.password});
+        !s) {
+      return s;
+    }
   }
   if (endpoint_.db != 0) {
     const std::string db = std::to_string(endpoint_.db);
@@ -142,6 +148,7 @@ Status Client::fail(std::string_view what) {
                     (ctx_ && ctx_->err ? ctx_->errstr : "connection lost");
   ctx_.reset();  // reconnect on the next call
   pending_ = 0;
+  pipeline_failed_ = false;
   return unavailable(std::move(msg));
 }
 
@@ -170,14 +177,28 @@ Result<Reply> Client::command(const std::vector<std::string>& argv) {
 }
 
 void Client::append(std::span<const std::string_view> argv) {
-  if (!ensure_connected()) return;  // flush() reports the failure
+  if (pipeline_failed_) return;  // flush() reports it; the rest of the batch is not queued
+  // Only the first command of a pipeline may (re)connect: reconnecting midway would send the
+  // later commands alone, and flush() would credit their replies to the earlier ones.
+  if (pending_ == 0 && !ensure_connected()) {
+    pipeline_failed_ = true;
+    return;
+  }
+  if (!ctx_ || ctx_->err != 0) {
+    pipeline_failed_ = true;
+    return;
+  }
   std::vector<const char*> ptrs;
   std::vector<size_t> lens;
   for (auto a : argv) {
     ptrs.push_back(a.data());
     lens.push_back(a.size());
   }
-  redisAppendCommandArgv(ctx_.get(), static_cast<int>(ptrs.size()), ptrs.data(), lens.data());
+  if (redisAppendCommandArgv(ctx_.get(), static_cast<int>(ptrs.size()), ptrs.data(), lens.data()) !=
+      REDIS_OK) {
+    pipeline_failed_ = true;
+    return;
+  }
   ++pending_;
 }
 
@@ -187,13 +208,15 @@ void Client::append(const std::vector<std::string>& argv) {
 }
 
 Result<std::vector<Reply>> Client::flush() {
-  if (!ctx_) {
-    pending_ = 0;
-    if (auto s = ensure_connected(); !s) return s.error();
-    return unavailable("redis pipeline: connection was lost before flush");
+  const std::size_t expected = pending_;
+  if (std::exchange(pipeline_failed_, false) || !ctx_) {
+    // Drop the connection with whatever part of the batch it buffered: none of it is sent, so
+    // the caller can resend the whole batch.
+    auto s = fail("redis pipeline (not sent)");
+    return s.error();
   }
   std::vector<Reply> out;
-  out.reserve(pending_);
+  out.reserve(expected);
   while (pending_ > 0) {
     void* raw = nullptr;
     if (redisGetReply(ctx_.get(), &raw) != REDIS_OK || raw == nullptr) {
@@ -204,6 +227,7 @@ Result<std::vector<Reply>> Client::flush() {
     out.push_back(convert(r.get()));
     --pending_;
   }
+  if (out.size() != expected) return internal_error("redis pipeline: reply count mismatch");
   return out;
 }
 

@@ -39,9 +39,11 @@ struct Endpoint {
   std::string host = "127.0.0.1";
   int port = 6379;
   int db = 0;
+  std::string user;  // ACL user; empty = the default user
   std::string password;
 };
-Result<Endpoint> parse_url(std::string_view url);  // redis://[:password@]host[:port][/db]
+// redis://[[user]:password@]host[:port][/db]
+Result<Endpoint> parse_url(std::string_view url);
 
 struct ContextCloser {
   void operator()(redisContext* c) const noexcept;
@@ -63,7 +65,11 @@ class Client {
   }
   Result<Reply> command(const std::vector<std::string>& argv);
 
-  // Pipelining: append() buffers commands, flush() sends them all and reads every reply.
+  // Pipelining: append() buffers commands, flush() sends them all and reads every reply, one
+  // per appended command, in order. A pipeline never reconnects midway: when the connection
+  // is (or becomes) unusable while appending, flush() fails the whole batch and sends none of
+  // it, so the caller resends all of it. Only the first append() of a batch may reconnect,
+  // once (a host that drops packets costs one connect timeout per batch, not one per command).
   void append(std::span<const std::string_view> argv);
   void append(const std::vector<std::string>& argv);
   std::size_t pending() const { return pending_; }
@@ -82,6 +88,7 @@ class Client {
   std::chrono::milliseconds timeout_{5000};
   std::unique_ptr<redisContext, ContextCloser> ctx_;
   std::size_t pending_ = 0;
+  bool pipeline_failed_ = false;  // an append() of the current batch could not be queued
 };
 
 }  // namespace hi::redis

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "bus/redis_streams.h"
+#include "redis/client.h"
 #include "support/servers.h"
 
 namespace hi {
@@ -79,6 +80,42 @@ TEST_F(StreamRetentionTest, YoungEntriesAndStreamsWithoutGroupsStay) {
   ASSERT_TRUE(none.ok());
   EXPECT_EQ(*none, 0);
   EXPECT_EQ(len("events.t4"), 300);
+}
+
+// A pipeline never reconnects midway. Here the first command of a batch finds Redis down and
+// Redis is back for the next two: sending those two alone would return two replies for three
+// commands, and the caller would credit them to the wrong messages (the relay would confirm an
+// event that was never written). The whole batch must fail, none of it sent, and the next
+// batch must work.
+TEST(RedisPipeline, NeverReconnectsMidwayAndFailsTheWholeBatch) {
+  auto& servers = test::TestServers::get();
+  auto c = redis::Client::connect(servers.redis_url(), std::chrono::milliseconds(500));
+  ASSERT_TRUE(c.ok());
+  redis::Client client = std::move(*c);
+  ASSERT_TRUE(client.command({"DEL", "p1", "p2", "p3"}).ok());
+  servers.stop_redis();
+  EXPECT_FALSE(client.command({"PING"}).ok());  // the client notices the outage
+  client.append(std::vector<std::string>{"SET", "p1", "1"});
+  servers.start_redis();
+  client.append(std::vector<std::string>{"SET", "p2", "2"});
+  client.append(std::vector<std::string>{"SET", "p3", "3"});
+  auto replies = client.flush();
+  EXPECT_FALSE(replies.ok()) << "a batch of 3 came back with " << replies->size() << " replies";
+
+  auto check = redis::Client::connect(servers.redis_url());
+  ASSERT_TRUE(check.ok());
+  for (const char* key : {"p1", "p2", "p3"}) {
+    auto r = check->command({"EXISTS", key});
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->integer, 0) << key << " was written by a failed batch";
+  }
+  client.append(std::vector<std::string>{"SET", "p1", "1"});
+  client.append(std::vector<std::string>{"SET", "p2", "2"});
+  client.append(std::vector<std::string>{"GET", "p1"});
+  auto ok = client.flush();
+  ASSERT_TRUE(ok.ok()) << ok.error().message;
+  ASSERT_EQ(ok->size(), 3u);
+  EXPECT_EQ((*ok)[2].str, "1");
 }
 
 }  // namespace

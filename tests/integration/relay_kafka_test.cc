@@ -143,6 +143,29 @@ TEST_F(RelayKafkaTest, ProduceErrorsAreRetriedWithoutLoss) {
   EXPECT_EQ(got.size(), 100u) << "the idempotent producer does not duplicate on retries";
 }
 
+// A fatal producer error (an idempotent producer can no longer guarantee its sequence) is not
+// an outage: reconnecting the replication stream cannot cure it. The relay stops with one
+// clear error and status 1, so its supervisor restarts it with a new producer.
+TEST_F(RelayKafkaTest, AFatalProducerErrorStopsTheRelayInsteadOfReconnecting) {
+  Process relay = test::start_relay({"BUS=kafka", "KAFKA_BROKERS=" + mock_->bootstrap(),
+                                     "HI_FAILPOINTS=bus.kafka_producer_fatal=1*error"},
+                                    log_);
+  ASSERT_TRUE(eventually([&] { return log_text().find("streaming") != std::string::npos; }))
+      << log_text();
+  const auto ids = test::write_events(app_, "kf", "miner.added", 1);
+  auto status = relay.wait_for(std::chrono::seconds(30));
+  ASSERT_TRUE(status.has_value()) << "the relay kept running\n" << log_text();
+  EXPECT_EQ(*status, 1) << log_text();
+  EXPECT_NE(log_text().find("relay stopped"), std::string::npos) << log_text();
+  EXPECT_NE(log_text().find("fatal"), std::string::npos) << log_text();
+  EXPECT_EQ(log_text().find("reconnecting"), std::string::npos) << log_text();
+  // Restarted without the fault, it delivers what the failed one could not.
+  start();
+  auto got = consume(1, std::chrono::seconds(60));
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(test::header(got[0], "id"), ids[0]);
+}
+
 TEST_F(RelayKafkaTest, KilledTwentyTimesLosesNothing) {
   std::atomic<bool> writing{true};
   std::vector<std::string> written;

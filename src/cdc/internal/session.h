@@ -27,6 +27,8 @@ struct Relay::Session {
   AckTracker::TxId tx = 0;
   ChangeSource source;
   std::chrono::steady_clock::time_point last_status{};
+  // Longest time between two standby status messages (a quarter of wal_sender_timeout).
+  std::chrono::milliseconds status_interval{10000};
 
   // Nothing in flight and between transactions: a position the server sent may be confirmed.
   bool quiescent(const AckTracker& tracker) const {

@@ -39,5 +39,19 @@ TEST(AckTracker, AnOpenTransactionHoldsBackLaterOnes) {
   EXPECT_EQ(t.release()->value, 5u);
 }
 
+TEST(AckTracker, AReportFromBeforeAResetIsIgnored) {
+  AckTracker t;
+  const auto old_tx = t.begin(100);
+  t.sent(old_tx);
+  t.reset();
+  const auto tx = t.begin(200);
+  t.sent(tx);
+  t.commit(tx, pg::Lsn{0x20});
+  EXPECT_EQ(t.acked(old_tx), 0);  // no effect on the new transaction
+  EXPECT_FALSE(t.release());
+  EXPECT_EQ(t.acked(tx), 200);
+  EXPECT_EQ(t.release(), pg::Lsn{0x20});
+}
+
 }  // namespace
 }  // namespace hi::cdc

@@ -1,0 +1,216 @@
+// The relay's faults, each provoked on purpose: a stop or a crash (failpoints) in the middle of
+// the first backfill, after the bus acknowledged events but before the LSN was confirmed, in
+// the middle of replaying a large streamed transaction; a replay longer than the server's
+// wal_sender_timeout; a bus that refuses writes permanently. After each, a plain restart must
+// bring every committed outbox event to the bus at least once.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <set>
+#include <thread>
+
+#include "pg/transaction.h"
+#include "support/relay_helpers.h"
+#include "support/servers.h"
+
+namespace hi {
+namespace {
+
+using test::eventually;
+using test::read_stream;
+using test::TestServers;
+
+class RelayFaultTest : public test::RelayFixture {
+ protected:
+  void SetUp() override {
+    RelayFixture::SetUp();
+    if (HasFatalFailure()) return;
+    app_ = TestServers::get().app();
+  }
+  void TearDown() override {
+    if (relay_.valid()) {
+      relay_.signal(SIGTERM);
+      (void)relay_.wait_for(std::chrono::seconds(20));
+    }
+  }
+  bool logged(const std::string& text) const { return log_text().find(text) != std::string::npos; }
+  // Starts the relay and waits until it streams.
+  void start_streaming(std::vector<std::string> env = {}) {
+    relay_ = test::start_relay(env, log_);
+    ASSERT_TRUE(eventually([&] { return logged("streaming"); })) << log_text();
+  }
+  // Runs the relay with `failpoints` until it crashes there: exit status 137 and the
+  // failpoint's own line in its log prove where it died.
+  void crash_at(const std::string& failpoints, const std::string& point) {
+    Process relay = test::start_relay({"HI_FAILPOINTS=" + failpoints}, log_);
+    auto status = relay.wait_for(std::chrono::seconds(60));
+    ASSERT_TRUE(status.has_value()) << "the relay did not crash at " << point << "\n" << log_text();
+    EXPECT_EQ(*status, 137) << log_text();
+    EXPECT_TRUE(logged("failpoint " + point + ": crash (exit 137)")) << log_text();
+  }
+  std::set<std::string> ids_on(const std::string& stream) {
+    std::set<std::string> ids;
+    for (const auto& d : read_stream(redis_, stream)) ids.insert(test::header(d, "id"));
+    return ids;
+  }
+  // Waits until every id in `expected` is on events.miner.
+  void expect_all_delivered(const std::vector<std::string>& expected) {
+    const bool all = eventually(
+        [&] {
+          const auto seen = ids_on("events.miner");
+          for (const auto& id : expected) {
+            if (!seen.contains(id)) return false;
+          }
+          return true;
+        },
+        std::chrono::seconds(60));
+    const auto seen = ids_on("events.miner");
+    std::size_t missing = 0;
+    for (const auto& id : expected) missing += seen.contains(id) ? 0 : 1;
+    EXPECT_TRUE(all) << missing << " of " << expected.size() << " events never reached the bus\n"
+                     << log_text();
+  }
+  std::string backfill_marker() {
+    auto r =
+        owner_.exec("SELECT value FROM relay_settings WHERE name = 'backfill:hashinsight_outbox'");
+    return r && !r->empty() ? std::string(r->text(0, 0)) : "";
+  }
+
+  pg::Connection app_;
+  Process relay_;
+};
+
+// The first backfill publishes 2,000 rows per batch; the failpoint holds the relay after the
+// first batch while it is asked to stop. The backfill is not finished, so its marker must stay
+// pending and the next start must publish every row that existed before the slot.
+TEST_F(RelayFaultTest, StopDuringTheFirstBackfillLeavesItPendingAndLosesNothing) {
+  const auto early = test::write_events(app_, "201", "miner.added", 4500);
+  Process relay = test::start_relay({"HI_FAILPOINTS=relay.mid_backfill=1*sleep(1500)"}, log_);
+  ASSERT_TRUE(eventually([&] { return logged("failpoint relay.mid_backfill: sleep"); }))
+      << log_text();
+  relay.signal(SIGTERM);
+  auto status = relay.wait_for(std::chrono::seconds(30));
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(*status, 0) << log_text();
+  EXPECT_EQ(backfill_marker(), "pending") << log_text();
+
+  start_streaming();
+  expect_all_delivered(early);
+  EXPECT_EQ(backfill_marker(), "done");
+}
+
+TEST_F(RelayFaultTest, CrashInTheMiddleOfTheFirstBackfillIsRedoneOnRestart) {
+  const auto early = test::write_events(app_, "202", "miner.added", 4500);
+  crash_at("relay.mid_backfill=2*crash", "relay.mid_backfill");
+  EXPECT_EQ(backfill_marker(), "pending");
+  start_streaming();
+  expect_all_delivered(early);
+  const auto late = test::write_events(app_, "202", "miner.added", 10);
+  expect_all_delivered(late);
+}
+
+// Events acknowledged by the bus whose LSN was not yet confirmed are sent again after the
+// crash: duplicates are allowed (consumers deduplicate), losses are not.
+TEST_F(RelayFaultTest, CrashAfterTheBusAckBeforeTheConfirmReplaysWithoutLoss) {
+  start_streaming();
+  relay_.signal(SIGTERM);  // the slot exists now; the next run streams from the WAL
+  ASSERT_EQ(relay_.wait_for(std::chrono::seconds(20)).value_or(-1), 0);
+  relay_ = Process();
+  const pg::Lsn before = test::confirmed_flush(owner_, "hashinsight_outbox");
+  const auto ids = test::write_events(app_, "203", "miner.added", 50);
+  crash_at("relay.after_bus_ack=crash", "relay.after_bus_ack");
+  // Nothing was confirmed past the crash point.
+  EXPECT_EQ(test::confirmed_flush(owner_, "hashinsight_outbox"), before);
+  start_streaming();
+  expect_all_delivered(ids);
+  EXPECT_TRUE(
+      eventually([&] { return test::confirmed_flush(owner_, "hashinsight_outbox") > before; }));
+}
+
+// A large transaction streamed before its commit (protocol 2) is replayed from its spill
+// file at Stream Commit; a crash in the middle of that replay publishes it again whole.
+class StreamedRelayFaultTest : public RelayFaultTest {
+ protected:
+  void SetUp() override {
+    RelayFaultTest::SetUp();
+    if (HasFatalFailure()) return;
+    ASSERT_TRUE(owner_.exec("ALTER SYSTEM SET logical_decoding_work_mem = '64kB'").ok());
+    ASSERT_TRUE(owner_.exec("SELECT pg_reload_conf()").ok());
+  }
+  void TearDown() override {
+    RelayFaultTest::TearDown();
+    (void)owner_.exec("ALTER SYSTEM RESET logical_decoding_work_mem");
+    (void)owner_.exec("ALTER SYSTEM RESET wal_sender_timeout");
+    (void)owner_.exec("SELECT pg_reload_conf()");
+  }
+  // One transaction of `rows` outbox rows with ids "<prefix><n>".
+  std::vector<std::string> write_large(const std::string& prefix, int rows) {
+    auto r = owner_.exec(
+        "INSERT INTO event_outbox (id, tenant_id, kind, user_id, payload, seq) "
+        "SELECT $1::text || g, 1, 'miner.added', 'big-user', "
+        "('{\"pad\":\"' || repeat('x', 200) || '\"}')::jsonb, g "
+        "FROM generate_series(1, $2::int) g",
+        {prefix, std::to_string(rows)});
+    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
+    std::vector<std::string> ids;
+    for (int i = 1; i <= rows; ++i) ids.push_back(prefix + std::to_string(i));
+    return ids;
+  }
+  std::int64_t streamed_transactions() {
+    auto r = redis_.command({"HGET", "hi:status:relay", "streamed_transactions"});
+    return r && r->type == redis::Reply::Type::kString ? std::stoll(r->str) : 0;
+  }
+};
+
+TEST_F(StreamedRelayFaultTest, CrashInTheMiddleOfAStreamedReplayPublishesItAgainWhole) {
+  start_streaming();
+  relay_.signal(SIGTERM);
+  ASSERT_EQ(relay_.wait_for(std::chrono::seconds(20)).value_or(-1), 0);
+  relay_ = Process();
+  const auto ids = write_large("replay-", 12000);
+  crash_at("relay.mid_stream_replay=2*crash", "relay.mid_stream_replay");
+  start_streaming();
+  expect_all_delivered(ids);
+  EXPECT_TRUE(eventually([&] { return streamed_transactions() == 1; }));
+}
+
+// The replay of a streamed transaction reads nothing from the server. With wal_sender_timeout
+// at 2 s and the replay held 0.6 s every 4,096 changes (about 4 s in all), the relay must
+// keep sending standby status, or the walsender times out, the connection drops and the whole
+// transaction is sent and published again.
+TEST_F(StreamedRelayFaultTest, AReplayLongerThanTheWalSenderTimeoutKeepsItsConnection) {
+  ASSERT_TRUE(owner_.exec("ALTER SYSTEM SET wal_sender_timeout = '2s'").ok());
+  ASSERT_TRUE(owner_.exec("SELECT pg_reload_conf()").ok());
+  start_streaming({"HI_FAILPOINTS=relay.mid_stream_replay=sleep(600)"});
+  const auto ids = write_large("slow-", 30000);
+  expect_all_delivered(ids);
+  EXPECT_TRUE(eventually([&] { return streamed_transactions() == 1; }));
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  EXPECT_FALSE(logged("replication connection lost")) << log_text();
+  EXPECT_EQ(read_stream(redis_, "events.miner").size(), ids.size()) << "published twice";
+}
+
+// A bus that refuses an event permanently (here Redis answers NOPERM: the relay's user may not
+// write the stream) is not an outage to wait out: the relay stops with one clear error and a
+// non-zero status, so its supervisor sees it, instead of reconnecting forever.
+TEST_F(RelayFaultTest, APermanentBusRefusalStopsTheRelayWithOneClearError) {
+  ASSERT_TRUE(redis_
+                  .command({"ACL", "SETUSER", "relay-readonly", "on", ">secret", "~*", "&*",
+                            "+@all", "-xadd"})
+                  .ok());
+  const auto& base = TestServers::get().redis_url();  // redis://127.0.0.1:PORT[/db]
+  const std::string url =
+      "redis://relay-readonly:secret@" + base.substr(std::string("redis://").size());
+  test::write_events(app_, "204", "miner.added", 3);
+  Process relay = test::start_relay({"REDIS_URL=" + url}, log_);
+  auto status = relay.wait_for(std::chrono::seconds(30));
+  (void)redis_.command({"ACL", "DELUSER", "relay-readonly"});
+  ASSERT_TRUE(status.has_value()) << "the relay kept running\n" << log_text();
+  EXPECT_EQ(*status, 1) << log_text();
+  EXPECT_TRUE(logged("relay stopped")) << log_text();
+  EXPECT_TRUE(logged("NOPERM")) << log_text();
+  EXPECT_FALSE(logged("reconnecting")) << log_text();
+}
+
+}  // namespace
+}  // namespace hi
