@@ -7,8 +7,9 @@
 
 namespace hi::cdc {
 
-Result<bus::Message> route_outbox_row(const OutboxRouter& router, const pg::QueryResult& rows,
-                                      int row, const ChangeSource& source) {
+bus::Message route_outbox_row(const OutboxRouter& router, const pg::QueryResult& rows, int row,
+                              const ChangeSource& source, const std::string& park_topic,
+                              std::string* parked_reason) {
   pg::Relation rel;
   pg::Tuple t;
   for (int c = 0; c < rows.columns(); ++c) {
@@ -19,7 +20,7 @@ Result<bus::Message> route_outbox_row(const OutboxRouter& router, const pg::Quer
       t.columns.push_back({pg::Column::Kind::kText, std::string(rows.text(row, c))});
     }
   }
-  return router.route(rel, t, source);
+  return route_or_park(router, rel, t, source, park_topic, parked_reason);
 }
 
 Poller::Poller(RelayOptions options, std::size_t batch, Metrics& metrics, Logger log)
@@ -73,17 +74,13 @@ Status Poller::run_once(std::stop_token stop, bus::Producer& producer) {
       ChangeSource src;
       src.ordinal = static_cast<std::uint32_t>(r + 1);
       src.commit_time_unix_us = unix_now_us();
-      auto msg = route_outbox_row(router, *rows, r, src);
-      if (!msg) {
-        bus::Message parked;
-        parked.topic = options_.unknown_topic;
-        parked.key = "";
-        parked.value = "{\"error\":\"unroutable outbox row\"}";
-        parked.headers = {{"id", std::string(rows->text(r, id_col))},
-                          {"reason", msg.error().message}};
-        msg = std::move(parked);
+      std::string parked;
+      bus::Message msg = route_outbox_row(router, *rows, r, src, options_.unknown_topic, &parked);
+      if (!parked.empty()) {
+        log_.warn("unroutable outbox row parked",
+                  {{"error", parked}, {"topic", options_.unknown_topic}});
       }
-      if (auto s = producer.send(std::move(*msg), 0); !s) return s;
+      if (auto s = producer.send(std::move(msg), 0); !s) return s;
       ids.emplace_back(rows->text(r, id_col));
     }
     while (acked_ - before < ids.size() && !stop.stop_requested()) {

@@ -21,9 +21,11 @@
 
 namespace hi::cdc {
 
-// One outbox row of a query result (every column as text) as a bus message.
-Result<bus::Message> route_outbox_row(const OutboxRouter& router, const pg::QueryResult& rows,
-                                      int row, const ChangeSource& source);
+// One outbox row of a query result (every column as text) as a bus message: routed, or parked
+// whole on `park_topic` (route_or_park); `parked_reason` as there.
+bus::Message route_outbox_row(const OutboxRouter& router, const pg::QueryResult& rows, int row,
+                              const ChangeSource& source, const std::string& park_topic,
+                              std::string* parked_reason = nullptr);
 
 class Poller {
  public:

@@ -113,9 +113,10 @@ Status Relay::backfill(std::stop_token stop) {
     if (batch->empty()) break;
     for (int r = 0; r < batch->rows(); ++r) {
       ++s.source.ordinal;
-      auto routed = route_outbox_row(router_, *batch, r, s.source);
-      if (!routed) return routed.error().wrap("backfill");
-      if (auto st = publish(std::move(*routed)); !st) return st;
+      if (auto st = publish(route_outbox_row(router_, *batch, r, s.source, options_.unknown_topic));
+          !st) {
+        return st;
+      }
       ++rows;
     }
     while (producer_->in_flight() >= options_.max_inflight && !stop.stop_requested()) {

@@ -47,17 +47,15 @@ Status Relay::publish(bus::Message message) {
   return {};
 }
 
-// An outbox insert goes through the router; a row it cannot route is parked, not dropped and
-// not a pipeline stop: the whole row goes to the unknown-kind topic with the reason.
 Status Relay::publish_outbox_row(const pg::Relation& rel, const pg::Tuple& row) {
-  auto routed = router_.route(rel, row, session_->source);
-  if (routed) return publish(std::move(*routed));
-  log_.warn("unroutable outbox row parked",
-            {{"error", routed.error().message}, {"topic", options_.unknown_topic}});
-  bus::Message parked = capture_change(ChangeOp::kCreate, rel, nullptr, &row, session_->source);
-  parked.topic = options_.unknown_topic;
-  parked.headers.emplace_back("reason", routed.error().message);
-  return publish(std::move(parked));
+  std::string parked;
+  bus::Message m =
+      route_or_park(router_, rel, row, session_->source, options_.unknown_topic, &parked);
+  if (!parked.empty()) {
+    log_.warn("unroutable outbox row parked",
+              {{"error", parked}, {"topic", options_.unknown_topic}});
+  }
+  return publish(std::move(m));
 }
 
 Status Relay::handle_change(const pg::Message& msg) {

@@ -261,4 +261,19 @@ bus::Message capture_change(ChangeOp op, const pg::Relation& rel, const pg::Tupl
   return m;
 }
 
+bus::Message route_or_park(const OutboxRouter& router, const pg::Relation& relation,
+                           const pg::Tuple& row, const ChangeSource& source,
+                           const std::string& park_topic, std::string* parked_reason) {
+  auto routed = router.route(relation, row, source);
+  if (routed) {
+    if (parked_reason != nullptr) parked_reason->clear();
+    return std::move(*routed);
+  }
+  bus::Message parked = capture_change(ChangeOp::kCreate, relation, nullptr, &row, source);
+  parked.topic = park_topic;
+  parked.headers.emplace_back("reason", routed.error().message);
+  if (parked_reason != nullptr) *parked_reason = routed.error().message;
+  return parked;
+}
+
 }  // namespace hi::cdc

@@ -86,6 +86,15 @@ enum class ChangeOp : char { kCreate = 'c', kUpdate = 'u', kDelete = 'd', kTrunc
 bus::Message capture_change(ChangeOp op, const pg::Relation& relation, const pg::Tuple* before,
                             const pg::Tuple* after, const ChangeSource& source);
 
+// The message of an outbox row: routed, or, when the router refuses the row (a payload that is
+// not an object, a missing id or kind), parked whole on `park_topic` as a table change with a
+// `reason` header, the same in CDC and poll mode: never dropped, never replaced by an error
+// text, never a pipeline stop. `parked_reason`, when given, receives the reason (empty when
+// routed).
+bus::Message route_or_park(const OutboxRouter& router, const pg::Relation& relation,
+                           const pg::Tuple& row, const ChangeSource& source,
+                           const std::string& park_topic, std::string* parked_reason = nullptr);
+
 // "public.event_outbox" -> true
 bool is_table(const pg::Relation& relation, std::string_view qualified_name);
 

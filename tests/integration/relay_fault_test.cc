@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -188,6 +190,60 @@ TEST_F(StreamedRelayFaultTest, AReplayLongerThanTheWalSenderTimeoutKeepsItsConne
   std::this_thread::sleep_for(std::chrono::seconds(1));
   EXPECT_FALSE(logged("replication connection lost")) << log_text();
   EXPECT_EQ(read_stream(redis_, "events.miner").size(), ids.size()) << "published twice";
+}
+
+// An outbox row the router cannot route (its payload is not a JSON object) is parked whole on
+// events.dlq with the reason, in the first backfill, while streaming and in poll mode alike:
+// every column of the row is there, and the events around it still flow.
+TEST_F(RelayFaultTest, AnUnroutableRowIsParkedWholeInEveryMode) {
+  auto insert_bad = [&](const std::string& id) {
+    auto r = owner_.exec(
+        "INSERT INTO event_outbox (id, tenant_id, kind, user_id, payload, seq) "
+        "VALUES ($1, 1, 'miner.added', 'bad-user', '[1, 2]', 1)",
+        {id});
+    ASSERT_TRUE(r.ok()) << r.error().message;
+  };
+  // The parked entry of outbox row `id` (a table change: the row is under "after").
+  auto parked = [&](const std::string& id) -> std::optional<bus::Delivery> {
+    for (const auto& d : read_stream(redis_, "events.dlq")) {
+      const auto v = nlohmann::json::parse(d.value, nullptr, false);
+      if (v.is_object() && v.contains("after") && v["after"].value("id", "") == id) return d;
+    }
+    return std::nullopt;
+  };
+  auto expect_parked = [&](const std::string& id) {
+    ASSERT_TRUE(eventually([&] { return parked(id).has_value(); })) << log_text();
+    const bus::Delivery d = *parked(id);
+    EXPECT_NE(test::header(d, "reason").find("not a JSON object"), std::string::npos);
+    const auto v = nlohmann::json::parse(d.value);
+    EXPECT_EQ(v["after"]["user_id"], "bad-user") << d.value;
+    EXPECT_EQ(v["after"]["kind"], "miner.added") << d.value;
+    // Typed where the relay knows the column type (the stream), text where it read the row
+    // as text (backfill, poll mode): the same payload either way.
+    auto payload = v["after"]["payload"];
+    if (payload.is_string()) payload = nlohmann::json::parse(payload.get<std::string>());
+    EXPECT_EQ(payload, nlohmann::json::array({1, 2})) << d.value;
+  };
+  insert_bad("bad-backfill");
+  auto good = test::write_events(app_, "205", "miner.added", 3);
+  start_streaming();
+  expect_parked("bad-backfill");
+  insert_bad("bad-stream");
+  auto more = test::write_events(app_, "205", "miner.added", 3);
+  expect_parked("bad-stream");
+  good.insert(good.end(), more.begin(), more.end());
+  expect_all_delivered(good);
+  relay_.signal(SIGTERM);
+  ASSERT_EQ(relay_.wait_for(std::chrono::seconds(20)).value_or(-1), 0);
+
+  (void)redis_.command({"FLUSHALL"});
+  ASSERT_TRUE(owner_.exec("UPDATE event_outbox SET processed = true").ok());
+  start_streaming({"RELAY_MODE=poll"});  // waits for "streaming" of the first run's log
+  ASSERT_TRUE(eventually([&] { return logged("polling the outbox"); })) << log_text();
+  insert_bad("bad-poll");
+  auto polled = test::write_events(app_, "205", "miner.added", 3);
+  expect_parked("bad-poll");
+  expect_all_delivered(polled);
 }
 
 // A bus that refuses an event permanently (here Redis answers NOPERM: the relay's user may not
