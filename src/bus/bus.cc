@@ -73,4 +73,21 @@ Result<std::unique_ptr<Consumer>> make_consumer(const BusOptions& options,
   return std::unique_ptr<Consumer>(std::move(*c));
 }
 
+Result<Durability> check_durability(const BusOptions& options) {
+  if (options.kind == BusKind::kKafka) return Durability{true, "acks=all"};
+  auto client = redis::Client::connect(options.redis_url, std::chrono::milliseconds(1000));
+  if (!client) return client.error().wrap("bus durability");
+  std::string aof, fsync;
+  for (const char* name : {"appendonly", "appendfsync"}) {
+    auto r = client->command({"CONFIG", "GET", name});
+    if (!r) return r.error().wrap("bus durability");
+    if (r->is_error() || r->elements.size() < 2) {
+      return unavailable("bus durability: CONFIG GET " + std::string(name) + " refused: " + r->str);
+    }
+    (std::string_view(name) == "appendonly" ? aof : fsync) = r->elements[1].str;
+  }
+  return Durability{aof == "yes" && fsync == "always",
+                    "appendonly=" + aof + " appendfsync=" + fsync};
+}
+
 }  // namespace hi::bus

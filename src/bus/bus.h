@@ -132,6 +132,15 @@ class Retention {
 };
 Result<std::unique_ptr<Retention>> make_retention(const BusOptions& options);
 
+// Whether an event the bus acknowledged survives a crash of the machine: Redis with AOF and
+// appendfsync always; Kafka with acks=all (the producer's setting; replication is the
+// cluster's). `detail` says what was found ("appendonly=yes appendfsync=everysec").
+struct Durability {
+  bool durable = false;
+  std::string detail;
+};
+Result<Durability> check_durability(const BusOptions& options);
+
 // The platform's topics.
 inline const std::vector<std::string>& standard_topics() {
   static const std::vector<std::string> kTopics = {"events.miner", "events.treasury", "events.ops",

@@ -50,6 +50,7 @@ void RelayMaintenance::run(std::stop_token stop) {
       outbox_retention(*conn);
     }
     stream_retention();
+    check_durability();
     if (!options_.redis_url.empty()) {
       if (!redis) {
         auto c = redis::Client::connect(options_.redis_url, std::chrono::milliseconds(1000));
@@ -151,6 +152,30 @@ void RelayMaintenance::stream_retention() {
   }
 }
 
+// Once a minute: an event acknowledged by a bus that does not persist it at once can be lost
+// with the machine even though the relay confirmed its LSN. Health reports that as degraded.
+void RelayMaintenance::check_durability() {
+  const auto now = std::chrono::steady_clock::now();
+  if (last_durability_check_ != std::chrono::steady_clock::time_point{} &&
+      now - last_durability_check_ < std::chrono::minutes(1)) {
+    return;
+  }
+  last_durability_check_ = now;
+  auto d = bus::check_durability(options_.bus);
+  const std::string was = durable_;
+  if (!d) {
+    durable_ = "unknown";
+    durability_ = d.error().message;
+  } else {
+    durable_ = d->durable ? "1" : "0";
+    durability_ = d->detail;
+  }
+  if (durable_ != was && durable_ != "1") {
+    log_.warn("the bus may lose acknowledged events in a machine crash",
+              {{"bus", std::string(bus::to_string(options_.bus.kind))}, {"found", durability_}});
+  }
+}
+
 void RelayMaintenance::publish_status(redis::Client& redis, const SlotState& slot) {
   const std::int64_t last_ack = stats_.last_ack_unix_us.load();
   const std::vector<std::string> hset = {"HSET",
@@ -187,6 +212,10 @@ void RelayMaintenance::publish_status(redis::Client& redis, const SlotState& slo
                                          std::to_string(stats_.streamed_transactions.load()),
                                          "updated_at",
                                          format_rfc3339_us(unix_now_us()),
+                                         "durable",
+                                         durable_,
+                                         "durability",
+                                         durability_,
                                          "pid",
                                          std::to_string(::getpid())};
   redis.append(hset);

@@ -6,6 +6,7 @@
 //   while, so the slot advances while the captured tables are idle and the database is busy;
 // - applies outbox retention (relayed rows older than the limit) and stream retention on the
 //   bus (bus::Retention);
+// - checks that the bus keeps what it acknowledges (bus::check_durability) and says so;
 // - publishes the relay's status to the Redis hash hi:status:relay and its metrics.
 //
 // It has its own database and Redis connections and reads the loop's RelayStats (atomics); it
@@ -55,6 +56,7 @@ class RelayMaintenance {
   void heartbeat(pg::Connection& conn);
   void outbox_retention(pg::Connection& conn);
   void stream_retention();
+  void check_durability();
   void publish_status(redis::Client& redis, const SlotState& slot);
 
   const RelayOptions& options_;
@@ -68,6 +70,9 @@ class RelayMaintenance {
   std::chrono::steady_clock::time_point last_outbox_retention_{};
   std::chrono::steady_clock::time_point last_stream_retention_;
   std::chrono::steady_clock::time_point last_lag_warning_{};
+  std::chrono::steady_clock::time_point last_durability_check_{};
+  std::string durable_ = "unknown";  // "1", "0" or "unknown" (the bus did not say)
+  std::string durability_;           // what was found
 };
 
 }  // namespace hi::cdc

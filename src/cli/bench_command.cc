@@ -41,6 +41,7 @@ struct RelayBenchOptions {
   bool live = false;
   int rate = 1000;
   double duration_s = 10;
+  bool no_durable = false;
 };
 
 std::string exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
@@ -126,7 +127,7 @@ struct RelayBench {
 // Fresh servers (or the given ones, emptied), the mock cluster for Kafka without brokers, and
 // the slots created before any write so that both readers stream the same WAL.
 void set_up(RelayBench& b, const Config& cfg) {
-  auto stack = BenchStack::start(cfg);
+  auto stack = BenchStack::start(cfg, !b.opt.no_durable);
   if (!stack) fail(kExitFailure, "bench: " + stack.error().message);
   b.stack = std::move(*stack);
   auto conn = pg::Connection::connect(b.stack->database_url());
@@ -346,6 +347,7 @@ int run_relay_bench(const Config& cfg, const RelayBenchOptions& opt) {
   set_up(b, cfg);
   nlohmann::ordered_json out;
   out["bus"] = b.bus;
+  out["durable"] = b.stack->durable();
   if (opt.live) {
     live(b, out);
   } else {
@@ -371,6 +373,8 @@ void add_bench_command(CLI::App& app, Flags& flags) {
   relay->add_flag("--json", opt->json, "print the result as JSON (always one line)");
   relay->add_flag("--baseline", opt->baseline, "also time pg_recvlogical on the same WAL");
   relay->add_flag("--live", opt->live, "steady one-row transactions instead of a pre-fill");
+  relay->add_flag("--no-durable", opt->no_durable,
+                  "private servers without fsync (PostgreSQL fsync off, Redis appendfsync no)");
   relay->add_option("--rate", opt->rate, "events per second with --live")
       ->check(CLI::Range(1, 1'000'000));
   relay->add_option("--duration", opt->duration_s, "seconds with --live")

@@ -35,6 +35,7 @@ struct ConsumeBenchOptions {
   int workers = 1;
   int batch_size = 0;  // 0: CONSUMER_BATCH_SIZE, as the worker
   bool json = false;
+  bool no_durable = false;
 };
 
 constexpr long kFirstUser = 1'000'000;
@@ -79,7 +80,7 @@ std::string envelope(const std::string& id, const std::string& tenant, const std
 
 int run_consume_bench(const Config& cfg, const ConsumeBenchOptions& opt) {
   if (log_level() < LogLevel::kWarn) set_log_level(LogLevel::kWarn);  // stderr is for progress
-  auto stack = BenchStack::start(cfg);
+  auto stack = BenchStack::start(cfg, !opt.no_durable);
   if (!stack) fail(kExitFailure, "bench consume: " + stack.error().message);
   auto owner = pg::Connection::connect((*stack)->database_url());
   if (!owner) fail(kExitFailure, owner.error().message);
@@ -235,6 +236,7 @@ int run_consume_bench(const Config& cfg, const ConsumeBenchOptions& opt) {
   json out = {
       {"bench", "consume"},
       {"bus", bus::to_string(bus.kind)},
+      {"durable", (*stack)->durable()},
       {"events", opt.events},
       {"users", opt.users},
       {"redeliver_fraction", opt.redeliver_fraction},
@@ -273,6 +275,8 @@ void add_bench_consume(CLI::App& bench, Flags& flags) {
   cmd->add_option("--batch-size", opt->batch_size, "events per batch (default CONSUMER_BATCH_SIZE)")
       ->check(CLI::Range(1, 100000));
   cmd->add_flag("--json", opt->json, "print the result as JSON (always one line)");
+  cmd->add_flag("--no-durable", opt->no_durable,
+                "private servers without fsync (PostgreSQL fsync off, Redis appendfsync no)");
   cmd->callback([&flags, opt] { throw Exit{run_consume_bench(load_config(flags), *opt)}; });
 }
 

@@ -17,8 +17,9 @@
 
 namespace hi::cli {
 
-Result<std::unique_ptr<BenchStack>> BenchStack::start(const Config& cfg) {
+Result<std::unique_ptr<BenchStack>> BenchStack::start(const Config& cfg, bool durable) {
   std::unique_ptr<BenchStack> s(new BenchStack());
+  s->durable_ = durable;
   Logger log("bench");
   if (!cfg.is_set("DATABASE_URL") || !cfg.is_set("REDIS_URL")) {
     char tmpl[] = "/tmp/hashinsight-bench-XXXXXX";
@@ -34,7 +35,7 @@ Result<std::unique_ptr<BenchStack>> BenchStack::start(const Config& cfg) {
     pg::LocalServerOptions o;
     o.data_dir = s->dir_ + "/pg";
     o.port = port();
-    o.durable = false;
+    o.durable = durable;
     auto pg = pg::LocalServer::start(o, log);
     if (!pg) return pg.error();
     s->pg_ = std::move(*pg);
@@ -46,7 +47,8 @@ Result<std::unique_ptr<BenchStack>> BenchStack::start(const Config& cfg) {
     redis::LocalServerOptions o;
     o.data_dir = s->dir_ + "/redis";
     o.port = port();
-    o.durable = false;
+    o.durable = durable;
+    o.appendfsync = durable ? "always" : "no";
     auto r = redis::LocalServer::start(o, log);
     if (!r) return r.error();
     s->redis_ = std::move(*r);

@@ -1,6 +1,7 @@
 // The servers a benchmark runs against: DATABASE_URL / REDIS_URL when given, else a private
-// PostgreSQL and redis-server started in a temporary directory (fsync off: benchmarks measure
-// the platform, not the disk) and removed afterwards. The schema is migrated either way.
+// PostgreSQL and redis-server started in a temporary directory and removed afterwards. They are
+// as durable as `up`'s (PostgreSQL fsync on, Redis appendfsync always) unless `durable` is
+// false (`--no-durable`, for comparison); the JSON says which. The schema is migrated either way.
 #pragma once
 
 #include <memory>
@@ -15,7 +16,9 @@ namespace hi::cli {
 
 class BenchStack {
  public:
-  static Result<std::unique_ptr<BenchStack>> start(const Config& cfg);
+  static Result<std::unique_ptr<BenchStack>> start(const Config& cfg, bool durable = true);
+  // Whether the private servers persist what they acknowledge (given servers: assumed so).
+  bool durable() const { return durable_; }
   ~BenchStack();
 
   const std::string& database_url() const { return database_url_; }
@@ -27,6 +30,7 @@ class BenchStack {
   std::string dir_;
   std::string database_url_;
   std::string redis_url_;
+  bool durable_ = true;
   std::unique_ptr<pg::LocalServer> pg_;
   std::unique_ptr<redis::LocalServer> redis_;
 };

@@ -16,12 +16,14 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "bus/bus.h"
 #include "bus/kafka_mock.h"
 #include "cli/common.h"
 #include "cli/supervisor.h"
+#include "core/backoff.h"
 #include "core/ids.h"
 #include "core/process.h"
 #include "core/time.h"
@@ -110,27 +112,88 @@ std::string self_exe() {
 
 std::int64_t now_ms() { return mono_now_ns() / 1'000'000; }
 
-// The servers `up` runs on: DATABASE_URL / REDIS_URL when given, else private ones it starts
-// (and stops) itself.
+// A private server that `up` keeps running: restarted on the same port when it dies, with
+// backoff (a server that cannot start, e.g. while the old one's shared memory is still held,
+// is retried), so the parts, which reconnect by themselves, carry on.
+template <typename Server, typename Options>
+class KeptServer {
+ public:
+  KeptServer(std::string name, Options options) : name_(std::move(name)), options_(options) {}
+
+  Status start(const Logger& log) {
+    auto s = Server::start(options_, log);
+    if (!s) return s.error().wrap(name_);
+    server_ = std::move(*s);
+    return {};
+  }
+  // Called from the supervisor's loop: notices a death, restarts when the backoff is over.
+  void keep_running(const Logger& log) {
+    if (!server_ || server_->process().running()) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (!down_) {
+      down_ = true;
+      const auto delay = backoff_.next();
+      retry_at_ = now + delay;
+      log.error(name_ + " exited; restarting",
+                {{"status", server_->process().exit_status().value_or(-1)},
+                 {"backoff_ms", delay.count()}});
+      return;
+    }
+    if (now < retry_at_) return;
+    auto s = Server::start(options_, log);
+    if (!s) {
+      const auto delay = backoff_.next();
+      retry_at_ = now + delay;
+      log.warn(name_ + " restart failed; retrying",
+               {{"error", s.error().message}, {"backoff_ms", delay.count()}});
+      return;
+    }
+    server_ = std::move(*s);
+    down_ = false;
+    backoff_.reset();
+    log.info(name_ + " restarted", {{"pid", server_->process().pid()}});
+  }
+  Server* get() const { return server_.get(); }
+  void stop() { server_.reset(); }
+
+ private:
+  std::string name_;
+  Options options_;
+  std::unique_ptr<Server> server_;
+  Backoff backoff_{std::chrono::milliseconds(500), std::chrono::seconds(10)};
+  bool down_ = false;
+  std::chrono::steady_clock::time_point retry_at_{};
+};
+
+// The servers `up` runs on: DATABASE_URL / REDIS_URL when given, else private ones it starts,
+// keeps running and stops.
 struct Servers {
-  std::unique_ptr<pg::LocalServer> pg;
-  std::unique_ptr<redis::LocalServer> redis;
+  std::optional<KeptServer<pg::LocalServer, pg::LocalServerOptions>> pg;
+  std::optional<KeptServer<redis::LocalServer, redis::LocalServerOptions>> redis;
   std::string database_url;
   std::string redis_url;
+
+  void keep_running(const Logger& log) {
+    if (pg) pg->keep_running(log);
+    if (redis) redis->keep_running(log);
+  }
+  void stop() {
+    if (redis) redis->stop();
+    if (pg) pg->stop();
+  }
 };
 
 Servers start_servers(const Config& cfg, const fs::path& dir, const Ports& ports,
                       const Logger& log) {
-  Servers s{nullptr, nullptr, cfg.str("DATABASE_URL"), cfg.str("REDIS_URL")};
+  Servers s{std::nullopt, std::nullopt, cfg.str("DATABASE_URL"), cfg.str("REDIS_URL")};
   if (s.database_url.empty()) {
     pg::LocalServerOptions o;
     o.data_dir = (dir / "pg").string();
     o.log_path = (dir / "logs" / "postgres.log").string();
     o.port = ports.pg;
-    auto server = pg::LocalServer::start(o, log);
-    if (!server) fail(kExitFailure, "postgres: " + server.error().message);
-    s.pg = std::move(*server);
-    s.database_url = s.pg->url();
+    s.pg.emplace("postgres", o);
+    if (auto st = s.pg->start(log); !st) fail(kExitFailure, st.error().message);
+    s.database_url = s.pg->get()->url();
   } else {
     log.info("using DATABASE_URL", {});
   }
@@ -139,10 +202,10 @@ Servers start_servers(const Config& cfg, const fs::path& dir, const Ports& ports
     o.data_dir = (dir / "redis").string();
     o.log_path = (dir / "logs" / "redis.log").string();
     o.port = ports.redis;
-    auto server = redis::LocalServer::start(o, log);
-    if (!server) fail(kExitFailure, "redis: " + server.error().message);
-    s.redis = std::move(*server);
-    s.redis_url = s.redis->url();
+    o.appendfsync = cfg.str("REDIS_APPENDFSYNC");
+    s.redis.emplace("redis", o);
+    if (auto st = s.redis->start(log); !st) fail(kExitFailure, st.error().message);
+    s.redis_url = s.redis->get()->url();
   }
   return s;
 }
@@ -179,7 +242,12 @@ void add_parts(Supervisor& sup, const Config& cfg, const Logger& log) {
   sup.add("relay", {exe, "relay"});
   sup.add("worker-portfolio", {exe, "worker", "portfolio"});
   sup.add("worker-intel", {exe, "worker", "intel"});
-  sup.add("worker-audit", {exe, "worker", "audit"});
+  // A part with nothing to read is not started (it would exit and be restarted forever).
+  if (!cfg.str("RELAY_CAPTURE_TABLES").empty()) {
+    sup.add("worker-audit", {exe, "worker", "audit"});
+  } else {
+    log.info("worker audit not started: no captured tables (RELAY_CAPTURE_TABLES)", {});
+  }
   if (cfg.is_set("CRM_WEBHOOK_URL")) {
     sup.add("worker-crm", {exe, "worker", "crm"});
   } else {
@@ -288,25 +356,19 @@ int run_up(const Config& cfg) {
       ready["parts"] = pids;
       write_json_atomic(dir / "up.json", ready);
     }
-    if (servers.pg && !servers.pg->process().running()) {
-      log.error("postgres exited; stopping the stack", {});
-      break;
-    }
-    if (servers.redis && !servers.redis->process().running()) {
-      log.error("redis exited; stopping the stack", {});
-      break;
-    }
+    servers.keep_running(log);
     if (now_ms() >= next_maintenance) {
       next_maintenance = now_ms() + 3600'000;
       if (auto r = conn.exec("SELECT ensure_all_partitions()"); !r) {
         log.warn("partition maintenance failed", {{"error", r.error().message}});
+        // The server may have been restarted since: reconnect for the next round.
+        if (auto c = pg::Connection::connect(servers.database_url)) conn = std::move(*c);
       }
     }
   }
   sup.stop_all();
   conn = pg::Connection();  // close before the server stops
-  servers.redis.reset();
-  servers.pg.reset();
+  servers.stop();
   ready["pid"] = nullptr;
   ready["parts"] = nlohmann::json::object();
   write_json_atomic(dir / "up.json", ready);

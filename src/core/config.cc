@@ -42,6 +42,10 @@ constexpr SettingSpec kSettings[] = {
     {"REDIS_URL", "",
      "Redis URL (cache, locks, streams bus); empty = the embedded private redis-server",
      K::kRedisUrl, 0, 0, "", "redis"},
+    {"REDIS_APPENDFSYNC", "always",
+     "AOF fsync of the embedded redis-server: always (an acknowledged event survives a machine "
+     "crash), everysec or no",
+     K::kEnum, 0, 0, "always,everysec,no", "redis"},
     // --- bus
     {"BUS", "redis", "event bus: redis (Redis Streams) or kafka", K::kEnum, 0, 0, "redis,kafka",
      "bus"},

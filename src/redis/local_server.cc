@@ -28,7 +28,7 @@ Result<std::unique_ptr<LocalServer>> LocalServer::start(const LocalServerOptions
               "--appendonly",
               options.durable ? "yes" : "no",
               "--appendfsync",
-              "everysec",
+              options.appendfsync,
               "--save",
               "",
               "--daemonize",

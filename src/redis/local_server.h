@@ -1,6 +1,6 @@
 // A private redis-server started and stopped by this program (`hashinsight up`, tests,
-// benchmarks): loopback only, data in its own directory, AOF on (so stream entries survive a
-// restart of the server).
+// benchmarks): loopback only, data in its own directory, AOF on with appendfsync always by
+// default (so an acknowledged stream entry survives a crash of the server or of the machine).
 #pragma once
 
 #include <memory>
@@ -17,6 +17,9 @@ struct LocalServerOptions {
   std::string log_path;  // empty = data_dir/../logs/redis.log
   int port = 0;
   bool durable = true;  // false: no AOF (tests that do not restart the server)
+  // AOF fsync policy: "always" (an acknowledged write survives a crash of the machine),
+  // "everysec" (loses up to a second of acknowledged writes then) or "no".
+  std::string appendfsync = "always";
 };
 
 class LocalServer {

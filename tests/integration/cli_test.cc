@@ -164,6 +164,80 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
     ASSERT_TRUE(status.ok());
     EXPECT_EQ(status->type, redis::Reply::Type::kString) << "no consumer status";
   }
+  // `up` heals itself: PostgreSQL and Redis killed with SIGKILL come back on the same ports,
+  // the parts reconnect, and a write still becomes the portfolio.
+  {
+    std::ifstream pidfile(data + "/pg/postmaster.pid");
+    int pg_pid = 0;
+    pidfile >> pg_pid;
+    ASSERT_GT(pg_pid, 0);
+    auto info = redis->command({"INFO", "server"});
+    ASSERT_TRUE(info.ok());
+    const auto at = info->str.find("process_id:");
+    ASSERT_NE(at, std::string::npos);
+    const int redis_pid = std::stoi(info->str.substr(at + 11));
+    ::kill(pg_pid, SIGKILL);
+    ::kill(redis_pid, SIGKILL);
+    auto log_text = [&] {
+      std::ifstream in(o.output_path);
+      return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    };
+    bool healed = false;
+    for (int i = 0; i < 600 && !healed; ++i) {
+      const std::string text = log_text();
+      healed = text.find("postgres restarted") != std::string::npos &&
+               text.find("redis restarted") != std::string::npos;
+      if (!healed) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ASSERT_TRUE(healed) << log_text();
+    EXPECT_TRUE(up->running());
+    auto app = pg::Connection::connect(ready["database_url"].get<std::string>(), "hashinsight_app");
+    ASSERT_TRUE(app.ok()) << app.error().message;
+    pg::Transaction tx(*app);
+    ASSERT_TRUE(tx.begin("1"));
+    ASSERT_TRUE(app->exec("INSERT INTO user_miners (tenant_id, user_id, model_id, quantity) "
+                          "VALUES (1, 101, 1, 6)")
+                    .ok());
+    auto ev =
+        schema::append_event(*app, {"1", "101", "miner.added", std::nullopt,
+                                    R"({"model_id":1,"quantity":6})", std::nullopt, std::nullopt});
+    ASSERT_TRUE(ev.ok()) << ev.error().message;
+    ASSERT_TRUE(tx.commit());
+    auto owner = pg::Connection::connect(ready["database_url"].get<std::string>());
+    ASSERT_TRUE(owner.ok());
+    bool visible = false;
+    for (int i = 0; i < 1200 && !visible; ++i) {
+      // Expected units from the raw rows, not from the worker: 4 + 6.
+      auto r = owner->exec(
+          "SELECT p.units, p.through_seq, (SELECT sum(quantity) FROM user_miners m "
+          "WHERE m.tenant_id = 1 AND m.user_id = 101) FROM user_portfolio p "
+          "WHERE p.tenant_id = 1 AND p.user_id = 101");
+      visible = r.ok() && !r->empty() && r->int64(0, 0) == r->int64(0, 2) && r->int64(0, 2) == 10 &&
+                r->int64(0, 1) >= ev->seq;
+      if (!visible) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_TRUE(visible) << "no portfolio after the servers came back\n" << log_text();
+    auto again = redis::Client::connect(ready["redis_url"].get<std::string>());
+    ASSERT_TRUE(again.ok());
+    redis = std::move(again);
+  }
+  // Every child, by pid: the parts from up.json and both servers.
+  std::vector<int> children;
+  {
+    std::ifstream in(data + "/up.json");
+    const auto j = nlohmann::json::parse(in);
+    for (const auto& [name, pid] : j["parts"].items()) children.push_back(pid.get<int>());
+    EXPECT_TRUE(j["parts"].contains("relay"));
+    EXPECT_TRUE(j["parts"].contains("worker-portfolio"));
+    EXPECT_FALSE(j["parts"].contains("worker-audit")) << "audit worker started with no tables";
+    std::ifstream pidfile(data + "/pg/postmaster.pid");
+    int pg_pid = 0;
+    pidfile >> pg_pid;
+    children.push_back(pg_pid);
+    auto info = redis->command({"INFO", "server"});
+    ASSERT_TRUE(info.ok());
+    children.push_back(std::stoi(info->str.substr(info->str.find("process_id:") + 11)));
+  }
   // The secrets exist and are private.
   EXPECT_EQ(fs::status(data + "/secrets/jwt_secret").permissions() & fs::perms::all,
             fs::perms::owner_read | fs::perms::owner_write);
@@ -182,6 +256,9 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
   }
   EXPECT_TRUE(left.empty()) << left.size() << " processes left behind";
   EXPECT_FALSE(fs::exists("/proc/" + std::to_string(relay))) << "the relay survived";
+  for (int pid : children) {
+    EXPECT_FALSE(fs::exists("/proc/" + std::to_string(pid))) << "child " << pid << " survived";
+  }
 
   // A second `up` reuses the data (no initdb, same seed).
   auto again = Process::spawn(o);

@@ -246,6 +246,27 @@ TEST_F(RelayFaultTest, AnUnroutableRowIsParkedWholeInEveryMode) {
   expect_all_delivered(polled);
 }
 
+// The relay says whether the bus keeps what it acknowledges: Redis with appendfsync always
+// does; with everysec an acknowledged event can be lost with the machine.
+TEST_F(RelayFaultTest, TheStatusSaysWhetherTheBusIsDurable) {
+  auto status = [&](const char* field) {
+    auto r = redis_.command({"HGET", "hi:status:relay", field});
+    return r && r->type == redis::Reply::Type::kString ? r->str : std::string();
+  };
+  ASSERT_TRUE(redis_.command({"CONFIG", "SET", "appendfsync", "everysec"}).ok());
+  start_streaming();
+  EXPECT_TRUE(eventually([&] { return status("durable") == "0"; })) << status("durability");
+  EXPECT_EQ(status("durability"), "appendonly=yes appendfsync=everysec");
+  EXPECT_TRUE(logged("the bus may lose acknowledged events")) << log_text();
+  relay_.signal(SIGTERM);
+  ASSERT_EQ(relay_.wait_for(std::chrono::seconds(20)).value_or(-1), 0);
+  relay_ = Process();
+  ASSERT_TRUE(redis_.command({"CONFIG", "SET", "appendfsync", "always"}).ok());
+  (void)redis_.command({"DEL", "hi:status:relay"});
+  start_streaming();
+  EXPECT_TRUE(eventually([&] { return status("durable") == "1"; })) << status("durability");
+}
+
 // A bus that refuses an event permanently (here Redis answers NOPERM: the relay's user may not
 // write the stream) is not an outage to wait out: the relay stops with one clear error and a
 // non-zero status, so its supervisor sees it, instead of reconnecting forever.
