@@ -267,7 +267,7 @@ Result<std::int64_t> trim_stream(redis::Client& client, const std::string& strea
                                  std::chrono::milliseconds keep) {
   auto groups = client.command({"XINFO", "GROUPS", stream});
   if (!groups) return groups.error();
-  if (groups->is_error() || groups->elements.empty()) return 0;
+  if (groups->is_error()) return 0;  // no such stream
   std::optional<std::pair<std::uint64_t, std::uint64_t>> safe;
   for (const auto& g : groups->elements) {
     std::string name, last_delivered;
@@ -291,9 +291,11 @@ Result<std::int64_t> trim_stream(redis::Client& client, const std::string& strea
     const auto id = parse_id(needed);
     if (!safe || id < *safe) safe = id;
   }
+  // A stream that no group reads (events.dlq: its entries are also rows of event_dlq) is
+  // trimmed by age alone; one that groups read never below what a group still needs.
   const auto age_limit_ms = static_cast<std::uint64_t>(unix_now_us() / 1000 - keep.count());
-  std::pair<std::uint64_t, std::uint64_t> min_id = *safe;
-  if (std::make_pair(age_limit_ms, std::uint64_t{0}) < min_id) min_id = {age_limit_ms, 0};
+  std::pair<std::uint64_t, std::uint64_t> min_id = {age_limit_ms, 0};
+  if (safe && *safe < min_id) min_id = *safe;
   const std::string minid = std::to_string(min_id.first) + "-" + std::to_string(min_id.second);
   auto r = client.command({"XTRIM", stream, "MINID", "~", minid});
   if (!r) return r.error();

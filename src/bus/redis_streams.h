@@ -83,7 +83,8 @@ Delivery delivery_from_entry(const std::string& stream, const redis::Reply& entr
 
 // Trims `stream` below the oldest entry some group still needs (pending or not yet delivered),
 // and never above entries younger than `keep`: XTRIM MINID ~ min(safe id, now - keep).
-// A stream without groups is not trimmed. Returns the number of entries removed.
+// A stream without groups (events.dlq) is trimmed by age alone. Returns the number of entries
+// removed.
 Result<std::int64_t> trim_stream(redis::Client& client, const std::string& stream,
                                  std::chrono::milliseconds keep);
 

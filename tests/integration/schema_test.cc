@@ -198,6 +198,67 @@ TEST_F(SchemaTest, AppRoleHasNoBypassAndHealthCountsComeAsAggregates) {
   EXPECT_FALSE(relay->exec("SELECT count(*) FROM user_miners").ok());
 }
 
+// Catalog-wide: every relation with a tenant_id column, the daily partitions included (a
+// partition queried directly does not apply its parent's policies), either enforces
+// row-level security (enabled and forced) or is out of the app role's reach altogether.
+TEST_F(SchemaTest, EveryTenantRelationEnforcesRowLevelSecurity) {
+  ASSERT_TRUE(owner_.exec("SELECT ensure_all_partitions()").ok());
+  auto r = owner_.exec(
+      "SELECT c.relname FROM pg_class c "
+      "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT "
+      "a.attisdropped "
+      "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') "
+      "AND NOT (c.relrowsecurity AND c.relforcerowsecurity) "
+      "AND has_table_privilege('hashinsight_app', c.oid, 'SELECT, INSERT, UPDATE, DELETE') "
+      "ORDER BY 1");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  std::string open;
+  for (int i = 0; i < r->rows(); ++i) open += std::string(r->text(i, 0)) + " ";
+  EXPECT_EQ(r->rows(), 0) << "reachable by the app without row-level security: " << open;
+  // And there are partitions to check.
+  EXPECT_GT(count(owner_,
+                  "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                  "WHERE c.relname LIKE 'forecast_daily_%'"),
+            10);
+}
+
+// SECURITY DEFINER functions cannot be hijacked through the caller's search_path.
+TEST_F(SchemaTest, DefinerFunctionsPinTheirSearchPath) {
+  auto r = owner_.exec(
+      "SELECT p.proname, coalesce(array_to_string(p.proconfig, ';'), '') FROM pg_proc p "
+      "WHERE p.prosecdef AND p.pronamespace = 'public'::regnamespace ORDER BY 1");
+  ASSERT_TRUE(r.ok());
+  ASSERT_GE(r->rows(), 4);
+  for (int i = 0; i < r->rows(); ++i) {
+    EXPECT_EQ(r->text(i, 1), "search_path=pg_catalog, public, pg_temp") << r->text(i, 0);
+  }
+}
+
+// hi_audit_tenant_of tells the audit worker (no tenant yet) whose row a key is; a session of
+// another tenant learns nothing from it.
+TEST_F(SchemaTest, AuditTenantLookupNeverRevealsAnotherTenant) {
+  ASSERT_TRUE(
+      owner_
+          .exec("INSERT INTO change_audit_log (tenant_id, event_id, source_table, operation, "
+                "row_key, lsn) VALUES (1, 'audit-77', 'public.secret_rows', 'insert', "
+                "'{\"id\": 77}', '0/1')")
+          .ok());
+  auto app = TestServers::get().app();
+  auto lookup = [&](const char* tenant) -> std::string {
+    pg::Transaction tx(app);
+    EXPECT_TRUE(tx.begin(tenant).ok());
+    auto r = app.exec("SELECT hi_audit_tenant_of('public.secret_rows', '{\"id\": 77}')");
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    return r.ok() && !r->is_null(0, 0) ? std::string(r->text(0, 0)) : "null";
+  };
+  EXPECT_EQ(lookup("1"), "1");
+  EXPECT_EQ(lookup("2"), "null");
+  // Without a tenant (the audit worker resolving a delete's key): the recorded tenant.
+  auto r = app.exec("SELECT hi_audit_tenant_of('public.secret_rows', '{\"id\": 77}')");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->text(0, 0), "1");
+}
+
 TEST_F(SchemaTest, UserSequenceIsMonotonicPerUser) {
   auto app = TestServers::get().app();
   pg::Transaction tx(app);
