@@ -1,11 +1,13 @@
 #include "support/servers.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 #include "core/net.h"
 #include "schema/migrations.h"
@@ -39,6 +41,7 @@ TestServers& TestServers::get() {
     po.data_dir = s->dir_ + "/pg";
     po.port = free_port();
     po.durable = false;
+    s->pg_options_ = po;
     auto pg = pg::LocalServer::start(po, log);
     if (!pg) {
       ADD_FAILURE() << pg.error().message;
@@ -81,6 +84,33 @@ pg::Connection TestServers::app() {
 }
 
 void TestServers::stop_redis() { redis_.reset(); }
+
+void TestServers::kill_and_restart_redis() {
+  if (redis_) {
+    redis_->process().signal(SIGKILL);
+    (void)redis_->process().wait_for(std::chrono::seconds(10));
+  }
+  start_redis();
+}
+
+void TestServers::restart_postgres_immediately() {
+  pg_->process().signal(SIGQUIT);
+  (void)pg_->process().wait_for(std::chrono::seconds(30));
+  pg_.reset();
+  // The old server's backends may hold its shared memory for a moment: retry the start.
+  for (int attempt = 0;; ++attempt) {
+    auto pg = pg::LocalServer::start(pg_options_, Logger("test"));
+    if (pg) {
+      pg_ = std::move(*pg);
+      return;
+    }
+    if (attempt == 50) {
+      ADD_FAILURE() << pg.error().message;
+      std::abort();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
 
 void TestServers::start_redis() {
   redis::LocalServerOptions ro;

@@ -44,6 +44,12 @@ class TestServers {
   // Stops / restarts Redis (bus outage tests).
   void stop_redis();
   void start_redis();
+  // Kills Redis with SIGKILL (AOF on: what it acknowledged survives) and starts it again on the
+  // same port.
+  void kill_and_restart_redis();
+  // Stops PostgreSQL as `pg_ctl stop -m immediate` does (SIGQUIT: no shutdown checkpoint, crash
+  // recovery at the next start) and starts it again on the same port.
+  void restart_postgres_immediately();
 
   ~TestServers();
 
@@ -54,6 +60,7 @@ class TestServers {
   std::string database_url_;
   std::string redis_url_;
   int redis_port_ = 0;
+  pg::LocalServerOptions pg_options_;
   std::unique_ptr<pg::LocalServer> pg_;
   std::unique_ptr<redis::LocalServer> redis_;
 };
