@@ -1,45 +1,83 @@
 #include "cdc/slot.h"
 
+#include <algorithm>
+
 #include "pg/connection.h"
 #include "pg/replication_stream.h"
 
 namespace hi::cdc {
 
-Status SlotManager::ensure_publications() {
+namespace {
+
+std::string quoted_table(pg::Connection& conn, const std::string& table) {
+  const auto dot = table.find('.');
+  return dot == std::string::npos ? conn.quote_ident(table)
+                                  : conn.quote_ident(table.substr(0, dot)) + "." +
+                                        conn.quote_ident(table.substr(dot + 1));
+}
+
+}  // namespace
+
+Status set_capture_tables(pg::Connection& owner, const std::string& publication,
+                          const std::vector<std::string>& tables) {
+  const std::string cap = owner.quote_ident(publication + "_capture");
+  auto exists =
+      owner.exec("SELECT 1 FROM pg_publication WHERE pubname = $1", {publication + "_capture"});
+  if (!exists) return exists.error();
+  if (exists->empty()) {
+    if (auto r = owner.exec("CREATE PUBLICATION " + cap); !r) return r.error();
+  }
+  if (!tables.empty()) {
+    std::string list;
+    for (const auto& t : tables) list += (list.empty() ? "" : ", ") + quoted_table(owner, t);
+    auto r = owner.exec("ALTER PUBLICATION " + cap + " SET TABLE " + list);
+    if (!r) return r.error().wrap("capture publication " + publication + "_capture");
+    return {};
+  }
+  // No table: empty the publication (SET TABLE needs at least one).
+  auto current = owner.exec(
+      "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1",
+      {publication + "_capture"});
+  if (!current) return current.error();
+  for (int i = 0; i < current->rows(); ++i) {
+    auto d = owner.exec("ALTER PUBLICATION " + cap + " DROP TABLE " +
+                        quoted_table(owner, std::string(current->text(i, 0))));
+    if (!d) return d.error();
+  }
+  return {};
+}
+
+Status SlotManager::check_publications() {
   auto have = conn_.exec("SELECT 1 FROM pg_publication WHERE pubname = $1", {options_.publication});
   if (!have) return have.error();
   if (have->empty()) {
-    auto r = conn_.exec("CREATE PUBLICATION " + conn_.quote_ident(options_.publication) +
-                        " FOR TABLE " + options_.outbox_table + " WITH (publish = 'insert')");
-    if (!r) {
-      return failed_precondition("publication " + options_.publication +
-                                 " is missing and cannot be created (run `hashinsight migrate` "
-                                 "as the owner): " +
-                                 r.error().message);
-    }
-    log_.info("publication created", {{"publication", options_.publication}});
+    return failed_precondition("publication " + options_.publication +
+                               " is missing: run `hashinsight migrate` as the database owner "
+                               "(the relay does not own the tables and creates no publication)");
   }
   if (options_.capture_tables.empty()) return {};
   const std::string cap = options_.publication + "_capture";
-  std::string tables;
-  for (const auto& t : options_.capture_tables) {
-    if (!tables.empty()) tables += ", ";
-    const auto dot = t.find('.');
-    tables += dot == std::string::npos ? conn_.quote_ident(t)
-                                       : conn_.quote_ident(t.substr(0, dot)) + "." +
-                                             conn_.quote_ident(t.substr(dot + 1));
+  auto published = conn_.exec(
+      "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1 "
+      "ORDER BY 1",
+      {cap});
+  if (!published) return published.error();
+  std::vector<std::string> have_tables, want(options_.capture_tables);
+  for (int i = 0; i < published->rows(); ++i) have_tables.emplace_back(published->text(i, 0));
+  std::sort(want.begin(), want.end());
+  if (have_tables != want) {
+    std::string w;
+    for (const auto& t : want) w += (w.empty() ? "" : ",") + t;
+    return failed_precondition("publication " + cap +
+                               " does not publish RELAY_CAPTURE_TABLES=" + w +
+                               ": run `hashinsight migrate` as the database owner with the "
+                               "same RELAY_CAPTURE_TABLES (`up` does it)");
   }
-  auto exists = conn_.exec("SELECT 1 FROM pg_publication WHERE pubname = $1", {cap});
-  if (!exists) return exists.error();
-  auto r = exists->empty()
-               ? conn_.exec("CREATE PUBLICATION " + conn_.quote_ident(cap) + " FOR TABLE " + tables)
-               : conn_.exec("ALTER PUBLICATION " + conn_.quote_ident(cap) + " SET TABLE " + tables);
-  if (!r) return failed_precondition("capture publication " + cap + ": " + r.error().message);
   return {};
 }
 
 Result<SlotManager::State> SlotManager::prepare() {
-  if (auto s = ensure_publications(); !s) return s.error();
+  if (auto s = check_publications(); !s) return s.error();
   auto slot = pg::read_slot(conn_, options_.slot);
   if (!slot) return slot.error();
   if (!slot->exists) return State::kMissing;

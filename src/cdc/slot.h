@@ -15,6 +15,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "cdc/relay.h"
 #include "core/log.h"
@@ -28,6 +29,13 @@ class ReplicationStream;
 
 namespace hi::cdc {
 
+// Makes the capture publication (`<publication>_capture`) publish exactly `tables`
+// ("schema.table"), as the owner does it: `hashinsight migrate` and `up`, from
+// RELAY_CAPTURE_TABLES. The relay itself never creates or alters a publication (it does not own
+// the tables); it checks them and stops with this command's name when they do not match.
+Status set_capture_tables(pg::Connection& owner, const std::string& publication,
+                          const std::vector<std::string>& tables);
+
 class SlotManager {
  public:
   enum class State { kReady, kMissing };
@@ -36,7 +44,7 @@ class SlotManager {
   SlotManager(pg::Connection& conn, const RelayOptions& options, Logger& log)
       : conn_(conn), options_(options), log_(log) {}
 
-  // Ensures the publications, refuses an invalidated slot (or drops it when asked to), drops a
+  // Checks the publications, refuses an invalidated slot (or drops it when asked to), drops a
   // slot whose first backfill did not finish. kMissing: create() must run before streaming.
   Result<State> prepare();
   // Marks the backfill pending, opens the snapshot transaction on `stream`'s connection and
@@ -49,7 +57,7 @@ class SlotManager {
   std::string confirmed_position();
 
  private:
-  Status ensure_publications();
+  Status check_publications();
   std::string marker() const { return "backfill:" + options_.slot; }
 
   pg::Connection& conn_;

@@ -1,7 +1,9 @@
 // `hashinsight migrate` and `hashinsight seed`.
 #include <cstdio>
 
+#include "cdc/slot.h"
 #include "cli/common.h"
+#include "core/strings.h"
 #include "pg/connection.h"
 #include "schema/migrations.h"
 #include "schema/seed.h"
@@ -23,6 +25,21 @@ pg::Connection connect_owner(const Config& cfg) {
 
 }  // namespace
 
+int apply_capture_tables(pg::Connection& owner, const Config& cfg, const Logger& log) {
+  std::vector<std::string> tables;
+  for (const auto& t : split_list(cfg.str("RELAY_CAPTURE_TABLES"))) {
+    tables.push_back(t.find('.') == std::string::npos ? "public." + t : t);
+  }
+  if (auto s = cdc::set_capture_tables(owner, cfg.str("RELAY_PUBLICATION"), tables); !s) {
+    log.error("capture publication", {{"error", s.error().message}});
+    return kExitFailure;
+  }
+  if (!tables.empty()) {
+    log.info("capture publication set", {{"tables", cfg.str("RELAY_CAPTURE_TABLES")}});
+  }
+  return kExitOk;
+}
+
 int run_migrate(pg::Connection& conn, const Logger& log) {
   auto report = pg::migrate(conn, schema::migrations(), log);
   if (!report) {
@@ -41,6 +58,7 @@ void add_db_commands(CLI::App& app, Flags& flags) {
     Logger log("migrate");
     auto conn = connect_owner(cfg);
     if (int rc = run_migrate(conn, log); rc != kExitOk) throw Exit{rc};
+    if (int rc = apply_capture_tables(conn, cfg, log); rc != kExitOk) throw Exit{rc};
   });
 
   auto* seed = app.add_subcommand("seed", "insert the reference data (deterministic, repeatable)");

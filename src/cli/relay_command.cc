@@ -46,9 +46,11 @@ cdc::RelayOptions relay_options(const Config& cfg) {
     fail(kExitUsage, "BUS=kafka needs KAFKA_BROKERS (only `hashinsight up` hosts a mock cluster)");
   }
   cdc::RelayOptions o;
-  o.database_url = urls.database_url;
-  o.replication_url =
+  // The relay logs in as hashinsight_relay (REPLICATION, BYPASSRLS, the outbox only) through
+  // RELAY_DATABASE_URL, for its replication and its ordinary connection alike.
+  o.database_url =
       cfg.is_set("RELAY_DATABASE_URL") ? cfg.str("RELAY_DATABASE_URL") : urls.database_url;
+  o.replication_url = o.database_url;
   o.redis_url = urls.redis_url;
   o.slot = cfg.str("RELAY_SLOT");
   o.publication = cfg.str("RELAY_PUBLICATION");

@@ -37,6 +37,7 @@
 namespace hi::cli {
 
 int run_migrate(pg::Connection& conn, const Logger& log);
+int apply_capture_tables(pg::Connection& owner, const Config& cfg, const Logger& log);
 
 namespace {
 namespace fs = std::filesystem;
@@ -211,10 +212,14 @@ Servers start_servers(const Config& cfg, const fs::path& dir, const Ports& ports
 }
 
 // Migrates, and seeds a database that has no tenant yet.
-pg::Connection prepare_database(const std::string& database_url, const Logger& log) {
+pg::Connection prepare_database(const std::string& database_url, const Config& cfg,
+                                const Logger& log) {
   auto conn = pg::Connection::connect(database_url);
   if (!conn) fail(kExitUsage, "cannot reach DATABASE_URL: " + conn.error().message);
   if (run_migrate(*conn, log) != kExitOk) fail(kExitFailure, "migrations failed");
+  if (apply_capture_tables(*conn, cfg, log) != kExitOk) {
+    fail(kExitFailure, "capture publication failed");
+  }
   auto seeded = conn->exec("SELECT count(*) FROM tenants");
   if (seeded && seeded->int64(0, 0) == 0) {
     auto r = schema::seed(*conn, log);
@@ -303,7 +308,7 @@ int run_up(const Config& cfg) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   Servers servers = start_servers(cfg, dir, ports, log);
-  pg::Connection conn = prepare_database(servers.database_url, log);
+  pg::Connection conn = prepare_database(servers.database_url, cfg, log);
   const std::string jwt_secret =
       cfg.is_set("JWT_SECRET") ? cfg.str("JWT_SECRET") : secret(dir, "jwt_secret", 32);
   (void)secret(dir, "master_key_v1", 32);
@@ -314,6 +319,11 @@ int run_up(const Config& cfg) {
   std::vector<std::string> env;
   for (const auto& [k, v] : cfg.values()) env.push_back(k + "=" + v);
   env.push_back("DATABASE_URL=" + servers.database_url);
+  // The relay logs in as its own role, not as the owner (REPLICATION, the outbox only).
+  if (!cfg.is_set("RELAY_DATABASE_URL") && servers.pg) {
+    env.push_back("RELAY_DATABASE_URL=postgresql://hashinsight_relay@127.0.0.1:" +
+                  std::to_string(servers.pg->get()->port()) + "/hashinsight");
+  }
   env.push_back("REDIS_URL=" + servers.redis_url);
   env.push_back("JWT_SECRET=" + jwt_secret);
   env.push_back("HI_DATA_DIR=" + dir.string());

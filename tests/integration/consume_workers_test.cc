@@ -220,6 +220,7 @@ TEST_F(WorkersTest, CrmDeliversEachEventToTheWebhookAndParksWhatItRejects) {
 
 TEST_F(WorkersTest, AuditRecordsEveryCapturedChangeOnceAndAnswersQueries) {
   const std::string tables = "RELAY_CAPTURE_TABLES=public.user_miners";
+  test::capture_tables(owner_, {"public.user_miners"});
   const std::size_t relay_index = procs_.size();
   procs_.push_back(test::start_relay({tables}, log(relay_index)));
   ASSERT_TRUE(eventually([&] {

@@ -359,6 +359,41 @@ TEST_F(RelayFaultTest, ConcurrentWritersOfOneUserKeepItsOrderOnTheBus) {
   EXPECT_EQ(last, top->int64(0, 0));
 }
 
+// The relay logs in as its own role (REPLICATION, BYPASSRLS, the outbox only): it streams,
+// backfills, writes heartbeats and keeps its marker without the owner's rights, and it alters
+// no publication: captured tables the owner has not published stop it with the way out.
+TEST_F(RelayFaultTest, TheRelayRunsAsItsOwnRoleAndCreatesNoPublication) {
+  const auto early = test::write_events(app_, "210", "miner.added", 5);
+  const std::string url = "RELAY_DATABASE_URL=" + test::relay_role_url();
+  start_streaming({url, "RELAY_HEARTBEAT_MS=200"});
+  expect_all_delivered(early);
+  const auto later = test::write_events(app_, "210", "miner.added", 5);
+  expect_all_delivered(later);
+  EXPECT_EQ(backfill_marker(), "done");
+  auto user = owner_.exec("SELECT usename FROM pg_stat_replication LIMIT 1");
+  ASSERT_TRUE(user.ok() && !user->empty());
+  EXPECT_EQ(user->text(0, 0), "hashinsight_relay");
+  // Heartbeats from the relay's role move the slot while the outbox is idle.
+  const pg::Lsn before = test::confirmed_flush(owner_, "hashinsight_outbox");
+  ASSERT_TRUE(owner_.exec("CREATE TABLE IF NOT EXISTS busy (x int)").ok());
+  ASSERT_TRUE(owner_.exec("INSERT INTO busy SELECT generate_series(1, 1000)").ok());
+  EXPECT_TRUE(eventually([&] {
+    return test::confirmed_flush(owner_, "hashinsight_outbox") > before;
+  })) << log_text();
+  EXPECT_FALSE(logged("permission denied")) << log_text();
+  relay_.signal(SIGTERM);
+  ASSERT_EQ(relay_.wait_for(std::chrono::seconds(20)).value_or(-1), 0);
+  relay_ = Process();
+
+  test::capture_tables(owner_, {});
+  Process relay = test::start_relay({url, "RELAY_CAPTURE_TABLES=public.busy"}, log_);
+  auto status = relay.wait_for(std::chrono::seconds(30));
+  ASSERT_TRUE(status.has_value()) << log_text();
+  EXPECT_EQ(*status, 1);
+  EXPECT_TRUE(logged("does not publish RELAY_CAPTURE_TABLES=public.busy")) << log_text();
+  EXPECT_TRUE(logged("hashinsight migrate")) << log_text();
+}
+
 // A bus that refuses an event permanently (here Redis answers NOPERM: the relay's user may not
 // write the stream) is not an outage to wait out: the relay stops with one clear error and a
 // non-zero status, so its supervisor sees it, instead of reconnecting forever.

@@ -254,6 +254,7 @@ TEST_F(RelayTest, CapturesTableChangesWithToastMarkersAndSchemaChanges) {
                         "name text, big text, n int, flag boolean, doc jsonb)")
                   .ok());
   ASSERT_TRUE(owner_.exec("ALTER TABLE captured ALTER COLUMN big SET STORAGE EXTERNAL").ok());
+  test::capture_tables(owner_, {"public.captured"});
   start({"RELAY_CAPTURE_TABLES=public.captured"});
   const std::string big(20000, 'b');
   ASSERT_TRUE(

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "bus/redis_streams.h"
+#include "cdc/slot.h"
 #include "pg/transaction.h"
 #include "schema/outbox.h"
 #include "support/servers.h"
@@ -111,6 +112,18 @@ double peak_rss_mb(int pid) {
     if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
   }
   return -1;
+}
+
+void capture_tables(pg::Connection& owner, const std::vector<std::string>& tables) {
+  auto s = cdc::set_capture_tables(owner, "hashinsight_outbox", tables);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+}
+
+std::string relay_role_url() {
+  std::string url = TestServers::get().database_url();
+  const std::string owner = "://hashinsight@";
+  url.replace(url.find(owner), owner.size(), "://hashinsight_relay@");
+  return url;
 }
 
 void reset_relay_state(pg::Connection& owner, redis::Client& redis) {

@@ -49,6 +49,13 @@ Process start_relay(const std::vector<std::string>& env, const std::string& log_
 // Peak resident set size of a live process in MB (VmHWM).
 double peak_rss_mb(int pid);
 
+// Makes the capture publication publish `tables` (as `hashinsight migrate` does for
+// RELAY_CAPTURE_TABLES: the relay itself alters no publication).
+void capture_tables(pg::Connection& owner, const std::vector<std::string>& tables);
+
+// postgresql://hashinsight_relay@... : the test cluster as the relay's own role.
+std::string relay_role_url();
+
 // Removes every slot and the backfill markers, empties the outbox, flushes Redis.
 void reset_relay_state(pg::Connection& owner, redis::Client& redis);
 
