@@ -28,17 +28,9 @@ class RelayKafkaTest : public test::RelayFixture {
   void SetUp() override {
     RelayFixture::SetUp();
     if (HasFatalFailure()) return;
-    app_ = TestServers::get().app();
-    auto m = bus::MockCluster::start(3);
+    auto m = bus::MockCluster::start_with_topics(3, bus::standard_topics(), 6, 3);
     ASSERT_TRUE(m.ok()) << m.error().message;
     mock_ = std::move(*m);
-    for (const auto& t : bus::standard_topics()) ASSERT_TRUE(mock_->create_topic(t, 6, 3).ok());
-  }
-  void TearDown() override {
-    if (relay_.valid() && relay_.running()) {
-      relay_.signal(SIGTERM);
-      EXPECT_EQ(relay_.wait_for(std::chrono::seconds(30)).value_or(-1), 0) << log_text();
-    }
   }
   void start() {
     relay_ = test::start_relay({"BUS=kafka", "KAFKA_BROKERS=" + mock_->bootstrap()}, log_);
@@ -71,9 +63,7 @@ class RelayKafkaTest : public test::RelayFixture {
     return out;
   }
 
-  pg::Connection app_;
   std::unique_ptr<bus::MockCluster> mock_;
-  Process relay_;
   int readers_ = 0;
 };
 

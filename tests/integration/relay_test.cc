@@ -24,19 +24,6 @@ using test::TestServers;
 
 class RelayTest : public test::RelayFixture {
  protected:
-  void SetUp() override {
-    RelayFixture::SetUp();
-    if (HasFatalFailure()) return;
-    app_ = TestServers::get().app();
-  }
-  void TearDown() override {
-    if (relay_.valid()) {
-      relay_.signal(SIGTERM);
-      auto st = relay_.wait_for(std::chrono::seconds(20));
-      EXPECT_TRUE(st.has_value()) << "relay did not stop on SIGTERM";
-      EXPECT_EQ(st.value_or(-1), 0) << log_text();
-    }
-  }
   void start(std::vector<std::string> env = {}, std::vector<std::string> args = {}) {
     relay_ = test::start_relay(env, log_, args);
     ASSERT_TRUE(eventually(
@@ -51,9 +38,6 @@ class RelayTest : public test::RelayFixture {
     auto r = redis_.command({"XLEN", s});
     return r.ok() ? static_cast<std::size_t>(r->integer) : 0;
   }
-
-  pg::Connection app_;
-  Process relay_;
 };
 
 TEST_F(RelayTest, RoutesEachKindWithKeyHeadersAndEnvelope) {

@@ -1,6 +1,7 @@
 #include "support/relay_helpers.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <fstream>
 #include <iterator>
@@ -147,6 +148,15 @@ void RelayFixture::SetUp() {
   redis_ = std::move(*r);
   reset_relay_state(owner_, redis_);
   log_ = tmp_.path() + "/relay.log";
+  app_ = TestServers::get().app();
+}
+
+void RelayFixture::TearDown() {
+  if (!relay_.valid() || !relay_.running()) return;
+  relay_.signal(SIGTERM);
+  auto st = relay_.wait_for(std::chrono::seconds(20));
+  EXPECT_TRUE(st.has_value()) << "relay did not stop on SIGTERM";
+  EXPECT_EQ(st.value_or(-1), 0) << log_text();
 }
 
 std::string RelayFixture::log_text() const {

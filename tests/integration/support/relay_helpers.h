@@ -61,15 +61,19 @@ void reset_relay_state(pg::Connection& owner, redis::Client& redis);
 
 // What every relay test starts from: an owner connection, a Redis client, no slots, an empty
 // outbox and an empty Redis, and a log path for the relay child process.
+// The relay under test is `relay_`: TearDown stops it with SIGTERM and expects status 0.
 class RelayFixture : public ::testing::Test {
  protected:
   void SetUp() override;
+  void TearDown() override;
   std::string log_text() const;
 
   TempDir tmp_;
   std::string log_;
   pg::Connection owner_;
+  pg::Connection app_;  // tenant-scoped writes, as the API makes them
   redis::Client redis_;
+  Process relay_;
 };
 
 }  // namespace hi::test
