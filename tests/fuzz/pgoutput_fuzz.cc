@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <type_traits>
 #include <variant>
 
@@ -74,7 +75,11 @@ class Pipeline {
     } else if constexpr (std::is_same_v<M, pg::Insert>) {
       if (const pg::Relation* rel = find(m.relation_id)) {
         if (cdc::is_table(*rel, "public.event_outbox")) {
-          (void)outbox_.route(*rel, m.new_tuple, source_);
+          std::string parked;
+          const auto routed =
+              cdc::route_or_park(outbox_, *rel, m.new_tuple, source_, "events.dlq", &parked);
+          check(!routed.topic.empty(), "an outbox row is routed or parked, never dropped");
+          check(parked.empty() || routed.topic == "events.dlq", "a refused row is parked");
         } else {
           publish(
               cdc::capture_change(cdc::ChangeOp::kCreate, *rel, nullptr, &m.new_tuple, source_));

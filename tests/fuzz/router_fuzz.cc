@@ -160,7 +160,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   };
 
   // What a row PostgreSQL could hold looks like: bigint text, jsonb text, timestamptz text.
-  const auto payload = nlohmann::json::parse(values[kPayload], nullptr, false);
+  const auto payload = nlohmann::json::parse(text(kPayload).value_or(""), nullptr, false);
   const auto tenant = text(kTenant) ? pg_bigint(*text(kTenant)) : std::nullopt;
   const auto seq = text(kSeq) ? pg_bigint(*text(kSeq)) : std::nullopt;
   realistic = realistic && payload.is_object() && text(kId) && !text(kId)->empty() && tenant &&
@@ -178,6 +178,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check(message.error().code == hi::Code::kInvalidArgument,
           "an unroutable row is kInvalidArgument");
     check(!realistic, "a row PostgreSQL could hold is routed");
+    std::string reason;
+    const auto parked = cdc::route_or_park(router, rel, row, source, "events.parked", &reason);
+    check(parked.topic == "events.parked" && reason == message.error().message,
+          "a refused row is parked with the reason");
   } else {
     check(message->topic == route.topic, "the message goes where the route table says");
     check(message->key == *text(kUser), "the key is the user id");
@@ -190,7 +194,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       check(event->kind == *text(kKind), "the consumers read the kind");
       check(event->tenant_id == *text(kTenant), "the consumers read the tenant");
       check(event->user_id == *text(kUser), "the consumers read the user");
-      if (!debezium) {
+      if (debezium) {
+        // The payload is the application's own JSON: nothing in it is the relay's metadata.
+        check(event->seq == 0 && event->lsn.empty(),
+              "the consumers take no seq or LSN from a Debezium payload");
+      } else {
         check(event->seq == *seq, "the consumers read the seq");
         check(event->lsn == source.commit_lsn.to_string(), "the consumers read the commit LSN");
       }
