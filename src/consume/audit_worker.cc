@@ -26,6 +26,20 @@ SELECT $1::bigint, r.event_id, r.source_table, r.operation, r.row_key, r.before,
 ON CONFLICT (tenant_id, event_id) DO NOTHING
 )sql";
 
+// Fields read without nlohmann's throwing value(): a missing field, or one of another type
+// than expected, reads as null / the fallback (parse_event has rejected malformed envelopes).
+const json& field(const json& object, const char* name) {
+  static const json kNull;
+  if (!object.is_object()) return kNull;
+  auto it = object.find(name);
+  return it == object.end() ? kNull : *it;
+}
+
+std::string text_field(const json& object, const char* name, const std::string& fallback) {
+  const json& v = field(object, name);
+  return v.is_string() ? v.get<std::string>() : fallback;
+}
+
 std::string operation(const std::string& op) {
   if (op == "c") return "insert";
   if (op == "u") return "update";
@@ -44,7 +58,7 @@ json changed_columns(const std::string& op, const json& before, const json& afte
     if (before.is_object()) {
       for (auto it = before.begin(); it != before.end(); ++it) out.push_back(it.key());
     }
-  } else if (op == "update") {
+  } else if (op == "update" && after.is_object()) {
     std::set<std::string> names;
     for (auto it = after.begin(); it != after.end(); ++it) names.insert(it.key());
     for (auto it = before.begin(); it != before.end(); ++it) names.insert(it.key());
@@ -109,27 +123,30 @@ Result<ApplyOutcome> AuditHandler::apply(pg::Connection& conn, const TenantBatch
     for (const Event* e : u.events) {
       const json v = json::parse(e->delivery->value, nullptr, false);
       if (!v.is_object()) return invalid_argument("change " + e->id + ": value is not an object");
-      const std::string op = operation(v.value("op", std::string()));
+      const std::string op = operation(text_field(v, "op", ""));
       if (op.empty()) return invalid_argument("change " + e->id + ": unknown op");
-      const json before = v.value("before", json());
-      const json after = v.value("after", json());
-      const json source = v.value("source", json::object());
-      std::string table = source.value("table", std::string());
+      const json& before = field(v, "before");
+      const json& after = field(v, "after");
+      const json& source = field(v, "source");
+      std::string table = text_field(source, "table", "");
       if (table.empty()) table = e->delivery->topic.substr(4);  // "cdc." prefix
       json key = json::parse(e->delivery->key, nullptr, false);
       if (!key.is_object()) key = nullptr;
-      rows.push_back({{"event_id", e->id},
-                      {"source_table", table},
-                      {"operation", op},
-                      {"row_key", key},
-                      {"before", before},
-                      {"after", after},
-                      {"changed_columns", changed_columns(op, before, after)},
-                      {"unchanged_columns", v.value("unchanged", json::array())},
-                      {"lsn", source.value("commit_lsn", e->lsn)},
-                      {"xid", source.value("xid", json())},
-                      {"commit_ts", source.value("commit_ts", json())},
-                      {"correlation_id", source.value("commit_lsn", e->lsn)}});
+      rows.push_back(
+          {{"event_id", e->id},
+           {"source_table", table},
+           {"operation", op},
+           {"row_key", key},
+           {"before", before},
+           {"after", after},
+           {"changed_columns", changed_columns(op, before, after)},
+           {"unchanged_columns",
+            field(v, "unchanged").is_array() ? field(v, "unchanged") : json::array()},
+           {"lsn", text_field(source, "commit_lsn", e->lsn)},
+           {"xid", field(source, "xid").is_number_integer() ? field(source, "xid") : json()},
+           {"commit_ts",
+            field(source, "commit_ts").is_string() ? field(source, "commit_ts") : json()},
+           {"correlation_id", text_field(source, "commit_lsn", e->lsn)}});
     }
   }
   auto r = conn.exec(kInsertSql,

@@ -6,6 +6,10 @@
 // Table changes (topics cdc.<schema>.<table>): id = header `id` ("commit_lsn:ordinal"), kind =
 // "cdc.<op>", tenant_id = the row's tenant_id column (0 for global tables), no user.
 //
+// A delivery that is not what the relay writes (a field of the wrong type, a non-object
+// `source`, an id or user that is not text, a tenant that is not a bigint) is rejected with
+// kInvalidArgument, never an exception: the runtime dead-letters it.
+//
 // Pure functions; thread-safe.
 #pragma once
 
@@ -25,6 +29,7 @@ struct Event {
   std::int64_t seq = 0;   // per-user sequence (0 when absent)
   std::string lsn;        // source.commit_lsn ("0/16B3748"), may be empty
   const bus::Delivery* delivery = nullptr;  // the raw delivery; valid while the batch lives
+  std::uint64_t xid = 0;  // source.xid (32 bits as the relay writes it); 0 when absent
 };
 
 // Parses a delivery of any topic (outbox envelope, Debezium-format payload, or table change).
@@ -34,7 +39,8 @@ Result<Event> parse_event(const bus::Delivery& delivery);
 // The value of one header, or "" when absent.
 const std::string& header_value(const bus::Delivery& delivery, std::string_view name);
 
-// True when `text` is a non-empty run of decimal digits (ids of tenants and users).
+// True when `text` is a non-empty run of decimal digits whose value fits a PostgreSQL bigint
+// (ids of tenants and users).
 bool is_decimal_id(std::string_view text);
 
 }  // namespace hi::consume

@@ -175,4 +175,60 @@ std::string file_text(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
+TestEvent add_miner_with_event(pg::Connection& app, const std::string& tenant,
+                               const std::string& user, int model_id, int quantity) {
+  pg::Transaction tx(app);
+  if (auto s = tx.begin(tenant); !s) {
+    ADD_FAILURE() << s.error().message;
+    return {};
+  }
+  auto m = app.exec(
+      "INSERT INTO user_miners (tenant_id, user_id, model_id, quantity, status) "
+      "VALUES ($1, $2, $3, $4, 'active')",
+      {tenant, user, std::to_string(model_id), std::to_string(quantity)});
+  if (!m) {
+    ADD_FAILURE() << m.error().message;
+    return {};
+  }
+  auto r = schema::append_event(app, {tenant, user, "miner.added", std::nullopt,
+                                      json({{"model_id", model_id}, {"quantity", quantity}}).dump(),
+                                      std::nullopt, std::nullopt});
+  if (!r) {
+    ADD_FAILURE() << r.error().message;
+    return {};
+  }
+  if (auto s = tx.commit(); !s) ADD_FAILURE() << s.error().message;
+  return {r->id, tenant, user, "miner.added", r->seq};
+}
+
+void xadd_raw(redis::Client& redis, const std::string& stream, const std::string& key,
+              const std::string& value, const bus::Headers& headers) {
+  std::vector<std::string> argv = {"XADD", stream, "*", "key", key, "value", value};
+  for (const auto& [k, v] : headers) {
+    argv.push_back(k);
+    argv.push_back(v);
+  }
+  auto r = redis.command(argv);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_FALSE(r->is_error()) << r->str;
+}
+
+std::int64_t pending_entries(redis::Client& redis, const std::string& stream,
+                             const std::string& group) {
+  auto p = redis.command({"XPENDING", stream, group});
+  if (!p || p->is_error() || p->elements.empty()) return -1;
+  return p->elements[0].integer;
+}
+
+RawHoldings raw_holdings(pg::Connection& owner, const std::string& user) {
+  auto r = owner.exec(
+      "SELECT COALESCE(sum(um.quantity), 0), COALESCE(sum(um.quantity * mm.power_w) / 1000.0, 0) "
+      "FROM user_miners um JOIN miner_models mm ON mm.id = um.model_id "
+      "WHERE um.user_id = $1::bigint AND um.status = 'active'",
+      {user});
+  EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
+  if (!r || r->empty()) return {};
+  return {r->int64(0, 0), r->float64(0, 1)};
+}
+
 }  // namespace hi::test

@@ -63,4 +63,25 @@ int expect_portfolios_match_recalculation(pg::Connection& app, const std::string
 
 std::string file_text(const std::string& path);
 
+// Adds a user_miners row and its `miner.added` event in one transaction of `tenant`, as the
+// API does; returns the event.
+TestEvent add_miner_with_event(pg::Connection& app, const std::string& tenant,
+                               const std::string& user, int model_id, int quantity);
+
+// XADDs one entry with exactly these bytes (fields key, value, then the headers).
+void xadd_raw(redis::Client& redis, const std::string& stream, const std::string& key,
+              const std::string& value, const bus::Headers& headers);
+
+// Entries of `stream` delivered to `group` and not acknowledged (XPENDING).
+std::int64_t pending_entries(redis::Client& redis, const std::string& stream,
+                             const std::string& group);
+
+// Independent of the worker's code: a user's active units and power (kW) summed by SQL over
+// the raw user_miners rows and miner_models.
+struct RawHoldings {
+  std::int64_t units = 0;
+  double power_kw = 0;
+};
+RawHoldings raw_holdings(pg::Connection& owner, const std::string& user);
+
 }  // namespace hi::test
