@@ -1,7 +1,10 @@
 #include "consume/dlq.h"
 
 #include <map>
+#include <optional>
 
+#include "consume/event.h"
+#include "consume/internal/text.h"
 #include "core/time.h"
 #include "pg/array.h"
 #include "pg/transaction.h"
@@ -13,19 +16,117 @@ using nlohmann::json;
 
 constexpr const char* kParkSql =
     "INSERT INTO event_dlq (event_id, consumer_name, topic, kind, tenant_id, user_id, envelope, "
-    "error, retry_count, message_key, headers) "
-    "VALUES ($1, $2, $3, $4, $5::bigint, $6, $7::jsonb, $8, $9::int, $10, $11::jsonb) "
+    "error, retry_count, message_key, headers, raw) "
+    "VALUES ($1, $2, $3, $4, $5::bigint, $6, $7::jsonb, $8, $9::int, $10, $11::jsonb, $12::jsonb) "
     "ON CONFLICT (consumer_name, event_id) WHERE replayed_at IS NULL DO NOTHING RETURNING id";
 
-// The value as stored: the JSON itself, or (for a value that is not JSON) a JSON string.
-std::string envelope_json(const std::string& value) {
-  if (json::accept(value)) return value;
-  return json(value).dump(-1, ' ', false, json::error_handler_t::replace);
+constexpr std::size_t kMaxErrorBytes = 4000;
+constexpr std::size_t kMaxIdBytes = 1000;
+
+// Text for a column: escaped when it is not text (internal/text.h), and an over-long value cut
+// at a character boundary.
+std::string column_text(std::string_view bytes, std::size_t max_bytes) {
+  std::string text = internal::escape_pg_text(bytes);
+  if (text.size() <= max_bytes) return text;
+  return std::string(internal::utf8_prefix(text, max_bytes)) + "...";
+}
+
+// A `\u0000` escape is valid JSON that jsonb refuses.
+bool jsonb_storable(std::string_view value) {
+  return internal::is_pg_text(value) && value.find("\\u0000") == std::string_view::npos &&
+         json::accept(value);
+}
+
+// `exact`: store the value as jsonb when it is JSON jsonb takes; false: the fallback after the
+// database refused the first form (everything as escaped strings, the bytes in `raw`).
+pg::Params row_params(const ParkRequest& p, bool exact) {
+  std::string topic, key, value;
+  const bus::Headers* headers = nullptr;
+  if (p.delivery != nullptr) {
+    topic = p.delivery->topic;
+    key = p.delivery->key;
+    value = p.delivery->value;
+    headers = &p.delivery->headers;
+  }
+  bool lossless = internal::is_pg_text(key);
+  std::string envelope;
+  if (exact && jsonb_storable(value)) {
+    envelope = value;
+  } else {
+    // As a JSON string; a value that is not text is escaped, its bytes go to `raw`.
+    lossless = lossless && exact && internal::is_pg_text(value);
+    envelope = json(internal::escape_pg_text(value)).dump();
+  }
+  json stored_headers = json::array();
+  json raw_headers = json::array();
+  if (headers != nullptr) {
+    for (const auto& [k, v] : *headers) {
+      lossless = lossless && internal::is_pg_text(k) && internal::is_pg_text(v);
+      stored_headers.push_back(
+          json::array({internal::escape_pg_text(k), internal::escape_pg_text(v)}));
+      raw_headers.push_back(json::array({internal::base64_encode(k), internal::base64_encode(v)}));
+    }
+  }
+  pg::Param raw;
+  if (!lossless) {
+    raw = json({{"key", internal::base64_encode(key)},
+                {"value", internal::base64_encode(value)},
+                {"headers", raw_headers}})
+              .dump();
+  }
+  return {column_text(p.event_id, kMaxIdBytes),
+          column_text(p.consumer, kMaxIdBytes),
+          column_text(topic, kMaxIdBytes),
+          column_text(p.kind, kMaxIdBytes),
+          is_decimal_id(p.tenant_id) ? p.tenant_id : "0",
+          p.user_id.empty() ? pg::Param() : pg::Param(column_text(p.user_id, kMaxIdBytes)),
+          envelope,
+          column_text(internal::utf8_prefix(p.error, kMaxErrorBytes), 2 * kMaxErrorBytes),
+          std::to_string(p.retry_count),
+          internal::escape_pg_text(key),
+          stored_headers.dump(),
+          raw};
 }
 
 std::string rfc3339(std::string_view pg_time) {
   auto us = parse_rfc3339_us(pg_time);
   return us ? format_rfc3339_us(*us) : std::string(pg_time);
+}
+
+struct RawMessage {
+  std::string key;
+  std::string value;
+  bus::Headers headers;
+};
+
+// The `raw` column: {"key": b64, "value": b64, "headers": [[b64, b64], ...]}.
+std::optional<RawMessage> raw_message(std::string_view text) {
+  const json raw = json::parse(text, nullptr, false);
+  if (!raw.is_object()) return std::nullopt;
+  auto bytes = [&](const json& v) -> std::optional<std::string> {
+    if (!v.is_string()) return std::nullopt;
+    return internal::base64_decode(v.get<std::string>());
+  };
+  RawMessage m;
+  auto key = raw.find("key");
+  auto value = raw.find("value");
+  auto headers = raw.find("headers");
+  if (key == raw.end() || value == raw.end() || headers == raw.end() || !headers->is_array()) {
+    return std::nullopt;
+  }
+  auto k = bytes(*key);
+  auto v = bytes(*value);
+  if (!k || !v) return std::nullopt;
+  m.key = std::move(*k);
+  m.value = std::move(*v);
+  for (const auto& h : *headers) {
+    if (!h.is_array() || h.size() != 2) return std::nullopt;
+    auto name = bytes(h[0]);
+    auto val = bytes(h[1]);
+    if (!name || !val) return std::nullopt;
+    m.headers.emplace_back(std::move(*name), std::move(*val));
+  }
+  return m;
 }
 
 json time_or_null(const pg::QueryResult& r, int row, int col) {
@@ -36,20 +137,22 @@ json time_or_null(const pg::QueryResult& r, int row, int col) {
 }  // namespace
 
 Result<bool> park(pg::Connection& conn, const ParkRequest& p) {
-  json headers = json::array();
-  std::string topic, key, value;
-  if (p.delivery != nullptr) {
-    topic = p.delivery->topic;
-    key = p.delivery->key;
-    value = p.delivery->value;
-    for (const auto& [k, v] : p.delivery->headers) headers.push_back(json::array({k, v}));
+  if (!is_decimal_id(p.tenant_id)) {
+    return invalid_argument("park event: tenant '" + internal::escape_pg_text(p.tenant_id) +
+                            "' is not an id");
   }
-  std::string error = p.error.size() > 4000 ? p.error.substr(0, 4000) : p.error;
-  auto r = conn.exec(kParkSql, {p.event_id, p.consumer, topic, p.kind, p.tenant_id,
-                                p.user_id.empty() ? pg::Param() : pg::Param(p.user_id),
-                                envelope_json(value), error, std::to_string(p.retry_count), key,
-                                headers.dump(-1, ' ', false, json::error_handler_t::replace)});
-  if (!r) return r.error().wrap("park event " + p.event_id);
+  // A savepoint, so that a value the database refuses (a number jsonb cannot hold, nesting
+  // deeper than its stack) leaves the transaction usable for the fallback form.
+  if (auto s = conn.exec("SAVEPOINT hi_park"); !s) return s.error().wrap("park event");
+  auto r = conn.exec(kParkSql, row_params(p, /*exact=*/true));
+  if (!r && r.error().code != Code::kUnavailable) {
+    if (auto s = conn.exec("ROLLBACK TO SAVEPOINT hi_park"); !s) {
+      return s.error().wrap("park event");
+    }
+    r = conn.exec(kParkSql, row_params(p, /*exact=*/false));
+  }
+  if (!r) return r.error().wrap("park event " + column_text(p.event_id, 64));
+  if (auto s = conn.exec("RELEASE SAVEPOINT hi_park"); !s) return s.error().wrap("park event");
   return r->rows() > 0;
 }
 
@@ -64,7 +167,7 @@ bus::Message dlq_message(const ParkRequest& p, const std::string& dlq_topic) {
                {"kind", p.kind},
                {"tenant_id", p.tenant_id},
                {"consumer", p.consumer},
-               {"error", p.error.size() > 1000 ? p.error.substr(0, 1000) : p.error},
+               {"error", std::string(internal::utf8_prefix(p.error, 1000))},
                {"retry_count", std::to_string(p.retry_count)}};
   if (p.delivery != nullptr) m.headers.emplace_back("topic", p.delivery->topic);
   return m;
@@ -152,7 +255,7 @@ Result<ReplayReport> replay(pg::Connection& app, const bus::BusOptions& bus_opti
   std::string sql =
       "SELECT id, event_id, consumer_name, kind, topic, tenant_id, failed_at::text, "
       "COALESCE(message_key, user_id, ''), envelope::text, headers::text, "
-      "jsonb_typeof(envelope) = 'string', envelope #>> '{}' "
+      "jsonb_typeof(envelope) = 'string', envelope #>> '{}', raw::text "
       "FROM event_dlq WHERE replayed_at IS NULL "
       "AND failed_at >= now() - make_interval(secs => $1::double precision) "
       "AND ($2 = '' OR consumer_name = $2) ORDER BY failed_at, id LIMIT $3::bigint "
@@ -182,21 +285,34 @@ Result<ReplayReport> replay(pg::Connection& app, const bus::BusOptions& bus_opti
       if (!o.dry_run) {
         bus::Message m;
         m.topic = e.topic;
-        m.key = rows->text(i, 7);
-        m.value =
-            rows->boolean(i, 10) ? std::string(rows->text(i, 11)) : std::string(rows->text(i, 8));
-        const json headers = json::parse(rows->text(i, 9), nullptr, false);
-        if (headers.is_array() && !headers.empty()) {
-          for (const auto& h : headers) {
-            if (h.is_array() && h.size() == 2 && h[0].is_string() && h[1].is_string()) {
-              m.headers.emplace_back(h[0].get<std::string>(), h[1].get<std::string>());
-            }
+        if (!rows->is_null(i, 12)) {
+          // The exact bytes of a message the typed columns could only store escaped.
+          if (auto raw = raw_message(rows->text(i, 12))) {
+            m.key = std::move(raw->key);
+            m.value = std::move(raw->value);
+            m.headers = std::move(raw->headers);
+          } else {
+            e.error = "the raw column does not hold a message";
           }
         } else {
-          m.headers = {{"id", e.event_id}, {"kind", e.kind}, {"tenant_id", e.tenant_id}};
+          m.key = rows->text(i, 7);
+          m.value =
+              rows->boolean(i, 10) ? std::string(rows->text(i, 11)) : std::string(rows->text(i, 8));
+          const json headers = json::parse(rows->text(i, 9), nullptr, false);
+          if (headers.is_array() && !headers.empty()) {
+            for (const auto& h : headers) {
+              if (h.is_array() && h.size() == 2 && h[0].is_string() && h[1].is_string()) {
+                m.headers.emplace_back(h[0].get<std::string>(), h[1].get<std::string>());
+              }
+            }
+          } else {
+            m.headers = {{"id", e.event_id}, {"kind", e.kind}, {"tenant_id", e.tenant_id}};
+          }
         }
         const std::uint64_t tag = report.events.size() + 1;
-        if (auto s = producer->send(std::move(m), tag); !s) {
+        if (!e.error.empty()) {
+          // not sent
+        } else if (auto s = producer->send(std::move(m), tag); !s) {
           e.error = s.error().message;
         } else {
           tag_to_event[tag] = report.events.size();

@@ -173,5 +173,132 @@ TEST_F(ConsumeFaultTest, MalformedMessagesAreDeadLetteredAndTheConsumersLive) {
   expect_portfolio_invariants(1, {"101"});
 }
 
+// ---------------------------------------------------------------------------------------------
+// Poison the dead-letter queue itself could not store
+
+TEST_F(ConsumeFaultTest, PoisonTheDlqCannotTypeIsParkedAndReplayedByteForByte) {
+  test::give_miners(owner_, "1", "101", 2);
+  struct Entry {
+    std::string name;
+    std::string key;
+    std::string value;
+    bus::Headers headers;
+    std::string id;
+  };
+  auto envelope = [](const test::TestEvent& e) { return test::relay_message(e).value; };
+  std::vector<Entry> poison;
+  {
+    auto e = test::synthetic_event("1", "101", 1);
+    poison.push_back(
+        {"tenant beyond bigint",
+         "101",
+         envelope(e),
+         {{"id", e.id}, {"kind", "miner.added"}, {"tenant_id", "12345678901234567890"}},
+         e.id});
+  }
+  {
+    auto e = test::synthetic_event("1", "101", 1);
+    poison.push_back({"key not utf-8",
+                      "10\xff\x31",
+                      envelope(e),
+                      {{"id", e.id}, {"kind", "miner.added"}, {"tenant_id", "1"}},
+                      e.id});
+  }
+  {
+    auto e = test::synthetic_event("1", "101", 1);
+    poison.push_back({"id not utf-8",
+                      "101",
+                      envelope(e),
+                      {{"id", "ev-\xfe\xff"}, {"kind", "miner.added"}, {"tenant_id", "1"}},
+                      "ev-\\xfe\\xff"});
+  }
+  {
+    auto e = test::synthetic_event("1", "101", 1);
+    poison.push_back({"header not utf-8",
+                      "101",
+                      envelope(e),
+                      {{"id", e.id}, {"kind", "miner.\xff"}, {"tenant_id", "1"}},
+                      e.id});
+  }
+  {
+    // A NUL escape in a value of a user that does not exist (the handler fails, it is parked
+    // with its value): jsonb refuses \u0000.
+    auto e = test::synthetic_event("1", "1999", 1);
+    json v = json::parse(envelope(e));
+    v["payload"]["note"] = std::string("a\0b", 3);
+    poison.push_back({"nul in value",
+                      "1999",
+                      v.dump(),
+                      {{"id", e.id}, {"kind", "miner.added"}, {"tenant_id", "1"}},
+                      e.id});
+  }
+  {
+    // A user id of 2,500 two-byte characters: the handler's error names it, and 4,000 bytes
+    // into that error falls inside a character.
+    auto e = test::synthetic_event("1", "x", 1);
+    std::string user;
+    for (int i = 0; i < 2500; ++i) user += "\xc3\xa9";
+    const std::string prefix = "event " + e.id + ": user_id '";
+    if ((4000 - prefix.size()) % 2 == 0) user = "x" + user;
+    e.user_id = user;
+    poison.push_back({"error cut in a character",
+                      user,
+                      envelope(e),
+                      {{"id", e.id}, {"kind", "miner.added"}, {"tenant_id", "1"}},
+                      e.id});
+  }
+  for (const auto& p : poison) test::xadd_raw(redis_, "events.miner", p.key, p.value, p.headers);
+  const auto good = test::outbox_events(app_, "1", "101", 1);
+  test::publish(redis_, good);
+
+  const std::size_t w = worker("portfolio", {"--max-attempts", "1"});
+  ASSERT_TRUE(eventually([&] {
+    return scalar("SELECT count(*) FROM event_dlq") == static_cast<std::int64_t>(poison.size()) &&
+           test::inbox_rows(owner_, kGroup) == 1;
+  })) << test::file_text(log(w));
+  ASSERT_TRUE(
+      eventually([&] { return test::pending_entries(redis_, "events.miner", kGroup) == 0; }));
+  for (const auto& p : poison) {
+    EXPECT_EQ(scalar("SELECT count(*) FROM event_dlq WHERE event_id = $1", {p.id}), 1) << p.name;
+  }
+  EXPECT_EQ(scalar("SELECT tenant_id FROM event_dlq WHERE headers::text LIKE "
+                   "'%12345678901234567890%'"),
+            0);
+  EXPECT_EQ(scalar("SELECT count(*) FROM event_dlq WHERE message_key = '10\\xff1' AND raw IS NOT "
+                   "NULL"),
+            1);
+  EXPECT_EQ(scalar("SELECT count(*) FROM event_dlq WHERE kind = 'miner.\\xff'"), 1);
+  // The value with \u0000 is kept as a JSON string holding its text.
+  EXPECT_EQ(scalar("SELECT count(*) FROM event_dlq WHERE user_id = '1999' AND "
+                   "jsonb_typeof(envelope) = 'string'"),
+            1);
+  EXPECT_EQ(scalar("SELECT count(*) FROM event_dlq WHERE octet_length(error) BETWEEN 3990 AND "
+                   "4010"),
+            1);
+  expect_portfolio_invariants(1, {"101"});
+
+  // Replay sends the original bytes (values as the same JSON: the row keeps it as jsonb).
+  procs_[w].signal(SIGTERM);
+  ASSERT_EQ(procs_[w].wait_for(std::chrono::seconds(20)).value_or(-1), 0);
+  procs_[w] = Process();
+  const std::size_t before = test::read_stream(redis_, "events.miner").size();
+  auto rep = test::run_cli({"dlq", "replay", "--hours", "1"});
+  ASSERT_EQ(rep.status, 0) << rep.output;
+  EXPECT_EQ(json::parse(rep.output)["replayed"], poison.size()) << rep.output;
+  const auto entries = test::read_stream(redis_, "events.miner");
+  ASSERT_EQ(entries.size(), before + poison.size());
+  for (const auto& p : poison) {
+    bool found = false;
+    for (std::size_t i = before; i < entries.size() && !found; ++i) {
+      const bus::Delivery& d = entries[i];
+      const json a = json::parse(d.value, nullptr, false);
+      const json b = json::parse(p.value, nullptr, false);
+      const bool same_value = d.value == p.value || (!a.is_discarded() && a == b);
+      found = d.key == p.key && d.headers == p.headers && same_value;
+    }
+    EXPECT_TRUE(found) << p.name;
+  }
+}
+
 }  // namespace
 }  // namespace hi
