@@ -115,4 +115,13 @@ Result<ApplyOutcome> IntelHandler::apply(pg::Connection& conn, const TenantBatch
   return out;
 }
 
+Result<std::vector<RedisCommand>> IntelHandler::after_redelivery(pg::Connection& /*conn*/,
+                                                                 const TenantBatch& batch) {
+  std::vector<RedisCommand> out;
+  for (const auto& u : batch.users) {
+    if (is_decimal_id(u.user_id)) out.push_back({"DEL", forecast_cache_key(u.user_id)});
+  }
+  return out;
+}
+
 }  // namespace hi::consume

@@ -69,6 +69,28 @@ RETURNING user_id, through_seq, events_applied, computed_at::text
 
 }  // namespace
 
+namespace {
+
+// DEL of the cached portfolio and the change notice, per written row.
+std::vector<RedisCommand> invalidation(const std::string& tenant,
+                                       const std::vector<PortfolioWrite::Written>& rows) {
+  std::vector<RedisCommand> out;
+  const std::string channel = portfolio_channel(tenant);
+  out.reserve(rows.size() * 2);
+  for (const auto& w : rows) {
+    out.push_back({"DEL", portfolio_cache_key(w.user_id)});
+    json notice = {{"tenant_id", tenant},
+                   {"user_id", w.user_id},
+                   {"through_seq", w.through_seq},
+                   {"events_applied", w.events_applied},
+                   {"computed_at", w.computed_at}};
+    out.push_back({"PUBLISH", channel, notice.dump()});
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string portfolio_cache_key(std::string_view user_id) {
   return "user_portfolio:" + std::string(user_id);
 }
@@ -281,18 +303,33 @@ Result<ApplyOutcome> PortfolioHandler::apply(pg::Connection& conn, const TenantB
   ApplyOutcome out;
   out.fenced = std::move(written->fenced);
   if (!out.fenced.empty()) return out;
-  const std::string channel = portfolio_channel(batch.tenant_id);
-  out.after_commit.reserve(written->written.size() * 2);
-  for (const auto& w : written->written) {
-    out.after_commit.push_back({"DEL", portfolio_cache_key(w.user_id)});
-    json notice = {{"tenant_id", batch.tenant_id},
-                   {"user_id", w.user_id},
-                   {"through_seq", w.through_seq},
-                   {"events_applied", w.events_applied},
-                   {"computed_at", w.computed_at}};
-    out.after_commit.push_back({"PUBLISH", channel, notice.dump()});
-  }
+  out.after_commit = invalidation(batch.tenant_id, written->written);
   return out;
+}
+
+Result<std::vector<RedisCommand>> PortfolioHandler::after_redelivery(pg::Connection& conn,
+                                                                     const TenantBatch& batch) {
+  std::vector<std::string> users;
+  for (const auto& u : batch.users) {
+    if (is_decimal_id(u.user_id)) users.push_back(u.user_id);
+  }
+  if (users.empty()) return std::vector<RedisCommand>{};
+  auto r = conn.exec(
+      "SELECT user_id, through_seq, events_applied, computed_at::text FROM user_portfolio "
+      "WHERE user_id = ANY($1::bigint[])",
+      {pg::array_literal(users)});
+  if (!r) return r.error().wrap("read user_portfolio");
+  std::vector<PortfolioWrite::Written> rows;
+  for (int i = 0; i < r->rows(); ++i) {
+    PortfolioWrite::Written w;
+    w.user_id = std::string(r->text(i, 0));
+    w.through_seq = r->int64(i, 1);
+    w.events_applied = r->int64(i, 2);
+    auto us = parse_rfc3339_us(r->text(i, 3));
+    w.computed_at = us ? format_rfc3339_us(*us) : std::string(r->text(i, 3));
+    rows.push_back(std::move(w));
+  }
+  return invalidation(batch.tenant_id, rows);
 }
 
 }  // namespace hi::consume

@@ -12,7 +12,8 @@
 //
 // After the commit: DEL user_portfolio:{uid} (the API's SWR cache) and PUBLISH on
 // hi:portfolio:{tenant} one JSON notice per user, {"tenant_id","user_id","through_seq",
-// "computed_at","events_applied"}, which the API turns into a live page update.
+// "computed_at","events_applied"}, which the API turns into a live page update. For a
+// redelivered event both go out again, with the stored row's figures.
 //
 // Not thread-safe: one per Runtime.
 #pragma once
@@ -97,6 +98,8 @@ class PortfolioHandler final : public Handler {
   bool locks_users() const override { return true; }
   Status prepare(pg::Connection& conn) override;
   Result<ApplyOutcome> apply(pg::Connection& conn, const TenantBatch& batch) override;
+  Result<std::vector<RedisCommand>> after_redelivery(pg::Connection& conn,
+                                                     const TenantBatch& batch) override;
 
  private:
   ReferenceCache reference_;

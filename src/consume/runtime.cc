@@ -14,6 +14,7 @@
 #include "consume/dlq.h"
 #include "consume/fenced_lock.h"
 #include "core/backoff.h"
+#include "core/failpoint.h"
 #include "core/time.h"
 #include "pg/array.h"
 #include "pg/transaction.h"
@@ -34,6 +35,16 @@ struct Attempt {
   Verdict verdict = Verdict::kOk;
   Error error;
 };
+
+// Runs fn() and turns an exception escaping a handler into an error: the events' fault.
+template <typename Fn>
+auto guarded(const char* what, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    return internal_error(std::string(what) + " threw: " + e.what());
+  }
+}
 
 }  // namespace
 
@@ -73,8 +84,17 @@ class Runtime::Impl {
   bool ensure_consumer(std::stop_token stop);
   Status ensure_producer();
 
-  // Applies one polled batch. False: stopped before the batch was settled (nothing acked).
+  // Applies a polled batch and acknowledges it. False: stopped before the batch was settled.
+  bool consume(std::stop_token stop, std::vector<bus::Delivery>& batch);
+  // Applies deliveries (post-commit commands included). False: stopped before they were
+  // settled (nothing may be acknowledged).
   bool process(std::stop_token stop, std::vector<bus::Delivery>& deliveries);
+  // Acknowledges `deliveries` (XACK / offset commit), retrying with backoff until stopped.
+  void acknowledge(const std::vector<bus::Delivery>& deliveries);
+  // Sends post-commit commands; what fails is kept in unsent_.
+  void send_after_commit(std::vector<RedisCommand> commands);
+  // Retries unsent_ with backoff until it is empty. False: stopped first.
+  bool flush_after_commit(std::stop_token stop);
   // Applies the events of one tenant (in rounds as user locks become free). False: stopped.
   bool apply_tenant(std::stop_token stop, const std::string& tenant,
                     std::vector<const Event*> events);
@@ -94,15 +114,18 @@ class Runtime::Impl {
   void rollback();
   bool park_events(std::stop_token stop, const std::string& tenant,
                    const std::vector<const Event*>& events, const Error& error, int attempts);
-  bool park_unparsed(std::stop_token stop, const bus::Delivery& d, const Error& error);
+  // Parks a delivery as a whole: unparseable, or one that kept killing its consumer.
+  bool park_delivery(std::stop_token stop, const bus::Delivery& d, const Error& error,
+                     int retry_count);
   bool park_one(std::stop_token stop, const std::string& tenant, const ParkRequest& request);
+  // Sends the events.dlq message of a parked event (a notification: failures are logged).
+  void publish_parked(const ParkRequest& request);
   void publish_status(bool force);
   // The wait before attempt `attempt` (2, 3, ...).
   std::chrono::milliseconds backoff(int attempt) {
     std::uniform_real_distribution<double> u(0.0, 1.0);
     return backoff_delay(attempt - 1, o_.backoff_base, o_.backoff_max, u(rng_));
   }
-
   RuntimeOptions o_;
   Handler& handler_;
   Logger log_;
@@ -119,7 +142,8 @@ class Runtime::Impl {
   std::uint64_t dlq_tag_ = 0;
   std::chrono::steady_clock::time_point next_status_{};
   std::int64_t last_commit_us_ = 0;
-  std::stop_token stop_;  // of run(): reconnect loops deep in a batch observe it
+  std::stop_token stop_;              // of run(): reconnect loops deep in a batch observe it
+  std::vector<RedisCommand> unsent_;  // post-commit commands not sent yet
 
   prometheus::Counter* m_deliveries_;
   prometheus::Counter* m_applied_;
@@ -207,15 +231,7 @@ Status Runtime::Impl::run(std::stop_token stop) {
     const auto t0 = std::chrono::steady_clock::now();
     // The batch in hand is finished even when a stop arrives meanwhile (SIGTERM finishes the
     // batch); only backoff waits observe `stop`.
-    if (!process(stop, *batch)) break;
-    t = mono_now_ns();
-    for (int attempt = 1;; ++attempt) {
-      auto s = consumer_->commit(*batch);
-      if (s) break;
-      log_.warn("acknowledging the batch failed; retrying", {{"error", s.error().message}});
-      if (!sleep_for(stop, backoff(std::min(attempt + 1, 8)))) break;
-    }
-    stats_.ack_ns += mono_now_ns() - t;
+    if (!consume(stop, *batch)) break;
     last_commit_us_ = unix_now_us();
     stats_.last_commit_unix_us = last_commit_us_;
     stats_.batches++;
@@ -229,6 +245,12 @@ Status Runtime::Impl::run(std::stop_token stop) {
   return {};
 }
 
+bool Runtime::Impl::consume(std::stop_token stop, std::vector<bus::Delivery>& batch) {
+  if (!process(stop, batch)) return false;
+  acknowledge(batch);
+  return true;
+}
+
 bool Runtime::Impl::process(std::stop_token stop, std::vector<bus::Delivery>& deliveries) {
   stats_.deliveries += deliveries.size();
   m_deliveries_->Increment(static_cast<double>(deliveries.size()));
@@ -239,13 +261,15 @@ bool Runtime::Impl::process(std::stop_token stop, std::vector<bus::Delivery>& de
     if (!e) {
       log_.warn("unparseable delivery; dead-lettering",
                 {{"topic", d.topic}, {"position", d.position}, {"error", e.error().message}});
-      if (!park_unparsed(stop, d, e.error())) return false;
+      // A message that cannot be parsed is not retried.
+      if (!park_delivery(stop, d, e.error(), 0)) return false;
       continue;
     }
     events.push_back(std::move(*e));
   }
   if (!events.empty() && ensure_db(stop)) {
-    if (auto s = handler_.resolve(db_, events); !s) {
+    auto s = guarded("resolve", [&] { return handler_.resolve(db_, events); });
+    if (!s) {
       log_.warn("resolving events failed; applying them as parsed", {{"error", s.error().message}});
       if (!db_.healthy()) db_ready_ = false;
     }
@@ -254,6 +278,52 @@ bool Runtime::Impl::process(std::stop_token stop, std::vector<bus::Delivery>& de
   for (const auto& e : events) by_tenant[e.tenant_id].push_back(&e);
   for (auto& [tenant, list] : by_tenant) {
     if (!apply_tenant(stop, tenant, std::move(list))) return false;
+  }
+  return flush_after_commit(stop);
+}
+
+void Runtime::Impl::acknowledge(const std::vector<bus::Delivery>& deliveries) {
+  const std::int64_t t = mono_now_ns();
+  if (auto s = failpoint("consume.after_invalidate"); !s) {
+    log_.warn("acknowledgement skipped", {{"error", s.error().message}});
+  } else {
+    for (int attempt = 2;; ++attempt) {
+      auto c = consumer_->commit(deliveries);
+      if (c) break;
+      log_.warn("acknowledging the batch failed; retrying", {{"error", c.error().message}});
+      if (!sleep_for(stop_, backoff(std::min(attempt, 8)))) break;
+    }
+  }
+  stats_.ack_ns += mono_now_ns() - t;
+}
+
+void Runtime::Impl::send_after_commit(std::vector<RedisCommand> commands) {
+  if (commands.empty()) return;
+  const std::int64_t t = mono_now_ns();
+  for (const auto& cmd : commands) redis_.append(cmd);
+  auto f = redis_.flush();
+  stats_.after_commit_ns += mono_now_ns() - t;
+  if (!f) {
+    log_.warn("post-commit redis commands failed; retrying before the acknowledgement",
+              {{"error", f.error().message}, {"commands", commands.size()}});
+    for (auto& cmd : commands) unsent_.push_back(std::move(cmd));
+    return;
+  }
+  for (std::size_t i = 0; i < commands.size(); ++i) {
+    // DEL and PUBLISH cannot fail for the data's sake: an error reply (a replica, an ACL, a
+    // script busy) is the server's state, so the command is retried like a lost connection.
+    if (i < f->size() && !(*f)[i].is_error()) continue;
+    log_.warn("post-commit redis command refused; retrying before the acknowledgement",
+              {{"command", commands[i].front()},
+               {"reply", i < f->size() ? (*f)[i].str : std::string("none")}});
+    unsent_.push_back(std::move(commands[i]));
+  }
+}
+
+bool Runtime::Impl::flush_after_commit(std::stop_token stop) {
+  for (int attempt = 2; !unsent_.empty(); ++attempt) {
+    if (!sleep_for(stop, backoff(std::min(attempt, 8)))) return false;
+    send_after_commit(std::exchange(unsent_, {}));
   }
   return true;
 }
@@ -433,9 +503,10 @@ Attempt Runtime::Impl::transact(const std::string& tenant, const std::vector<con
     }
   }
   std::sort(ids.begin(), ids.end());  // a stable lock order for concurrent inserts
-  const pg::Statement begin[] = {{"BEGIN", {}, false},
-                                 {"SELECT set_config('app.tenant_id', $1, true)", {tenant}, false},
-                                 {kInboxInsert, {o_.name, pg::array_literal(ids), tenant}, true}};
+  std::vector<pg::Statement> begin = {
+      {"BEGIN", {}, false},
+      {"SELECT set_config('app.tenant_id', $1, true)", {tenant}, false},
+      {kInboxInsert, {o_.name, pg::array_literal(ids), tenant}, true}};
   std::int64_t t = mono_now_ns();
   auto r = db_.pipeline(begin);
   stats_.inbox_ns += mono_now_ns() - t;
@@ -448,23 +519,26 @@ Attempt Runtime::Impl::transact(const std::string& tenant, const std::vector<con
   const pg::QueryResult& inserted = (*r)[2];
   std::unordered_set<std::string_view> fresh;
   for (int i = 0; i < inserted.rows(); ++i) fresh.insert(inserted.text(i, 0));
-  TenantBatch batch;
+  TenantBatch batch, redelivered;
   batch.tenant_id = tenant;
-  std::map<std::string_view, std::vector<const Event*>> by_user;
+  redelivered.tenant_id = tenant;
+  std::map<std::string_view, std::vector<const Event*>> by_user, again_by_user;
   for (const Event* e : firsts) {
-    if (fresh.contains(e->id)) by_user[e->user_id].push_back(e);
+    (fresh.contains(e->id) ? by_user : again_by_user)[e->user_id].push_back(e);
   }
-  for (auto& [user, list] : by_user) {
-    UserEvents u;
-    u.user_id = std::string(user);
-    if (auto it = tokens.find(u.user_id); it != tokens.end()) u.fencing_token = it->second;
-    u.events = std::move(list);
-    batch.users.push_back(std::move(u));
+  for (auto [from, to] : {std::pair{&by_user, &batch}, std::pair{&again_by_user, &redelivered}}) {
+    for (auto& [user, list] : *from) {
+      UserEvents u;
+      u.user_id = std::string(user);
+      if (auto it = tokens.find(u.user_id); it != tokens.end()) u.fencing_token = it->second;
+      u.events = std::move(list);
+      to->users.push_back(std::move(u));
+    }
   }
   ApplyOutcome outcome;
   if (!batch.users.empty()) {
     t = mono_now_ns();
-    auto applied = handler_.apply(db_, batch);
+    auto applied = guarded("handler", [&] { return handler_.apply(db_, batch); });
     stats_.handler_ns += mono_now_ns() - t;
     if (!applied) return fail(applied.error());
     outcome = std::move(*applied);
@@ -481,6 +555,12 @@ Attempt Runtime::Impl::transact(const std::string& tenant, const std::vector<con
       return {Verdict::kFenced, failed_precondition("fenced")};
     }
   }
+  if (!redelivered.users.empty()) {
+    // Their earlier delivery may have ended between its commit and its post-commit commands.
+    auto again = guarded("handler", [&] { return handler_.after_redelivery(db_, redelivered); });
+    if (!again) return fail(again.error().wrap("after redelivery"));
+    for (auto& cmd : *again) outcome.after_commit.push_back(std::move(cmd));
+  }
   t = mono_now_ns();
   auto c = db_.exec("COMMIT");
   stats_.commit_ns += mono_now_ns() - t;
@@ -491,20 +571,21 @@ Attempt Runtime::Impl::transact(const std::string& tenant, const std::vector<con
   stats_.duplicates += duplicates;
   m_applied_->Increment(static_cast<double>(applied));
   m_duplicates_->Increment(static_cast<double>(duplicates));
-  if (!outcome.after_commit.empty()) {
-    t = mono_now_ns();
-    for (const auto& cmd : outcome.after_commit) redis_.append(cmd);
-    auto f = redis_.flush();
-    stats_.after_commit_ns += mono_now_ns() - t;
-    if (!f) log_.warn("post-commit redis commands failed", {{"error", f.error().message}});
+  if (auto s = failpoint("consume.after_commit"); !s) {
+    log_.warn("post-commit commands deferred", {{"error", s.error().message}});
+    for (auto& cmd : outcome.after_commit) unsent_.push_back(std::move(cmd));
+    return {};
   }
+  send_after_commit(std::move(outcome.after_commit));
   return {};
 }
 
 bool Runtime::Impl::park_events(std::stop_token stop, const std::string& tenant,
                                 const std::vector<const Event*>& events, const Error& error,
                                 int attempts) {
+  std::unordered_set<std::string_view> parked;
   for (const Event* e : events) {
+    if (!parked.insert(e->id).second) continue;  // the batch carried it twice
     ParkRequest p;
     p.consumer = o_.name;
     p.event_id = e->id;
@@ -519,19 +600,26 @@ bool Runtime::Impl::park_events(std::stop_token stop, const std::string& tenant,
   return true;
 }
 
-bool Runtime::Impl::park_unparsed(std::stop_token stop, const bus::Delivery& d,
-                                  const Error& error) {
+bool Runtime::Impl::park_delivery(std::stop_token stop, const bus::Delivery& d, const Error& error,
+                                  int retry_count) {
   ParkRequest p;
   p.consumer = o_.name;
-  p.event_id = header_value(d, "id");
-  if (p.event_id.empty()) p.event_id = d.topic + "@" + d.position;
-  p.kind = header_value(d, "kind");
-  if (p.kind.empty()) p.kind = "unknown";
-  const std::string& tenant = header_value(d, "tenant_id");
-  p.tenant_id = is_decimal_id(tenant) ? tenant : "0";
-  p.user_id = is_decimal_id(d.key) ? d.key : "";
+  if (auto e = parse_event(d)) {
+    p.event_id = e->id;
+    p.kind = e->kind;
+    p.tenant_id = e->tenant_id;
+    p.user_id = e->user_id;
+  } else {
+    p.event_id = header_value(d, "id");
+    if (p.event_id.empty()) p.event_id = d.topic + "@" + d.position;
+    p.kind = header_value(d, "kind");
+    if (p.kind.empty()) p.kind = "unknown";
+    const std::string& tenant = header_value(d, "tenant_id");
+    p.tenant_id = is_decimal_id(tenant) ? tenant : "0";
+    p.user_id = is_decimal_id(d.key) ? d.key : "";
+  }
   p.error = error.message;
-  p.retry_count = 0;  // a message that cannot be parsed is not retried
+  p.retry_count = retry_count;
   p.delivery = &d;
   return park_one(stop, p.tenant_id, p);
 }
@@ -540,45 +628,58 @@ bool Runtime::Impl::park_one(std::stop_token stop, const std::string& tenant,
                              const ParkRequest& p) {
   for (int attempt = 1;; ++attempt) {
     if (!ensure_db(stop)) return false;
-    Result<bool> inserted =
-        pg::in_transaction(db_, tenant, [&](pg::Connection& c) { return park(c, p); });
-    if (inserted) {
-      if (*inserted) {
-        stats_.dead_lettered++;
-        m_dlq_->Increment();
-        log_.error("event dead-lettered", {{"event_id", p.event_id},
-                                           {"kind", p.kind},
-                                           {"tenant", tenant},
-                                           {"user_id", p.user_id},
-                                           {"retry_count", p.retry_count},
-                                           {"error", p.error}});
-        if (auto s = ensure_producer(); !s) {
-          log_.warn("dlq message not published", {{"error", s.error().message}});
-          return true;
-        }
-        const std::uint64_t tag = ++dlq_tag_;
-        if (auto s = producer_->send(dlq_message(p, o_.dlq_topic), tag); !s) {
-          log_.warn("dlq message not published", {{"error", s.error().message}});
-          return true;
-        }
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-        while (!dlq_reports_.contains(tag) && std::chrono::steady_clock::now() < deadline) {
-          producer_->poll(std::chrono::milliseconds(100));
-        }
-        auto it = dlq_reports_.find(tag);
-        if (it == dlq_reports_.end() || !it->second) {
-          log_.warn("dlq message not confirmed (the event_dlq row is the record)",
-                    {{"event_id", p.event_id}});
-        }
-        if (it != dlq_reports_.end()) dlq_reports_.erase(it);
-      }
-      return true;
+    Result<bool> inserted = pg::in_transaction(db_, tenant, [&](pg::Connection& c) -> Result<bool> {
+      auto r = park(c, p);
+      if (!r) return r;
+      if (auto s = failpoint("consume.in_dlq_park"); !s) return s.error();
+      return r;
+    });
+    if (!inserted) {
+      if (!db_.healthy()) db_ready_ = false;
+      log_.warn("parking the event failed; retrying",
+                {{"event_id", p.event_id}, {"error", inserted.error().message}});
+      if (!sleep_for(stop, backoff(std::min(attempt + 1, 8)))) return false;
+      continue;
     }
-    if (!db_.healthy()) db_ready_ = false;
-    log_.warn("parking the event failed; retrying",
-              {{"event_id", p.event_id}, {"error", inserted.error().message}});
-    if (!sleep_for(stop, backoff(std::min(attempt + 1, 8)))) return false;
+    if (*inserted) {
+      stats_.dead_lettered++;
+      m_dlq_->Increment();
+      log_.error("event dead-lettered", {{"event_id", p.event_id},
+                                         {"kind", p.kind},
+                                         {"tenant", tenant},
+                                         {"user_id", p.user_id},
+                                         {"retry_count", p.retry_count},
+                                         {"error", p.error}});
+    } else {
+      // Parked by an earlier delivery that may have ended before its events.dlq message went
+      // out: the message goes (again); the event_dlq row is the record either way.
+      log_.info("event already parked", {{"event_id", p.event_id}});
+    }
+    publish_parked(p);
+    return true;
   }
+}
+
+void Runtime::Impl::publish_parked(const ParkRequest& p) {
+  if (auto s = ensure_producer(); !s) {
+    log_.warn("dlq message not published", {{"error", s.error().message}});
+    return;
+  }
+  const std::uint64_t tag = ++dlq_tag_;
+  if (auto s = producer_->send(dlq_message(p, o_.dlq_topic), tag); !s) {
+    log_.warn("dlq message not published", {{"error", s.error().message}});
+    return;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!dlq_reports_.contains(tag) && std::chrono::steady_clock::now() < deadline) {
+    producer_->poll(std::chrono::milliseconds(100));
+  }
+  auto it = dlq_reports_.find(tag);
+  if (it == dlq_reports_.end() || !it->second) {
+    log_.warn("dlq message not confirmed (the event_dlq row is the record)",
+              {{"event_id", p.event_id}});
+  }
+  if (it != dlq_reports_.end()) dlq_reports_.erase(it);
 }
 
 void Runtime::Impl::publish_status(bool force) {

@@ -6,6 +6,11 @@
 //     handler.apply(new events, grouped by user)              (the effect, same transaction)
 //   COMMIT -> the handler's post-commit Redis commands (cache DEL, PUBLISH) -> ack the batch
 //
+// Post-commit commands are part of the effect: when Redis fails them they are retried with
+// backoff before the batch is acknowledged, and a redelivered event (whose inbox row exists:
+// its previous delivery may have died between the commit and these commands) has them issued
+// again (Handler::after_redelivery()).
+//
 // Exactly-once effects follow from the inbox row and the effect committing together: a
 // redelivered event finds its row and is counted as a duplicate, never applied again. The bus
 // is acknowledged only after the commit, so a crash at any instant means redelivery, never loss.
@@ -19,11 +24,12 @@
 //
 // Failures: kUnavailable from the handler or the servers is transient (connection lost,
 // serialization failure): the same work is retried with backoff, indefinitely, and nothing is
-// acknowledged meanwhile. Any other error is the events' fault: the batch is rolled back and
-// its units (one user's events when the handler locks users, else one event) are retried one
-// by one, up to max_attempts with exponential backoff and jitter; a unit still failing is
-// dead-lettered (an event_dlq row per event, no inbox row, and a message on events.dlq) and
-// acknowledged, so it never blocks other users. `hashinsight dlq replay` re-publishes it.
+// acknowledged meanwhile. Any other error, or an exception, is the events' fault: the batch is
+// rolled back and its units (one user's events when the handler locks users, else one event) are
+// retried one by one, up to max_attempts with exponential backoff and jitter; a unit still failing
+// is dead-lettered (an event_dlq row per event, no inbox row, and a message on events.dlq) and
+// acknowledged, so it never blocks other users. `hashinsight dlq replay` re-publishes it. A
+// delivery that cannot be parsed is dead-lettered at once.
 //
 // Threading: run() owns its connections and runs on the caller's thread; stats() may be read
 // from any thread. A stop request is honoured between batches (the batch in hand is finished,
@@ -86,6 +92,12 @@ class Handler {
   // Applies the batch's new events inside the open tenant transaction. kUnavailable =
   // transient; any other error = these events failed (see the header comment).
   virtual Result<ApplyOutcome> apply(pg::Connection& conn, const TenantBatch& batch) = 0;
+  // The post-commit commands to issue again for events applied by an earlier delivery (inside
+  // the tenant transaction; `batch` holds those events). Errors as for apply().
+  virtual Result<std::vector<RedisCommand>> after_redelivery(pg::Connection& /*conn*/,
+                                                             const TenantBatch& /*batch*/) {
+    return std::vector<RedisCommand>{};
+  }
 };
 
 struct RuntimeOptions {

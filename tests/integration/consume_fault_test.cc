@@ -300,5 +300,162 @@ TEST_F(ConsumeFaultTest, PoisonTheDlqCannotTypeIsParkedAndReplayedByteForByte) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Redis refusing the post-commit invalidation and notice
+
+TEST_F(ConsumeFaultTest, InvalidationRedisRefusesIsRetriedBeforeTheAcknowledgement) {
+  test::give_miners(owner_, "1", "101", 2);
+  ASSERT_TRUE(redis_.command({"SET", "user_portfolio:101", "stale"}).ok());
+  // A subscriber as another Redis user, so that it keeps its own rights.
+  ASSERT_TRUE(
+      redis_.command({"ACL", "SETUSER", "watcher", "on", "nopass", "~*", "&*", "+@all"}).ok());
+  auto sub = redis::Client::connect(TestServers::get().redis_url());
+  ASSERT_TRUE(sub.ok());
+  ASSERT_TRUE(sub->command({"AUTH", "watcher", "x"}).ok());
+  ASSERT_TRUE(sub->command({"SUBSCRIBE", "hi:portfolio:1"}).ok());
+  const std::size_t w = worker("portfolio");
+  // From now on Redis refuses DEL and PUBLISH to the workers (as a replica or an ACL would).
+  struct Restore {
+    redis::Client& r;
+    ~Restore() { (void)r.command({"ACL", "SETUSER", "default", "+@all"}); }
+  } restore{redis_};
+  ASSERT_TRUE(redis_.command({"ACL", "SETUSER", "default", "-del", "-publish"}).ok());
+  const auto events = test::outbox_events(app_, "1", "101", 1);
+  test::publish(redis_, events);
+  ASSERT_TRUE(eventually([&] { return test::inbox_rows(owner_, kGroup) == 1; }))
+      << test::file_text(log(w));
+  // Committed, but neither invalidated nor acknowledged while Redis refuses.
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  EXPECT_TRUE(cached("user_portfolio:101"));
+  EXPECT_EQ(test::pending_entries(redis_, "events.miner", kGroup), 1);
+  ASSERT_TRUE(redis_.command({"ACL", "SETUSER", "default", "+@all"}).ok());
+  ASSERT_TRUE(eventually([&] {
+    return !cached("user_portfolio:101") &&
+           test::pending_entries(redis_, "events.miner", kGroup) == 0;
+  })) << test::file_text(log(w));
+  sub->set_timeout(std::chrono::seconds(5));
+  auto msg = sub->command(std::vector<std::string>{"PING"});  // reads the next push (message)
+  ASSERT_TRUE(msg.ok());
+  ASSERT_GE(msg->elements.size(), 3u);
+  EXPECT_EQ(msg->elements[0].str, "message");
+  EXPECT_EQ(json::parse(msg->elements[2].str)["through_seq"].get<std::int64_t>(), events[0].seq);
+  expect_portfolio_invariants(1, {"101"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// A crash at each failpoint, then a restart without failpoints
+
+class ConsumeCrashPointTest : public ConsumeFaultTest {
+ protected:
+  // Two users with stale cache entries and three events each, published.
+  std::vector<test::TestEvent> stage() {
+    std::vector<test::TestEvent> all;
+    for (const char* u : {"101", "102"}) {
+      test::give_miners(owner_, "1", u, 2);
+      EXPECT_TRUE(redis_.command({"SET", std::string("user_portfolio:") + u, "stale"}).ok());
+      auto ev = test::outbox_events(app_, "1", u, 3);
+      all.insert(all.end(), ev.begin(), ev.end());
+    }
+    test::publish(redis_, all);
+    return all;
+  }
+};
+
+TEST_F(ConsumeCrashPointTest, AfterCommitThenRestartInvalidatesAndAppliesOnce) {
+  const auto events = stage();
+  const std::size_t w =
+      worker("portfolio", {}, {"HI_FAILPOINTS=consume.after_commit=crash"}, false);
+  expect_crash_at(w, "consume.after_commit");
+  // The crash landed between the commit and the invalidation.
+  EXPECT_GT(test::inbox_rows(owner_, kGroup), 0);
+  EXPECT_TRUE(cached("user_portfolio:101") && cached("user_portfolio:102"));
+  worker("portfolio");
+  ASSERT_TRUE(eventually([&] {
+    return test::inbox_rows(owner_, kGroup) == 6 &&
+           test::pending_entries(redis_, "events.miner", kGroup) == 0 &&
+           !cached("user_portfolio:101") && !cached("user_portfolio:102");
+  })) << test::file_text(log(w + 1));
+  expect_portfolio_invariants(6, {"101", "102"});
+  EXPECT_EQ(test::expect_portfolios_match_recalculation(app_, "1"), 2);
+}
+
+TEST_F(ConsumeCrashPointTest, AfterInvalidateThenRestartAcknowledgesWithoutReapplying) {
+  const auto events = stage();
+  const std::size_t w =
+      worker("portfolio", {}, {"HI_FAILPOINTS=consume.after_invalidate=crash"}, false);
+  expect_crash_at(w, "consume.after_invalidate");
+  // Committed and invalidated, not acknowledged.
+  EXPECT_EQ(test::inbox_rows(owner_, kGroup), 6);
+  EXPECT_FALSE(cached("user_portfolio:101") || cached("user_portfolio:102"));
+  EXPECT_EQ(test::pending_entries(redis_, "events.miner", kGroup), 6);
+  worker("portfolio");
+  ASSERT_TRUE(eventually([&] {
+    return test::pending_entries(redis_, "events.miner", kGroup) == 0;
+  })) << test::file_text(log(w + 1));
+  expect_portfolio_invariants(6, {"101", "102"});
+  EXPECT_EQ(test::expect_portfolios_match_recalculation(app_, "1"), 2);
+}
+
+TEST_F(ConsumeCrashPointTest, InDlqParkThenRestartParksOnceAndAppliesTheRestOnce) {
+  const auto events = stage();
+  const auto poison = test::synthetic_event("1", "1999", 1);  // a user that does not exist
+  test::publish(redis_, {poison});
+  const std::size_t w = worker("portfolio", {"--max-attempts", "1"},
+                               {"HI_FAILPOINTS=consume.in_dlq_park=crash"}, false);
+  expect_crash_at(w, "consume.in_dlq_park");
+  EXPECT_EQ(scalar("SELECT count(*) FROM event_dlq"), 0);  // its transaction died with it
+  worker("portfolio", {"--max-attempts", "1"});
+  ASSERT_TRUE(eventually([&] {
+    return test::pending_entries(redis_, "events.miner", kGroup) == 0 &&
+           test::inbox_rows(owner_, kGroup) == 6;
+  })) << test::file_text(log(w + 1));
+  EXPECT_EQ(scalar("SELECT count(*) FROM event_dlq WHERE event_id = $1", {poison.id}), 1);
+  EXPECT_EQ(scalar("SELECT count(*) FROM event_dlq"), 1);
+  const auto dlq = test::read_stream(redis_, "events.dlq");
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_EQ(test::header(dlq[0], "id"), poison.id);
+  expect_portfolio_invariants(6, {"101", "102"});
+}
+
+TEST_F(ConsumeCrashPointTest, ReplayAfterPublishThenRerunMarksOnceAndAppliesOnce) {
+  test::give_miners(owner_, "1", "101", 2);
+  const auto poison = test::synthetic_event("1", "1999", 1);  // a user that does not exist yet
+  test::publish(redis_, {poison});
+  const std::size_t w = worker("portfolio", {"--max-attempts", "1"});
+  ASSERT_TRUE(eventually([&] {
+    return scalar("SELECT count(*) FROM event_dlq WHERE event_id = $1", {poison.id}) == 1;
+  })) << test::file_text(log(w));
+  ASSERT_TRUE(owner_
+                  .exec("INSERT INTO users (id, tenant_id, email, display_name) "
+                        "VALUES (1999, 1, 'late@acme.example', 'Late User') ON CONFLICT DO NOTHING")
+                  .ok());
+  const std::size_t stream_before = test::read_stream(redis_, "events.miner").size();
+  auto crashed =
+      test::run_cli({"dlq", "replay", "--hours", "1"}, {"HI_FAILPOINTS=dlq.after_publish=crash"});
+  EXPECT_EQ(crashed.status, 137) << crashed.output;
+  EXPECT_NE(crashed.output.find("failpoint dlq.after_publish: crash (exit 137)"), std::string::npos)
+      << crashed.output;
+  // Published, not marked.
+  EXPECT_EQ(test::read_stream(redis_, "events.miner").size(), stream_before + 1);
+  EXPECT_EQ(scalar("SELECT count(*) FROM event_dlq WHERE replayed_at IS NULL"), 1);
+  auto rerun = test::run_cli({"dlq", "replay", "--hours", "1"});
+  ASSERT_EQ(rerun.status, 0) << rerun.output;
+  EXPECT_EQ(json::parse(rerun.output)["replayed"], 1);
+  EXPECT_EQ(test::read_stream(redis_, "events.miner").size(), stream_before + 2);
+  EXPECT_EQ(scalar("SELECT count(*) FROM event_dlq WHERE replayed_at IS NOT NULL"), 1);
+  EXPECT_EQ(scalar("SELECT count(*) FROM event_dlq WHERE replayed_at IS NULL"), 0);
+  // Both copies reach the worker: applied once.
+  ASSERT_TRUE(eventually([&] {
+    return test::pending_entries(redis_, "events.miner", kGroup) == 0 &&
+           scalar("SELECT count(*) FROM consumer_inbox WHERE event_id = $1", {poison.id}) == 1;
+  })) << test::file_text(log(w));
+  EXPECT_EQ(scalar("SELECT events_applied FROM user_portfolio WHERE user_id = 1999"), 1);
+  EXPECT_FALSE(cached("user_portfolio:1999"));
+  auto again = test::run_cli({"dlq", "replay", "--hours", "1"});
+  EXPECT_EQ(json::parse(again.output)["selected"], 0);
+  ASSERT_TRUE(owner_.exec("DELETE FROM user_portfolio WHERE user_id = 1999").ok());
+  ASSERT_TRUE(owner_.exec("DELETE FROM users WHERE id = 1999").ok());
+}
+
 }  // namespace
 }  // namespace hi
