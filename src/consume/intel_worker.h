@@ -27,6 +27,7 @@ std::string forecast_cache_key(std::string_view user_id);  // forecast:{uid}
 
 class IntelHandler final : public Handler {
  public:
+  bool reads_state() const override { return true; }
   Result<ApplyOutcome> apply(pg::Connection& conn, const TenantBatch& batch) override;
   // DEL forecast:{uid} again for redelivered events' users.
   Result<std::vector<RedisCommand>> after_redelivery(pg::Connection& conn,

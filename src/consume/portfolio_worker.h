@@ -96,6 +96,7 @@ Result<PortfolioWrite> write_rows(pg::Connection& conn, const std::string& tenan
 class PortfolioHandler final : public Handler {
  public:
   bool locks_users() const override { return true; }
+  bool reads_state() const override { return true; }
   Status prepare(pg::Connection& conn) override;
   Result<ApplyOutcome> apply(pg::Connection& conn, const TenantBatch& batch) override;
   Result<std::vector<RedisCommand>> after_redelivery(pg::Connection& conn,

@@ -29,7 +29,35 @@ constexpr const char* kInboxInsertSql =
     "SELECT $1, e, $3::bigint FROM unnest($2::text[]) AS e "
     "ON CONFLICT DO NOTHING RETURNING event_id";
 
-enum class Verdict { kOk, kTransient, kFenced, kFailed };
+// The events (id, source.xid) whose transaction is not visible in this statement's snapshot:
+// neither is the xid visible nor is the outbox row. A 32-bit xid is widened with the epoch that
+// puts it within 2^31 of the snapshot's xmax (xids at or above xmax had not completed when the
+// snapshot was taken, and the event's may be one of them). An xid not assigned yet (age() < 0:
+// past the next xid) cannot belong to a decoded commit: garbage, not waited for. xid 0 =
+// unknown: only the outbox row can tell. Returns (id, xid known).
+constexpr const char* kInvisibleSql = R"sql(
+WITH s AS (SELECT pg_current_snapshot() AS snap,
+                  pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax),
+     w AS (SELECT e.id, e.xid, s.snap, s.xmax, ((s.xmax >> 32) << 32) + e.xid AS same_epoch
+             FROM unnest($1::text[], $2::bigint[]) AS e(id, xid), s),
+     e AS (SELECT id, xid, snap,
+                  CASE WHEN xid >= 4294967296 THEN xid
+                       WHEN xid = 0 THEN NULL
+                       WHEN same_epoch > xmax + 2147483648 THEN same_epoch - 4294967296
+                       WHEN same_epoch < xmax - 2147483648 THEN same_epoch + 4294967296
+                       ELSE same_epoch END AS full_xid
+             FROM w)
+SELECT id, xid > 0 FROM e
+ WHERE (full_xid IS NULL OR (full_xid >= 3 AND age((full_xid % 4294967296)::text::xid) >= 0 AND
+                             NOT pg_visible_in_snapshot(full_xid::text::xid8, snap)))
+   AND NOT EXISTS (SELECT 1 FROM event_outbox o WHERE o.id = e.id)
+)sql";
+
+// An event without a source.xid whose outbox row stays invisible this long is applied anyway:
+// its row may have been removed by outbox retention after the relay published it.
+constexpr auto kOutboxRowWait = std::chrono::seconds(5);
+
+enum class Verdict { kOk, kTransient, kFenced, kFailed, kNotVisible };
 
 struct Attempt {
   Verdict verdict = Verdict::kOk;
@@ -126,6 +154,14 @@ class Runtime::Impl {
     std::uniform_real_distribution<double> u(0.0, 1.0);
     return backoff_delay(attempt - 1, o_.backoff_base, o_.backoff_max, u(rng_));
   }
+  // The wait for a commit to become visible: short (normally microseconds), capped at 100 ms.
+  std::chrono::milliseconds visibility_backoff(int waits) {
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    return backoff_delay(std::min(waits, 8), std::chrono::milliseconds(1),
+                         std::chrono::milliseconds(100), u(rng_));
+  }
+  void note_not_visible(const std::string& tenant, int waits, const Error& error);
+
   RuntimeOptions o_;
   Handler& handler_;
   Logger log_;
@@ -144,6 +180,8 @@ class Runtime::Impl {
   std::int64_t last_commit_us_ = 0;
   std::stop_token stop_;              // of run(): reconnect loops deep in a batch observe it
   std::vector<RedisCommand> unsent_;  // post-commit commands not sent yet
+  // Events without a known xid whose outbox row was not visible: since when (per batch).
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> unseen_since_;
 
   prometheus::Counter* m_deliveries_;
   prometheus::Counter* m_applied_;
@@ -254,6 +292,7 @@ bool Runtime::Impl::consume(std::stop_token stop, std::vector<bus::Delivery>& ba
 bool Runtime::Impl::process(std::stop_token stop, std::vector<bus::Delivery>& deliveries) {
   stats_.deliveries += deliveries.size();
   m_deliveries_->Increment(static_cast<double>(deliveries.size()));
+  unseen_since_.clear();
   std::vector<Event> events;
   events.reserve(deliveries.size());
   for (const auto& d : deliveries) {
@@ -364,6 +403,7 @@ bool Runtime::Impl::apply_tenant(std::stop_token stop, const std::string& tenant
                                  std::vector<const Event*> pending) {
   int transient = 0;
   int busy_rounds = 0;
+  int invisible = 0;
   while (!pending.empty()) {
     std::vector<std::string> users;
     std::vector<std::int64_t> tokens;
@@ -391,6 +431,11 @@ bool Runtime::Impl::apply_tenant(std::stop_token stop, const std::string& tenant
     }
     const Attempt a = transact(tenant, *ready, token_of);
     unlock(users, tokens);
+    if (a.verdict == Verdict::kNotVisible) {
+      note_not_visible(tenant, ++invisible, a.error);
+      if (!sleep_for(stop, visibility_backoff(invisible))) return false;
+      continue;
+    }
     if (a.verdict == Verdict::kTransient || a.verdict == Verdict::kFenced) {
       stats_.retries++;
       m_retries_->Increment();
@@ -438,6 +483,7 @@ bool Runtime::Impl::apply_isolated(std::stop_token stop, const std::string& tena
   Error last;
   int attempt = 1;
   int transient = 0;
+  int invisible = 0;
   if (failed_once != nullptr) {
     last = *failed_once;
     if (o_.max_attempts <= 1) return park_events(stop, tenant, unit, last, 1);
@@ -458,6 +504,11 @@ bool Runtime::Impl::apply_isolated(std::stop_token stop, const std::string& tena
     const Attempt a = transact(tenant, unit, token_of);
     unlock(users, tokens);
     if (a.verdict == Verdict::kOk) return true;
+    if (a.verdict == Verdict::kNotVisible) {
+      note_not_visible(tenant, ++invisible, a.error);
+      if (!sleep_for(stop, visibility_backoff(invisible))) return false;
+      continue;
+    }
     stats_.retries++;
     m_retries_->Increment();
     if (a.verdict == Verdict::kFenced) continue;
@@ -478,6 +529,15 @@ bool Runtime::Impl::apply_isolated(std::stop_token stop, const std::string& tena
     if (!sleep_for(stop, backoff(attempt))) return false;
   }
   return park_events(stop, tenant, unit, last, attempt);
+}
+
+void Runtime::Impl::note_not_visible(const std::string& tenant, int waits, const Error& error) {
+  stats_.not_visible++;
+  // Normally visible within microseconds; a synchronous-replication wait can last long.
+  if (waits == 20 || waits % 200 == 0) {
+    log_.warn("waiting for an event's transaction to become visible",
+              {{"tenant", tenant}, {"waits", waits}, {"error", error.message}});
+  }
 }
 
 void Runtime::Impl::rollback() {
@@ -507,6 +567,16 @@ Attempt Runtime::Impl::transact(const std::string& tenant, const std::vector<con
       {"BEGIN", {}, false},
       {"SELECT set_config('app.tenant_id', $1, true)", {tenant}, false},
       {kInboxInsert, {o_.name, pg::array_literal(ids), tenant}, true}};
+  if (handler_.reads_state()) {
+    std::vector<std::string_view> check_ids;
+    std::vector<std::int64_t> xids;
+    for (const Event* e : firsts) {
+      check_ids.push_back(e->id);
+      xids.push_back(static_cast<std::int64_t>(e->xid));
+    }
+    begin.push_back(
+        {kInvisibleSql, {pg::array_literal(check_ids), pg::array_literal(xids)}, false});
+  }
   std::int64_t t = mono_now_ns();
   auto r = db_.pipeline(begin);
   stats_.inbox_ns += mono_now_ns() - t;
@@ -516,6 +586,30 @@ Attempt Runtime::Impl::transact(const std::string& tenant, const std::vector<con
     return {e.code == Code::kUnavailable ? Verdict::kTransient : Verdict::kFailed, e};
   };
   if (!r) return fail(r.error().wrap("inbox"));
+  if (handler_.reads_state()) {
+    // Every event's own transaction must be visible before the handler reads what it wrote.
+    const pg::QueryResult& invisible = (*r)[3];
+    std::string waiting_for;
+    const auto now = std::chrono::steady_clock::now();
+    for (int i = 0; i < invisible.rows() && waiting_for.empty(); ++i) {
+      const std::string id(invisible.text(i, 0));
+      if (invisible.boolean(i, 1)) {
+        waiting_for = id;  // its xid is not visible yet
+      } else {
+        const auto since = unseen_since_.try_emplace(id, now).first->second;
+        if (now - since < kOutboxRowWait) waiting_for = id;
+      }
+    }
+    if (!waiting_for.empty()) {
+      rollback();
+      return {Verdict::kNotVisible,
+              unavailable("the transaction of event " + waiting_for + " is not visible yet")};
+    }
+    if (invisible.rows() > 0) {
+      log_.warn("applying events whose outbox rows never became visible (removed?)",
+                {{"tenant", tenant}, {"events", invisible.rows()}});
+    }
+  }
   const pg::QueryResult& inserted = (*r)[2];
   std::unordered_set<std::string_view> fresh;
   for (int i = 0; i < inserted.rows(); ++i) fresh.insert(inserted.text(i, 0));

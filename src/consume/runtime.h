@@ -6,6 +6,13 @@
 //     handler.apply(new events, grouped by user)              (the effect, same transaction)
 //   COMMIT -> the handler's post-commit Redis commands (cache DEL, PUBLISH) -> ack the batch
 //
+// Reading after an event (Handler::reads_state()): PostgreSQL makes a commit decodable before
+// it is visible to other sessions (for as long as a synchronous-replication wait lasts), so
+// the relay can publish an event whose write the handler cannot see yet. In the same round trip
+// as the inbox statement the runtime checks that every event's transaction is visible in the
+// snapshot (source.xid per pg_visible_in_snapshot, else the event's outbox row); when one is
+// not, the transaction is rolled back and retried after a short backoff, indefinitely.
+//
 // Post-commit commands are part of the effect: when Redis fails them they are retried with
 // backoff before the batch is acknowledged, and a redelivered event (whose inbox row exists:
 // its previous delivery may have died between the commit and these commands) has them issued
@@ -83,6 +90,9 @@ class Handler {
   virtual ~Handler() = default;
   // True: take lock:recalc:{user_id} with a fencing token for each user of a batch.
   virtual bool locks_users() const { return false; }
+  // True: apply() reads database state that the events' own transactions wrote (the runtime
+  // waits until those transactions are visible; see the header comment).
+  virtual bool reads_state() const { return false; }
   // Called once per new database connection (prepared statements).
   virtual Status prepare(pg::Connection& /*conn*/) { return {}; }
   // Called with each polled batch before it is grouped by tenant, outside any transaction:
@@ -122,6 +132,7 @@ struct RuntimeStats {
   std::atomic<std::uint64_t> applied{0};        // events applied (inbox rows inserted)
   std::atomic<std::uint64_t> duplicates{0};     // deliveries whose inbox row existed
   std::atomic<std::uint64_t> dead_lettered{0};  // events parked in the DLQ
+  std::atomic<std::uint64_t> not_visible{0};    // attempts that waited for a commit to show
   std::atomic<std::uint64_t> retries{0};        // transaction attempts that were retried
   std::atomic<std::uint64_t> fenced{0};         // writes rejected by a fencing token
   std::atomic<std::uint64_t> batches{0};

@@ -343,6 +343,61 @@ TEST_F(ConsumeFaultTest, InvalidationRedisRefusesIsRetriedBeforeTheAcknowledgeme
 }
 
 // ---------------------------------------------------------------------------------------------
+// A commit that is decodable before it is visible
+
+TEST_F(ConsumeFaultTest, PortfolioWaitsUntilTheEventsTransactionIsVisible) {
+  test::give_miners(owner_, "1", "101", 2);
+  // The relay and the worker commit locally; only the writer below waits for a standby.
+  const std::vector<std::string> local = {"PGOPTIONS=-c synchronous_commit=local"};
+  const std::size_t relay = procs_.size();
+  procs_.push_back(test::start_relay(local, log(relay)));
+  ASSERT_TRUE(eventually([&] {
+    return test::file_text(log(relay)).find("streaming") != std::string::npos;
+  })) << test::file_text(log(relay));
+  const std::size_t w = worker("portfolio", {}, local);
+  struct Restore {
+    pg::Connection& c;
+    ~Restore() {
+      (void)c.exec("ALTER SYSTEM RESET synchronous_standby_names");
+      (void)c.exec("SELECT pg_reload_conf()");
+    }
+  } restore{owner_};
+  ASSERT_TRUE(owner_.exec("ALTER SYSTEM SET synchronous_standby_names = 'ghost'").ok());
+  ASSERT_TRUE(owner_.exec("SELECT pg_reload_conf()").ok());
+
+  // The writer's commit is flushed (the relay decodes and publishes it) and then waits for a
+  // standby that never answers: invisible to every other session meanwhile.
+  test::TestEvent added;
+  std::thread writer([&] {
+    auto conn = TestServers::get().app();
+    eventually([&] {
+      auto r = conn.exec("SHOW synchronous_standby_names");
+      return r.ok() && r->text(0, 0) == "ghost";
+    });
+    added = test::add_miner_with_event(conn, "1", "101", 3, 7);
+  });
+  ASSERT_TRUE(eventually([&] {
+    for (const auto& d : test::read_stream(redis_, "events.miner")) {
+      if (test::header(d, "kind") == "miner.added") return true;
+    }
+    return false;
+  })) << test::file_text(log(relay));
+  // The worker has it now; give it time to (wrongly) apply it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  EXPECT_EQ(test::raw_holdings(owner_, "101").units, 3);  // the new row is not visible yet
+  ASSERT_TRUE(owner_.exec("ALTER SYSTEM RESET synchronous_standby_names").ok());
+  ASSERT_TRUE(owner_.exec("SELECT pg_reload_conf()").ok());
+  writer.join();
+  ASSERT_FALSE(added.id.empty());
+  ASSERT_TRUE(eventually([&] { return test::inbox_rows(owner_, kGroup) == 1; }))
+      << test::file_text(log(w));
+  EXPECT_EQ(test::raw_holdings(owner_, "101").units, 10);
+  EXPECT_EQ(scalar("SELECT through_seq FROM user_portfolio WHERE user_id = 101"), added.seq);
+  expect_portfolio_invariants(1, {"101"});
+  EXPECT_EQ(test::expect_portfolios_match_recalculation(app_, "1"), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
 // A crash at each failpoint, then a restart without failpoints
 
 class ConsumeCrashPointTest : public ConsumeFaultTest {
