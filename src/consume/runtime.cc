@@ -1,10 +1,13 @@
 #include "consume/runtime.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <numeric>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -112,13 +115,28 @@ class Runtime::Impl {
   bool ensure_consumer(std::stop_token stop);
   Status ensure_producer();
 
-  // Applies a polled batch and acknowledges it. False: stopped before the batch was settled.
+  // Applies a polled batch (one delivery at a time when it may hold a message that kills its
+  // consumer) and acknowledges it. False: stopped before the batch was settled.
   bool consume(std::stop_token stop, std::vector<bus::Delivery>& batch);
   // Applies deliveries (post-commit commands included). False: stopped before they were
   // settled (nothing may be acknowledged).
   bool process(std::stop_token stop, std::vector<bus::Delivery>& deliveries);
   // Acknowledges `deliveries` (XACK / offset commit), retrying with backoff until stopped.
   void acknowledge(const std::vector<bus::Delivery>& deliveries);
+  // Kafka: which deliveries fall in the range of a batch whose processing never finished (a
+  // marker per group, topic and partition in Redis), and marks this batch's range. Redis
+  // Streams: the entries delivered before (delivery_count > 1).
+  std::vector<bool> suspects(const std::vector<bus::Delivery>& batch);
+  void clear_marks(const std::vector<bus::Delivery>& batch);
+  // Counts an attempt at a suspect delivery; returns the deliveries of it that never finished
+  // (this one excluded), or -1 when Redis could not count.
+  std::int64_t count_attempt(const bus::Delivery& d);
+  void attempt_finished(const bus::Delivery& d);
+  // While a counted attempt waits (a lock another worker holds, a backoff, an outage) it is
+  // not counted, so that a consumer killed while waiting does not count against the message:
+  // wait() uncounts it, and transact() counts it again before the handler runs.
+  bool wait(std::stop_token stop, std::chrono::milliseconds duration);
+  void recount(int delta);
   // Sends post-commit commands; what fails is kept in unsent_.
   void send_after_commit(std::vector<RedisCommand> commands);
   // Retries unsent_ with backoff until it is empty. False: stopped first.
@@ -161,6 +179,8 @@ class Runtime::Impl {
                          std::chrono::milliseconds(100), u(rng_));
   }
   void note_not_visible(const std::string& tenant, int waits, const Error& error);
+  std::string attempts_key() const { return "hi:consume:attempts:" + o_.consumer.group; }
+  std::string marks_key() const { return "hi:consume:inflight:" + o_.consumer.group; }
 
   RuntimeOptions o_;
   Handler& handler_;
@@ -179,6 +199,8 @@ class Runtime::Impl {
   std::chrono::steady_clock::time_point next_status_{};
   std::int64_t last_commit_us_ = 0;
   std::stop_token stop_;              // of run(): reconnect loops deep in a batch observe it
+  std::string counted_field_;         // the attempt being counted ("" = none)
+  bool counted_ = false;              // ... and whether it is counted right now
   std::vector<RedisCommand> unsent_;  // post-commit commands not sent yet
   // Events without a known xid whose outbox row was not visible: since when (per batch).
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> unseen_since_;
@@ -216,7 +238,7 @@ bool Runtime::Impl::ensure_db(std::stop_token stop) {
     } else if (attempt == 1) {
       log_.warn("database unreachable; retrying", {{"error", c.error().message}});
     }
-    if (!sleep_for(stop, backoff(std::min(attempt + 1, 8)))) break;
+    if (!wait(stop, backoff(std::min(attempt + 1, 8)))) break;
   }
   return false;
 }
@@ -284,8 +306,57 @@ Status Runtime::Impl::run(std::stop_token stop) {
 }
 
 bool Runtime::Impl::consume(std::stop_token stop, std::vector<bus::Delivery>& batch) {
-  if (!process(stop, batch)) return false;
-  acknowledge(batch);
+  const std::vector<bool> suspect = suspects(batch);
+  if (std::find(suspect.begin(), suspect.end(), true) == suspect.end()) {
+    const bool settled = process(stop, batch);
+    if (settled) acknowledge(batch);
+    clear_marks(batch);  // stopped or not, the batch did not kill us
+    return settled;
+  }
+  // Some delivery may be one that killed its previous consumer: one at a time, each suspect's
+  // attempts counted. In random order: a message that kills its consumer does so whenever it
+  // is attempted, while a consumer killed from outside (kill -9 again and again) would
+  // otherwise be killed on the same head-of-line message by each restart. Kafka's offset
+  // commit covers everything before it, so a Kafka batch is acknowledged once, at the end;
+  // Redis Streams entries one by one.
+  log_.info(
+      "batch may hold a message that ended its previous consumer; applying it one "
+      "delivery at a time",
+      {{"deliveries", batch.size()}});
+  std::vector<std::size_t> order(batch.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::shuffle(order.begin(), order.end(), rng_);
+  const bool ack_each =
+      std::all_of(batch.begin(), batch.end(), [](const bus::Delivery& d) { return d.offset < 0; });
+  for (const std::size_t i : order) {
+    std::vector<bus::Delivery> one = {batch[i]};
+    const bus::Delivery& d = one.front();
+    if (suspect[i]) {
+      std::int64_t counted = count_attempt(d);
+      if (counted < 0) counted = std::max(d.delivery_count - 2, 0);  // Redis could not count
+      if (counted >= o_.max_crashes) {
+        const Error e = internal_error(
+            "attempted " + std::to_string(counted) +
+            " times on its own after its consumer died; each attempt ended its consumer "
+            "before it finished (crash, kill -9, out of memory)");
+        log_.error("message keeps ending its consumer; dead-lettering it",
+                   {{"topic", d.topic}, {"position", d.position}, {"error", e.message}});
+        if (!park_delivery(stop, d, e, static_cast<int>(counted))) return false;
+        attempt_finished(d);
+        if (ack_each) acknowledge(one);
+        continue;
+      }
+    }
+    const bool settled = process(stop, one);
+    if (suspect[i]) attempt_finished(d);  // stopped or not, this attempt did not kill us
+    if (!settled) {
+      clear_marks(batch);
+      return false;
+    }
+    if (ack_each) acknowledge(one);
+  }
+  if (!ack_each) acknowledge(batch);
+  clear_marks(batch);
   return true;
 }
 
@@ -336,6 +407,123 @@ void Runtime::Impl::acknowledge(const std::vector<bus::Delivery>& deliveries) {
   stats_.ack_ns += mono_now_ns() - t;
 }
 
+namespace {
+// "lo-hi" -> (lo, hi).
+std::optional<std::pair<std::int64_t, std::int64_t>> parse_range(std::string_view text) {
+  const auto dash = text.find('-');
+  if (dash == std::string_view::npos) return std::nullopt;
+  std::int64_t lo = 0, hi = 0;
+  const auto a = std::from_chars(text.data(), text.data() + dash, lo);
+  const auto b = std::from_chars(text.data() + dash + 1, text.data() + text.size(), hi);
+  if (a.ec != std::errc() || b.ec != std::errc() || b.ptr != text.data() + text.size()) {
+    return std::nullopt;
+  }
+  return std::make_pair(lo, hi);
+}
+}  // namespace
+
+std::vector<bool> Runtime::Impl::suspects(const std::vector<bus::Delivery>& batch) {
+  std::vector<bool> out(batch.size(), false);
+  // (topic, partition) -> [lo, hi] offsets of this batch.
+  std::map<std::pair<std::string, std::int32_t>, std::pair<std::int64_t, std::int64_t>> range;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const bus::Delivery& d = batch[i];
+    if (d.offset < 0) {
+      out[i] = d.delivery_count > 1;  // Redis Streams: delivered before, never acknowledged
+      continue;
+    }
+    auto [it, fresh] = range.try_emplace({d.topic, d.partition}, d.offset, d.offset);
+    if (!fresh) {
+      it->second.first = std::min(it->second.first, d.offset);
+      it->second.second = std::max(it->second.second, d.offset);
+    }
+  }
+  if (range.empty()) return out;
+  // Kafka: read the marks of an unfinished batch and mark this one, in one round trip.
+  const std::string key = marks_key();
+  std::vector<std::string> get = {"HMGET", key};
+  std::vector<std::string> set = {"HSET", key};
+  for (const auto& [tp, r] : range) {
+    const std::string field = tp.first + "/" + std::to_string(tp.second);
+    get.push_back(field);
+    set.push_back(field);
+    set.push_back(std::to_string(r.first) + "-" + std::to_string(r.second));
+  }
+  redis_.append(get);
+  redis_.append(set);
+  redis_.append(std::vector<std::string>{"PEXPIRE", key, "86400000"});
+  auto replies = redis_.flush();
+  if (!replies || replies->empty() || (*replies)[0].type != redis::Reply::Type::kArray) {
+    log_.warn("reading in-flight marks failed; the batch is applied as a whole",
+              {{"error", replies ? std::string("unexpected reply") : replies.error().message}});
+    return out;
+  }
+  std::map<std::pair<std::string, std::int32_t>, std::pair<std::int64_t, std::int64_t>> marked;
+  std::size_t k = 0;
+  for (const auto& [tp, r] : range) {
+    const auto& elements = (*replies)[0].elements;
+    if (k >= elements.size()) break;
+    const redis::Reply& v = elements[k++];
+    if (v.type != redis::Reply::Type::kString) continue;
+    if (auto r = parse_range(v.str)) marked[tp] = *r;
+  }
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const bus::Delivery& d = batch[i];
+    if (d.offset < 0) continue;
+    auto it = marked.find({d.topic, d.partition});
+    out[i] = it != marked.end() && it->second.first <= d.offset && d.offset <= it->second.second;
+  }
+  return out;
+}
+
+void Runtime::Impl::clear_marks(const std::vector<bus::Delivery>& batch) {
+  std::set<std::string> fields;
+  for (const auto& d : batch) {
+    if (d.offset >= 0) fields.insert(d.topic + "/" + std::to_string(d.partition));
+  }
+  if (fields.empty()) return;
+  std::vector<std::string> del = {"HDEL", marks_key()};
+  del.insert(del.end(), fields.begin(), fields.end());
+  auto r = redis_.command(del);
+  if (!r) log_.debug("clearing in-flight marks failed", {{"error", r.error().message}});
+}
+
+std::int64_t Runtime::Impl::count_attempt(const bus::Delivery& d) {
+  const std::string field = d.topic + "/" + std::to_string(d.partition) + "/" + d.position;
+  redis_.append(std::vector<std::string>{"HINCRBY", attempts_key(), field, "1"});
+  redis_.append(std::vector<std::string>{"PEXPIRE", attempts_key(), "86400000"});
+  auto r = redis_.flush();
+  if (!r || r->empty() || (*r)[0].type != redis::Reply::Type::kInteger) {
+    log_.warn("counting the attempt failed",
+              {{"error", r ? std::string("unexpected reply") : r.error().message}});
+    return -1;
+  }
+  counted_field_ = field;
+  counted_ = true;
+  return (*r)[0].integer - 1;
+}
+
+void Runtime::Impl::attempt_finished(const bus::Delivery& d) {
+  counted_field_.clear();
+  counted_ = false;
+  const std::string field = d.topic + "/" + std::to_string(d.partition) + "/" + d.position;
+  auto r = redis_.command({"HDEL", attempts_key(), field});
+  if (!r) log_.debug("clearing the attempt count failed", {{"error", r.error().message}});
+}
+
+void Runtime::Impl::recount(int delta) {
+  if (counted_field_.empty() || counted_ == (delta > 0)) return;
+  auto r = redis_.command(
+      std::vector<std::string>{"HINCRBY", attempts_key(), counted_field_, std::to_string(delta)});
+  if (!r) log_.debug("adjusting the attempt count failed", {{"error", r.error().message}});
+  counted_ = delta > 0;
+}
+
+bool Runtime::Impl::wait(std::stop_token stop, std::chrono::milliseconds duration) {
+  recount(-1);
+  return sleep_for(stop, duration);
+}
+
 void Runtime::Impl::send_after_commit(std::vector<RedisCommand> commands) {
   if (commands.empty()) return;
   const std::int64_t t = mono_now_ns();
@@ -361,7 +549,7 @@ void Runtime::Impl::send_after_commit(std::vector<RedisCommand> commands) {
 
 bool Runtime::Impl::flush_after_commit(std::stop_token stop) {
   for (int attempt = 2; !unsent_.empty(); ++attempt) {
-    if (!sleep_for(stop, backoff(std::min(attempt, 8)))) return false;
+    if (!wait(stop, backoff(std::min(attempt, 8)))) return false;
     send_after_commit(std::exchange(unsent_, {}));
   }
   return true;
@@ -412,7 +600,7 @@ bool Runtime::Impl::apply_tenant(std::stop_token stop, const std::string& tenant
     stats_.lock_ns += mono_now_ns() - t_lock;
     if (!ready) {
       log_.warn("taking locks failed; retrying", {{"error", ready.error().message}});
-      if (!sleep_for(stop, backoff(std::min(++transient + 1, 8)))) return false;
+      if (!wait(stop, backoff(std::min(++transient + 1, 8)))) return false;
       continue;
     }
     if (ready->empty()) {
@@ -420,7 +608,7 @@ bool Runtime::Impl::apply_tenant(std::stop_token stop, const std::string& tenant
       // transaction is short, so wait a moment (the lease bounds a holder that died).
       unlock(users, tokens);
       std::uniform_int_distribution<int> jitter(1, 4);
-      if (!sleep_for(stop, std::chrono::milliseconds(std::min(++busy_rounds, 5) * jitter(rng_))))
+      if (!wait(stop, std::chrono::milliseconds(std::min(++busy_rounds, 5) * jitter(rng_))))
         return false;
       continue;
     }
@@ -433,7 +621,7 @@ bool Runtime::Impl::apply_tenant(std::stop_token stop, const std::string& tenant
     unlock(users, tokens);
     if (a.verdict == Verdict::kNotVisible) {
       note_not_visible(tenant, ++invisible, a.error);
-      if (!sleep_for(stop, visibility_backoff(invisible))) return false;
+      if (!wait(stop, visibility_backoff(invisible))) return false;
       continue;
     }
     if (a.verdict == Verdict::kTransient || a.verdict == Verdict::kFenced) {
@@ -442,7 +630,7 @@ bool Runtime::Impl::apply_tenant(std::stop_token stop, const std::string& tenant
       if (a.verdict == Verdict::kTransient) {
         log_.warn("transient failure; retrying the batch",
                   {{"tenant", tenant}, {"error", a.error.message}});
-        if (!sleep_for(stop, backoff(std::min(++transient + 1, 8)))) return false;
+        if (!wait(stop, backoff(std::min(++transient + 1, 8)))) return false;
       }
       continue;
     }
@@ -488,7 +676,7 @@ bool Runtime::Impl::apply_isolated(std::stop_token stop, const std::string& tena
     last = *failed_once;
     if (o_.max_attempts <= 1) return park_events(stop, tenant, unit, last, 1);
     attempt = 2;
-    if (!sleep_for(stop, backoff(attempt))) return false;
+    if (!wait(stop, backoff(attempt))) return false;
   }
   while (attempt <= o_.max_attempts) {
     std::vector<std::string> users;
@@ -496,7 +684,7 @@ bool Runtime::Impl::apply_isolated(std::stop_token stop, const std::string& tena
     auto ready = lock(unit, users, tokens);
     if (!ready || ready->size() != unit.size()) {
       unlock(users, tokens);
-      if (!sleep_for(stop, std::chrono::milliseconds(2))) return false;
+      if (!wait(stop, std::chrono::milliseconds(2))) return false;
       continue;
     }
     std::unordered_map<std::string, std::int64_t> token_of;
@@ -506,14 +694,14 @@ bool Runtime::Impl::apply_isolated(std::stop_token stop, const std::string& tena
     if (a.verdict == Verdict::kOk) return true;
     if (a.verdict == Verdict::kNotVisible) {
       note_not_visible(tenant, ++invisible, a.error);
-      if (!sleep_for(stop, visibility_backoff(invisible))) return false;
+      if (!wait(stop, visibility_backoff(invisible))) return false;
       continue;
     }
     stats_.retries++;
     m_retries_->Increment();
     if (a.verdict == Verdict::kFenced) continue;
     if (a.verdict == Verdict::kTransient) {
-      if (!sleep_for(stop, backoff(std::min(++transient + 1, 8)))) return false;
+      if (!wait(stop, backoff(std::min(++transient + 1, 8)))) return false;
       continue;
     }
     last = a.error;
@@ -526,7 +714,7 @@ bool Runtime::Impl::apply_isolated(std::stop_token stop, const std::string& tena
                                {"error", a.error.message}});
     if (attempt == o_.max_attempts) break;
     ++attempt;
-    if (!sleep_for(stop, backoff(attempt))) return false;
+    if (!wait(stop, backoff(attempt))) return false;
   }
   return park_events(stop, tenant, unit, last, attempt);
 }
@@ -551,6 +739,7 @@ Attempt Runtime::Impl::transact(const std::string& tenant, const std::vector<con
     db_ready_ = false;
     if (!ensure_db(stop_)) return {Verdict::kTransient, unavailable("no database")};
   }
+  recount(+1);  // the attempt runs from here
   // Distinct ids, first occurrence wins (a batch may carry the same event twice).
   std::vector<std::string_view> ids;
   std::unordered_set<std::string_view> seen;
@@ -732,7 +921,7 @@ bool Runtime::Impl::park_one(std::stop_token stop, const std::string& tenant,
       if (!db_.healthy()) db_ready_ = false;
       log_.warn("parking the event failed; retrying",
                 {{"event_id", p.event_id}, {"error", inserted.error().message}});
-      if (!sleep_for(stop, backoff(std::min(attempt + 1, 8)))) return false;
+      if (!wait(stop, backoff(std::min(attempt + 1, 8)))) return false;
       continue;
     }
     if (*inserted) {

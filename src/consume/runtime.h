@@ -38,6 +38,15 @@
 // acknowledged, so it never blocks other users. `hashinsight dlq replay` re-publishes it. A
 // delivery that cannot be parsed is dead-lettered at once.
 //
+// A message that kills its consumer (crash, kill -9, out of memory) is redelivered to the next
+// one; so that it cannot kill every consumer in turn forever, a batch that may hold such a
+// message (Redis: an entry delivered before, per XAUTOCLAIM's delivery count; Kafka: offsets
+// of a batch whose processing never finished, per a marker in Redis) is processed one delivery
+// at a time (in random order), each attempt counted in Redis (per group, topic, partition and
+// position) from the moment it runs until it finishes; time spent waiting (for a lock, a
+// backoff) is not counted. A delivery attempted that way max_crashes times without finishing
+// is dead-lettered without another attempt.
+//
 // Threading: run() owns its connections and runs on the caller's thread; stats() may be read
 // from any thread. A stop request is honoured between batches (the batch in hand is finished,
 // committed and acknowledged first) and during backoff waits (then nothing of the batch in hand
@@ -120,6 +129,8 @@ struct RuntimeOptions {
   std::size_t batch_size = 512;
   std::chrono::milliseconds poll_timeout{500};
   int max_attempts = 3;
+  // A delivery whose attempts on its own ended the consumer this many times is parked.
+  int max_crashes = 3;
   std::chrono::milliseconds backoff_base{100};
   std::chrono::milliseconds backoff_max{5000};
   std::chrono::milliseconds lock_lease{10000};

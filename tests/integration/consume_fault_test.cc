@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "bus/kafka_mock.h"
 #include "schema/seed.h"
 #include "support/consume_helpers.h"
 #include "support/relay_helpers.h"
@@ -171,6 +172,104 @@ TEST_F(ConsumeFaultTest, MalformedMessagesAreDeadLetteredAndTheConsumersLive) {
            test::pending_entries(redis_, "cdc.public.user_miners", "audit-group") == 0;
   }));
   expect_portfolio_invariants(1, {"101"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// A message that keeps killing its consumer
+
+TEST_F(ConsumeFaultTest, MessageThatKeepsKillingItsConsumerIsParkedAfterFourCrashes) {
+  test::give_miners(owner_, "1", "101", 2);
+  const auto events = test::outbox_events(app_, "1", "101", 1);
+  test::publish(redis_, events);
+  // Every attempt at this batch ends the worker (as a segfault or the OOM killer would); the
+  // harness restarts it, as `hashinsight up` does.
+  int crashes = 0;
+  for (int run = 0; run < 7; ++run) {
+    const std::size_t i =
+        worker("portfolio", {}, {"HI_FAILPOINTS=consume.after_commit=crash"}, false);
+    bool parked = false;
+    ASSERT_TRUE(eventually(
+        [&] {
+          parked = scalar("SELECT count(*) FROM event_dlq WHERE event_id = $1", {events[0].id}) > 0;
+          return parked || !procs_[i].running();
+        },
+        std::chrono::seconds(30)))
+        << test::file_text(log(i));
+    if (parked) break;
+    expect_crash_at(i, "consume.after_commit");
+    ++crashes;
+  }
+  // The batch's crash, then three attempts of the message on its own.
+  EXPECT_EQ(crashes, 4);
+  auto row =
+      owner_.exec("SELECT retry_count, error FROM event_dlq WHERE event_id = $1", {events[0].id});
+  ASSERT_TRUE(row.ok());
+  ASSERT_EQ(row->rows(), 1);
+  EXPECT_EQ(row->int64(0, 0), 3);
+  EXPECT_NE(row->text(0, 1).find("ended its consumer"), std::string::npos) << row->text(0, 1);
+  ASSERT_TRUE(
+      eventually([&] { return test::pending_entries(redis_, "events.miner", kGroup) == 0; }));
+  // The first attempt's commit stands, once; the surviving worker is alive.
+  EXPECT_EQ(test::inbox_rows(owner_, kGroup), 1);
+  EXPECT_EQ(scalar("SELECT events_applied FROM user_portfolio WHERE user_id = 101"), 1);
+  EXPECT_TRUE(eventually([&] {
+    auto n = redis_.command({"HLEN", std::string("hi:consume:attempts:") + kGroup});
+    return n.ok() && n->integer == 0;
+  }));
+  EXPECT_TRUE(procs_.back().running());
+}
+
+// On Kafka nothing counts deliveries, so the runtime marks each batch's offsets in Redis while
+// it works on them, and counts the attempts at offsets a dead consumer left marked. Here the
+// marks say the event at offset 0 was attempted on its own three times and never finished.
+TEST_F(ConsumeFaultTest, KafkaOffsetThatKeptKillingItsConsumerIsParkedUnattempted) {
+  auto mock = bus::MockCluster::start(1);
+  ASSERT_TRUE(mock.ok()) << mock.error().message;
+  for (const auto& t : bus::standard_topics()) ASSERT_TRUE((*mock)->create_topic(t, 1, 1).ok());
+  test::give_miners(owner_, "1", "101", 2);
+  ASSERT_TRUE(
+      redis_
+          .command({"HSET", std::string("hi:consume:inflight:") + kGroup, "events.miner/0", "0-0"})
+          .ok());
+  ASSERT_TRUE(
+      redis_
+          .command({"HSET", std::string("hi:consume:attempts:") + kGroup, "events.miner/0/0", "3"})
+          .ok());
+  const auto events = test::outbox_events(app_, "1", "101", 2);
+  {
+    bus::BusOptions o;
+    o.kind = bus::BusKind::kKafka;
+    o.kafka_brokers = (*mock)->bootstrap();
+    std::size_t delivered = 0;
+    auto p = bus::make_producer(o, [&](std::uint64_t, const Status& s) {
+      EXPECT_TRUE(s.ok());
+      ++delivered;
+    });
+    ASSERT_TRUE(p.ok()) << p.error().message;
+    for (const auto& e : events) ASSERT_TRUE((*p)->send(test::relay_message(e), 0).ok());
+    ASSERT_TRUE(eventually([&] {
+      (*p)->poll(std::chrono::milliseconds(20));
+      return delivered == events.size();
+    }));
+  }
+  const std::size_t w =
+      worker("portfolio", {}, {"BUS=kafka", "KAFKA_BROKERS=" + (*mock)->bootstrap()});
+  ASSERT_TRUE(eventually([&] {
+    return scalar("SELECT count(*) FROM event_dlq WHERE event_id = $1", {events[0].id}) == 1 &&
+           test::inbox_rows(owner_, kGroup) == 1;
+  })) << test::file_text(log(w));
+  EXPECT_EQ(scalar("SELECT retry_count FROM event_dlq WHERE event_id = $1", {events[0].id}), 3);
+  // Offset 0 was never attempted again; offset 1 was applied.
+  EXPECT_EQ(scalar("SELECT count(*) FROM consumer_inbox WHERE event_id = $1", {events[0].id}), 0);
+  EXPECT_EQ(scalar("SELECT count(*) FROM consumer_inbox WHERE event_id = $1", {events[1].id}), 1);
+  EXPECT_TRUE(eventually([&] {
+    auto a = redis_.command({"HLEN", std::string("hi:consume:attempts:") + kGroup});
+    auto m = redis_.command({"HLEN", std::string("hi:consume:inflight:") + kGroup});
+    return a.ok() && m.ok() && a->integer == 0 && m->integer == 0;
+  }));
+  procs_[w].signal(SIGTERM);
+  EXPECT_EQ(procs_[w].wait_for(std::chrono::seconds(30)).value_or(-1), 0);
+  procs_[w] = Process();
 }
 
 // ---------------------------------------------------------------------------------------------
