@@ -121,7 +121,8 @@ class Runtime::Impl {
   // Applies deliveries (post-commit commands included). False: stopped before they were
   // settled (nothing may be acknowledged).
   bool process(std::stop_token stop, std::vector<bus::Delivery>& deliveries);
-  // Acknowledges `deliveries` (XACK / offset commit), retrying with backoff until stopped.
+  // Acknowledges `deliveries` together with earlier ones whose acknowledgement failed; a
+  // failure keeps them for the next call (after the next poll) instead of retrying here.
   void acknowledge(const std::vector<bus::Delivery>& deliveries);
   // Kafka: which deliveries fall in the range of a batch whose processing never finished (a
   // marker per group, topic and partition in Redis), and marks this batch's range. Redis
@@ -198,10 +199,11 @@ class Runtime::Impl {
   std::uint64_t dlq_tag_ = 0;
   std::chrono::steady_clock::time_point next_status_{};
   std::int64_t last_commit_us_ = 0;
-  std::stop_token stop_;              // of run(): reconnect loops deep in a batch observe it
-  std::string counted_field_;         // the attempt being counted ("" = none)
-  bool counted_ = false;              // ... and whether it is counted right now
-  std::vector<RedisCommand> unsent_;  // post-commit commands not sent yet
+  std::stop_token stop_;                // of run(): reconnect loops deep in a batch observe it
+  std::string counted_field_;           // the attempt being counted ("" = none)
+  bool counted_ = false;                // ... and whether it is counted right now
+  std::vector<RedisCommand> unsent_;    // post-commit commands not sent yet
+  std::vector<bus::Delivery> unacked_;  // deliveries (positions only) not acknowledged yet
   // Events without a known xid whose outbox row was not visible: since when (per batch).
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> unseen_since_;
 
@@ -287,7 +289,10 @@ Status Runtime::Impl::run(std::stop_token stop) {
       if (!sleep_for(stop, std::chrono::milliseconds(200))) break;
       continue;
     }
-    if (batch->empty()) continue;
+    if (batch->empty()) {
+      if (!unacked_.empty()) acknowledge({});
+      continue;
+    }
     const auto t0 = std::chrono::steady_clock::now();
     // The batch in hand is finished even when a stop arrives meanwhile (SIGTERM finishes the
     // batch); only backoff waits observe `stop`.
@@ -297,6 +302,7 @@ Status Runtime::Impl::run(std::stop_token stop) {
     stats_.batches++;
     m_batch_->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
+  if (!unacked_.empty()) acknowledge({});
   publish_status(true);
   log_.info("consumer stopped", {{"group", o_.consumer.group},
                                  {"applied", stats_.applied.load()},
@@ -394,14 +400,28 @@ bool Runtime::Impl::process(std::stop_token stop, std::vector<bus::Delivery>& de
 
 void Runtime::Impl::acknowledge(const std::vector<bus::Delivery>& deliveries) {
   const std::int64_t t = mono_now_ns();
-  if (auto s = failpoint("consume.after_invalidate"); !s) {
-    log_.warn("acknowledgement skipped", {{"error", s.error().message}});
-  } else {
-    for (int attempt = 2;; ++attempt) {
-      auto c = consumer_->commit(deliveries);
-      if (c) break;
-      log_.warn("acknowledging the batch failed; retrying", {{"error", c.error().message}});
-      if (!sleep_for(stop_, backoff(std::min(attempt, 8)))) break;
+  Status s = failpoint("consume.after_invalidate");
+  if (s) {
+    if (unacked_.empty()) {
+      s = consumer_->commit(deliveries);
+    } else {
+      std::vector<bus::Delivery> all = unacked_;
+      all.insert(all.end(), deliveries.begin(), deliveries.end());
+      s = consumer_->commit(all);
+      if (s) unacked_.clear();
+    }
+  }
+  if (!s) {
+    // Not retried here: the next poll comes first (it keeps a Kafka member in its group), then
+    // these go again with the next acknowledgement. Kept without their contents.
+    log_.warn("acknowledging failed; retrying after the next poll",
+              {{"error", s.error().message}, {"deliveries", unacked_.size() + deliveries.size()}});
+    for (const auto& d : deliveries) {
+      bus::Delivery& kept = unacked_.emplace_back();
+      kept.topic = d.topic;
+      kept.partition = d.partition;
+      kept.position = d.position;
+      kept.offset = d.offset;
     }
   }
   stats_.ack_ns += mono_now_ns() - t;

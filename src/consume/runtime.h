@@ -47,6 +47,10 @@
 // backoff) is not counted. A delivery attempted that way max_crashes times without finishing
 // is dead-lettered without another attempt.
 //
+// Acknowledgements that fail are kept and sent again with the next batch's, after the next
+// poll (Kafka: a member must keep polling to stay in, or rejoin, its group; a later offset
+// commit supersedes an earlier one).
+//
 // Threading: run() owns its connections and runs on the caller's thread; stats() may be read
 // from any thread. A stop request is honoured between batches (the batch in hand is finished,
 // committed and acknowledged first) and during backoff waits (then nothing of the batch in hand

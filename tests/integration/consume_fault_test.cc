@@ -272,6 +272,52 @@ TEST_F(ConsumeFaultTest, KafkaOffsetThatKeptKillingItsConsumerIsParkedUnattempte
   procs_[w] = Process();
 }
 
+// A Kafka member whose offset commit is refused because the group moved on (a generation it no
+// longer belongs to, as after max.poll.interval.ms went by during a long outage) must poll to
+// rejoin: retrying the commit without polling never succeeds.
+TEST_F(ConsumeFaultTest, KafkaMemberWhoseCommitIsRefusedRejoinsAndGoesOn) {
+  auto mock = bus::MockCluster::start(1);
+  ASSERT_TRUE(mock.ok()) << mock.error().message;
+  for (const auto& t : bus::standard_topics()) ASSERT_TRUE((*mock)->create_topic(t, 1, 1).ok());
+  test::give_miners(owner_, "1", "101", 2);
+  bus::BusOptions o;
+  o.kind = bus::BusKind::kKafka;
+  o.kafka_brokers = (*mock)->bootstrap();
+  std::size_t delivered = 0;
+  auto p = bus::make_producer(o, [&](std::uint64_t, const Status& s) {
+    EXPECT_TRUE(s.ok());
+    ++delivered;
+  });
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  std::size_t sent = 0;
+  auto publish = [&](const std::vector<test::TestEvent>& events) {
+    for (const auto& e : events) ASSERT_TRUE((*p)->send(test::relay_message(e), 0).ok());
+    sent += events.size();
+    ASSERT_TRUE(eventually([&] {
+      (*p)->poll(std::chrono::milliseconds(20));
+      return delivered == sent;
+    }));
+  };
+  const std::size_t w =
+      worker("portfolio", {}, {"BUS=kafka", "KAFKA_BROKERS=" + (*mock)->bootstrap()});
+  publish(test::outbox_events(app_, "1", "101", 1));
+  ASSERT_TRUE(eventually([&] { return test::inbox_rows(owner_, kGroup) == 1; }))
+      << test::file_text(log(w));
+  // The next commit is refused: the member's generation is gone.
+  (*mock)->push_request_errors(bus::kafka_api::kOffsetCommit, 1, 22);  // ILLEGAL_GENERATION
+  publish(test::outbox_events(app_, "1", "101", 1));
+  ASSERT_TRUE(eventually([&] { return test::inbox_rows(owner_, kGroup) == 2; }))
+      << test::file_text(log(w));
+  publish(test::outbox_events(app_, "1", "101", 1));
+  ASSERT_TRUE(
+      eventually([&] { return test::inbox_rows(owner_, kGroup) == 3; }, std::chrono::seconds(60)))
+      << test::file_text(log(w));
+  EXPECT_EQ(scalar("SELECT events_applied FROM user_portfolio WHERE user_id = 101"), 3);
+  procs_[w].signal(SIGTERM);
+  EXPECT_EQ(procs_[w].wait_for(std::chrono::seconds(30)).value_or(-1), 0);
+  procs_[w] = Process();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Poison the dead-letter queue itself could not store
 
