@@ -67,7 +67,9 @@ std::size_t RedisStreamsProducer::poll(std::chrono::milliseconds timeout) {
   }
   std::size_t reported = 0;
   while (!queue_.empty()) {
-    const std::size_t n = std::min(queue_.size(), kMaxBatch);
+    // While degraded, one message probes the server: a restarted Redis loading its AOF is not
+    // handed megabytes of pipeline it can only refuse.
+    const std::size_t n = degraded_ ? 1 : std::min(queue_.size(), kMaxBatch);
     std::vector<std::string_view> argv;
     for (std::size_t i = 0; i < n; ++i) {
       const Message& m = queue_[i].message;
@@ -88,27 +90,24 @@ std::size_t RedisStreamsProducer::poll(std::chrono::milliseconds timeout) {
     if (!replies) {
       // Nothing is reported: the batch stays queued and goes again (some entries may have been
       // added before the connection broke: at-least-once, deduplicated by consumers' inboxes).
-      if (!degraded_) {
-        log_.warn("redis unreachable; holding messages and retrying",
-                  {{"error", replies.error().message}, {"queued", queue_.size()}});
-      }
-      degraded_ = true;
-      retry_at_ = std::chrono::steady_clock::now() + backoff_.next();
+      hold("redis unreachable; holding messages and retrying", replies.error().message);
       return reported;
     }
-    if (degraded_) log_.info("redis reachable again; resuming", {{"queued", queue_.size()}});
-    degraded_ = false;
-    backoff_.reset();
     for (std::size_t i = 0; i < n; ++i) {
       const Reply& r = (*replies)[i];
       if (r.is_error() && transient_error(r.str)) {
         // Redis answers but cannot take writes yet (loading its AOF after a restart, busy
         // script, failover): keep this and every later message queued, in order, and retry.
         // Later ones that did succeed are sent again: at-least-once, order kept.
-        log_.warn("redis refused writes for now; retrying", {{"reply", r.str}});
-        degraded_ = true;
-        retry_at_ = std::chrono::steady_clock::now() + backoff_.next();
+        hold("redis refuses writes for now; holding messages and retrying", r.str);
         return reported;
+      }
+      if (degraded_) {
+        log_.info("redis takes writes again; resuming",
+                  {{"queued", queue_.size()}, {"retries", backoff_.retries()}});
+        degraded_ = false;
+        problem_.clear();
+        backoff_.reset();
       }
       Pending p = std::move(queue_.front());
       queue_.pop_front();
@@ -121,6 +120,18 @@ std::size_t RedisStreamsProducer::poll(std::chrono::milliseconds timeout) {
     }
   }
   return reported;
+}
+
+// Keeps the queue, schedules the next attempt with a growing delay, and logs each new kind of
+// trouble once (an outage of minutes is two lines, not thousands).
+void RedisStreamsProducer::hold(std::string_view what, const std::string& detail) {
+  const std::string kind = detail.substr(0, detail.find(' '));
+  if (!degraded_ || kind != problem_) {
+    log_.warn(what, {{"error", detail}, {"queued", queue_.size()}});
+    problem_ = kind;
+  }
+  degraded_ = true;
+  retry_at_ = std::chrono::steady_clock::now() + backoff_.next();
 }
 
 Status RedisStreamsProducer::ensure_topics(const std::vector<std::string>&) {

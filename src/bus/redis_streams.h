@@ -48,11 +48,14 @@ class RedisStreamsProducer final : public Producer {
     Message message;
     std::uint64_t tag;
   };
+  void hold(std::string_view what, const std::string& detail);
+
   redis::Client client_;
   DeliveryHandler on_delivery_;
   Logger log_;
   std::deque<Pending> queue_;
   bool degraded_ = false;
+  std::string problem_;  // first word of the last trouble logged while degraded
   Backoff backoff_{std::chrono::milliseconds(50), std::chrono::seconds(2)};
   std::chrono::steady_clock::time_point retry_at_{};
 };

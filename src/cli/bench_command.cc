@@ -116,12 +116,12 @@ double histogram_quantile(const std::string& text, const std::string& name, doub
 struct RelayBench {
   const RelayBenchOptions& opt;
   std::string bus;
-  std::unique_ptr<BenchStack> stack;
-  std::unique_ptr<bus::MockCluster> mock;
-  std::optional<pg::Connection> conn;
-  std::optional<redis::Client> redis;
-  SpawnOptions relay;  // the relay as a child process, as in production
-  std::string relay_log;
+  std::unique_ptr<BenchStack> stack{};
+  std::unique_ptr<bus::MockCluster> mock{};
+  std::optional<pg::Connection> conn{};
+  std::optional<redis::Client> redis{};
+  SpawnOptions relay{};  // the relay as a child process, as in production
+  std::string relay_log{};
 };
 
 // Fresh servers (or the given ones, emptied), the mock cluster for Kafka without brokers, and
@@ -343,7 +343,7 @@ void live(RelayBench& b, nlohmann::ordered_json& out) {
 }
 
 int run_relay_bench(const Config& cfg, const RelayBenchOptions& opt) {
-  RelayBench b{opt, cfg.str("BUS")};
+  RelayBench b{.opt = opt, .bus = cfg.str("BUS")};
   set_up(b, cfg);
   nlohmann::ordered_json out;
   out["bus"] = b.bus;

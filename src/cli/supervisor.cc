@@ -17,7 +17,9 @@ Supervisor::Supervisor(std::filesystem::path log_dir, std::vector<std::string> e
 Supervisor::~Supervisor() { stop_all(std::chrono::seconds(5)); }
 
 void Supervisor::add(std::string name, std::vector<std::string> argv) {
-  parts_.push_back(Part{std::move(name), std::move(argv)});
+  Part& part = parts_.emplace_back();
+  part.name = std::move(name);
+  part.argv = std::move(argv);
 }
 
 Status Supervisor::start_all() {
