@@ -26,6 +26,7 @@
 #include "core/backoff.h"
 #include "core/ids.h"
 #include "core/process.h"
+#include "core/strings.h"
 #include "core/time.h"
 #include "pg/connection.h"
 #include "pg/local_server.h"
@@ -56,12 +57,14 @@ nlohmann::json read_json(const fs::path& path) {
   }
 }
 
+// Written mode 600: it holds the servers' URLs with their passwords.
 void write_json_atomic(const fs::path& path, const nlohmann::json& j) {
   const fs::path tmp = path.string() + ".tmp";
   {
     std::ofstream out(tmp);
     out << j.dump(2) << "\n";
   }
+  ::chmod(tmp.c_str(), 0600);
   fs::rename(tmp, path);
 }
 
@@ -184,6 +187,8 @@ struct Servers {
   }
 };
 
+// Private servers take passwords generated into DIR/secrets: another local user cannot read
+// or write the platform's data through the loopback ports.
 Servers start_servers(const Config& cfg, const fs::path& dir, const Ports& ports,
                       const Logger& log) {
   Servers s{std::nullopt, std::nullopt, cfg.str("DATABASE_URL"), cfg.str("REDIS_URL")};
@@ -192,6 +197,7 @@ Servers start_servers(const Config& cfg, const fs::path& dir, const Ports& ports
     o.data_dir = (dir / "pg").string();
     o.log_path = (dir / "logs" / "postgres.log").string();
     o.port = ports.pg;
+    o.password = secret(dir, "postgres_password", 24);
     s.pg.emplace("postgres", o);
     if (auto st = s.pg->start(log); !st) fail(kExitFailure, st.error().message);
     s.database_url = s.pg->get()->url();
@@ -204,6 +210,7 @@ Servers start_servers(const Config& cfg, const fs::path& dir, const Ports& ports
     o.log_path = (dir / "logs" / "redis.log").string();
     o.port = ports.redis;
     o.appendfsync = cfg.str("REDIS_APPENDFSYNC");
+    o.password = secret(dir, "redis_password", 24);
     s.redis.emplace("redis", o);
     if (auto st = s.redis->start(log); !st) fail(kExitFailure, st.error().message);
     s.redis_url = s.redis->get()->url();
@@ -277,19 +284,22 @@ void wait_until_streaming(Supervisor& sup, const std::string& redis_url, const f
 }
 
 void print_ready(const nlohmann::json& ready, const fs::path& dir) {
-  const std::string api = ready["api_url"], db = ready["database_url"], redis = ready["redis_url"],
-                    bus = ready["bus"];
+  const std::string api = ready["api_url"], bus = ready["bus"];
+  const std::string db = redact_url(ready.value("database_url", "")),
+                    redis = redact_url(ready.value("redis_url", ""));
+  const std::string up_json = (dir / "up.json").string();
   std::printf(
       "hashinsight is up (data in %s)\n"
       "  api        %s\n"
       "  dashboard  %s/analytics/main\n"
-      "  postgres   %s   (psql '%s')\n"
-      "  redis      %s   (redis-cli -u %s)\n"
+      "  postgres   %s   (psql \"$(jq -r .database_url %s)\")\n"
+      "  redis      %s   (redis-cli -u \"$(jq -r .redis_url %s)\")\n"
       "  bus        %s\n"
       "  logs       %s/logs/*.log\n"
+      "Passwords are in %s/secrets and the full URLs in %s (mode 600).\n"
       "Ctrl-C or SIGTERM stops everything.\n",
-      dir.c_str(), api.c_str(), api.c_str(), db.c_str(), db.c_str(), redis.c_str(), redis.c_str(),
-      bus.c_str(), dir.c_str());
+      dir.c_str(), api.c_str(), api.c_str(), db.c_str(), up_json.c_str(), redis.c_str(),
+      up_json.c_str(), bus.c_str(), dir.c_str(), dir.c_str(), up_json.c_str());
   std::fflush(stdout);
 }
 
@@ -319,10 +329,16 @@ int run_up(const Config& cfg) {
   std::vector<std::string> env;
   for (const auto& [k, v] : cfg.values()) env.push_back(k + "=" + v);
   env.push_back("DATABASE_URL=" + servers.database_url);
-  // The relay logs in as its own role, not as the owner (REPLICATION, the outbox only).
+  // The relay logs in as its own role, not as the owner (REPLICATION, the outbox only), with
+  // its own password.
   if (!cfg.is_set("RELAY_DATABASE_URL") && servers.pg) {
-    env.push_back("RELAY_DATABASE_URL=postgresql://hashinsight_relay@127.0.0.1:" +
-                  std::to_string(servers.pg->get()->port()) + "/hashinsight");
+    const std::string password = secret(dir, "relay_password", 24);
+    if (auto r = conn.exec("ALTER ROLE hashinsight_relay PASSWORD " + conn.quote_literal(password));
+        !r) {
+      fail(kExitFailure, "set the relay role's password: " + r.error().message);
+    }
+    env.push_back("RELAY_DATABASE_URL=postgresql://hashinsight_relay:" + password +
+                  "@127.0.0.1:" + std::to_string(servers.pg->get()->port()) + "/hashinsight");
   }
   env.push_back("REDIS_URL=" + servers.redis_url);
   env.push_back("JWT_SECRET=" + jwt_secret);
@@ -350,7 +366,9 @@ int run_up(const Config& cfg) {
                           {"data_dir", dir.string()}};
   write_json_atomic(dir / "up.json", ready);
   print_ready(ready, dir);
-  log.info("ready", ready);
+  nlohmann::json logged = ready;
+  for (const char* k : {"database_url", "redis_url"}) logged[k] = redact_url(ready.value(k, ""));
+  log.info("ready", logged);
 
   // Wait for a stop signal; restart parts that die; maintain partitions hourly.
   std::int64_t next_maintenance = now_ms() + 3600'000;
@@ -408,7 +426,8 @@ int detach_and_wait(const Config& cfg) {
       std::printf("hashinsight is up (pid %d); URLs in %s/up.json, logs in %s/logs\n", child,
                   dir.c_str(), dir.c_str());
       std::printf("api %s\npostgres %s\nredis %s\n", j.value("api_url", "").c_str(),
-                  j.value("database_url", "").c_str(), j.value("redis_url", "").c_str());
+                  redact_url(j.value("database_url", "")).c_str(),
+                  redact_url(j.value("redis_url", "")).c_str());
       return kExitOk;
     }
     int status = 0;

@@ -14,4 +14,8 @@ std::vector<std::string> split_list(std::string_view text, char separator = ',')
 // `text` without leading and trailing blanks (space, tab, CR, LF).
 std::string_view trim(std::string_view text);
 
+// A URL fit for a log or a terminal: "postgresql://user:secret@host/db" ->
+// "postgresql://user:***@host/db". URLs without a password are returned as they are.
+std::string redact_url(std::string_view url);
+
 }  // namespace hi

@@ -7,7 +7,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
+
+#include "core/ids.h"
 
 namespace hi::pg {
 namespace fs = std::filesystem;
@@ -25,6 +28,53 @@ Status chown_tree(const fs::path& dir, const UserIds& ids) {
        it != fs::recursive_directory_iterator(); it.increment(ec)) {
     (void)::lchown(it->path().c_str(), ids.uid, ids.gid);
   }
+  return {};
+}
+
+// Password logins on loopback only (the server listens on 127.0.0.1 and no Unix socket).
+constexpr const char* kScramHba =
+    "# written by hashinsight: password (SCRAM) logins on loopback only\n"
+    "host all all 127.0.0.1/32 scram-sha-256\n"
+    "host replication all 127.0.0.1/32 scram-sha-256\n";
+
+// True when pg_hba.conf lets anyone in without a password (a cluster initialised before
+// passwords, or by initdb --auth=trust).
+bool hba_trusts(const fs::path& data) {
+  std::ifstream in(data / "pg_hba.conf");
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto start = line.find_first_not_of(" \t");
+    if (start == std::string::npos || line[start] == '#') continue;
+    std::istringstream fields(line);
+    std::string word, last;
+    while (fields >> word) last = word;
+    if (last == "trust") return true;
+  }
+  return false;
+}
+
+std::string quote_literal(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  return out + "'";
+}
+
+Status exec_once(const std::string& conninfo, const std::string& sql) {
+  PGconn* c = PQconnectdb(conninfo.c_str());
+  if (PQstatus(c) != CONNECTION_OK) {
+    std::string err = PQerrorMessage(c);
+    PQfinish(c);
+    return unavailable("postgres: " + err);
+  }
+  PGresult* r = PQexec(c, sql.c_str());
+  const auto st = PQresultStatus(r);
+  std::string err = PQresultErrorMessage(r);
+  PQclear(r);
+  PQfinish(c);
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return internal_error("postgres: " + err);
   return {};
 }
 
@@ -87,12 +137,34 @@ Result<std::unique_ptr<LocalServer>> LocalServer::start(const LocalServerOptions
   if (!fs::exists(data / "PG_VERSION")) {
     log.info("initdb", {{"data_dir", data.string()}});
     SpawnOptions init;
-    init.argv = {bindir + "/initdb", "-D", data.string(), "-U",          "hashinsight",
-                 "--auth=trust",     "-E", "UTF8",        "--no-locale", "--no-sync"};
+    init.argv = {bindir + "/initdb", "-D",       data.string(), "-U", "hashinsight", "-E", "UTF8",
+                 "--no-locale",      "--no-sync"};
+    // With a password the superuser has it from the first moment: no window of trust.
+    const fs::path pwfile = data.parent_path() / (".initdb-" + random_hex(8));
+    if (!options.password.empty()) {
+      {
+        std::ofstream out(pwfile);
+        out << options.password << "\n";
+      }
+      ::chmod(pwfile.c_str(), 0600);
+      if (!run_as.empty()) {
+        const auto ids = lookup_user(kSystemUser);
+        (void)!::chown(pwfile.c_str(), ids->uid, ids->gid);
+      }
+      init.argv.push_back("--auth=scram-sha-256");
+      init.argv.push_back("--pwfile=" + pwfile.string());
+    } else {
+      init.argv.push_back("--auth=trust");
+    }
     init.run_as_user = run_as;
     auto r = run_command(init, std::chrono::minutes(3));
+    fs::remove(pwfile, ec);
     if (!r) return r.error().wrap("initdb");
     if (r->status != 0) return internal_error("initdb failed: " + r->output);
+    if (!options.password.empty()) {
+      std::ofstream hba(data / "pg_hba.conf", std::ios::trunc);
+      hba << kScramHba;
+    }
     std::ofstream conf(data / "postgresql.auto.conf", std::ios::app);
     conf << "# written by hashinsight on first start\n"
             "wal_level = logical\n"
@@ -145,9 +217,26 @@ Result<std::unique_ptr<LocalServer>> LocalServer::start(const LocalServerOptions
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  // A cluster made before passwords (trusting loopback) gets the superuser's password and
+  // password-only logins, once.
+  if (!options.password.empty() && hba_trusts(data)) {
+    if (auto s = exec_once(server->url_for("postgres", false),
+                           "ALTER ROLE hashinsight PASSWORD " + quote_literal(options.password));
+        !s) {
+      return s.error().wrap("set the superuser's password");
+    }
+    {
+      std::ofstream hba(data / "pg_hba.conf", std::ios::trunc);
+      hba << kScramHba;
+    }
+    if (!run_as.empty()) (void)chown_tree(data, *lookup_user(kSystemUser));
+    if (auto s = exec_once(server->url_for("postgres", true), "SELECT pg_reload_conf()"); !s) {
+      return s.error().wrap("reload pg_hba.conf");
+    }
+    log.info("postgres now requires passwords (SCRAM)", {{"data_dir", data.string()}});
+  }
   // The database of the platform; CREATE DATABASE cannot run in a transaction block.
-  auto admin = std::string("postgresql://hashinsight@127.0.0.1:") + std::to_string(options.port) +
-               "/postgres";
+  const std::string admin = server->url_for("postgres", true);
   if (PGconn* c = PQconnectdb(admin.c_str())) {
     const std::string check =
         "SELECT 1 FROM pg_database WHERE datname = '" + options.database + "'";
@@ -166,16 +255,21 @@ Result<std::unique_ptr<LocalServer>> LocalServer::start(const LocalServerOptions
     }
     PQfinish(c);
   }
-  log.info("postgres ready",
-           {{"url", url}, {"data_dir", data.string()}, {"pid", server->process_.pid()}});
+  log.info("postgres ready", {{"url", server->url_for(options.database, false)},
+                              {"data_dir", data.string()},
+                              {"pid", server->process_.pid()}});
   return server;
 }
 
 LocalServer::~LocalServer() { stop(); }
 
-std::string LocalServer::url() const {
-  return "postgresql://hashinsight@127.0.0.1:" + std::to_string(options_.port) + "/" +
-         options_.database;
+std::string LocalServer::url() const { return url_for(options_.database, true); }
+
+std::string LocalServer::url_for(const std::string& database, bool with_password) const {
+  const std::string auth = with_password && !options_.password.empty()
+                               ? "hashinsight:" + options_.password
+                               : "hashinsight";
+  return "postgresql://" + auth + "@127.0.0.1:" + std::to_string(options_.port) + "/" + database;
 }
 
 void LocalServer::stop() {

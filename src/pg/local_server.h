@@ -5,7 +5,9 @@
 // system user, which must be able to traverse every parent of the data directory (a checkout
 // under a mode-700 home cannot be used; the error says so).
 //
-// The superuser is `hashinsight`, trusted on loopback: this cluster is a private, local one.
+// The superuser is `hashinsight`. With a password (what `up` and the tests use) every login,
+// replication included, needs it (SCRAM); a cluster made earlier without one is converted on
+// its next start. Without a password, loopback is trusted (throwaway benchmark clusters).
 // Production points DATABASE_URL at a real server instead.
 #pragma once
 
@@ -24,6 +26,7 @@ struct LocalServerOptions {
   int port = 0;
   bool durable = true;  // false: fsync=off etc., for tests and throwaway benchmarks
   std::string database = "hashinsight";
+  std::string password;  // the superuser's; empty = trust loopback (URL-safe characters only)
 };
 
 class LocalServer {
@@ -32,8 +35,9 @@ class LocalServer {
                                                     const Logger& log);
   ~LocalServer();
 
-  // postgresql://hashinsight@127.0.0.1:PORT/hashinsight
+  // postgresql://hashinsight:PASSWORD@127.0.0.1:PORT/hashinsight
   std::string url() const;
+  std::string url_for(const std::string& database, bool with_password) const;
   int port() const { return options_.port; }
   Process& process() { return process_; }
   // Fast shutdown; waits for the server to exit.

@@ -1,8 +1,12 @@
 #include "redis/local_server.h"
 
+#include <sys/stat.h>
+
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
+#include "core/strings.h"
 #include "redis/client.h"
 
 namespace hi::redis {
@@ -17,8 +21,17 @@ Result<std::unique_ptr<LocalServer>> LocalServer::start(const LocalServerOptions
   std::error_code ec;
   fs::create_directories(data, ec);
   fs::create_directories(fs::path(options.log_path).parent_path(), ec);
+  // Settings the command line would show to every local user.
+  const fs::path conf = data / "hashinsight.conf";
+  {
+    std::ofstream out(conf, std::ios::trunc);
+    out << "# written by hashinsight at each start\n";
+    if (!options.password.empty()) out << "requirepass " << options.password << "\n";
+  }
+  ::chmod(conf.c_str(), 0600);
   SpawnOptions srv;
   srv.argv = {"redis-server",
+              conf.string(),
               "--port",
               std::to_string(options.port),
               "--bind",
@@ -57,7 +70,7 @@ Result<std::unique_ptr<LocalServer>> LocalServer::start(const LocalServerOptions
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  log.info("redis ready", {{"url", server->url()}, {"pid", server->process_.pid()}});
+  log.info("redis ready", {{"url", redact_url(server->url())}, {"pid", server->process_.pid()}});
   return server;
 }
 

@@ -20,6 +20,9 @@ struct LocalServerOptions {
   // AOF fsync policy: "always" (an acknowledged write survives a crash of the machine),
   // "everysec" (loses up to a second of acknowledged writes then) or "no".
   std::string appendfsync = "always";
+  // Required of every client (AUTH); empty = none. Kept out of the command line (`ps`): it
+  // goes in a mode-600 config file in data_dir. URL-safe characters only.
+  std::string password;
 };
 
 class LocalServer {
@@ -27,7 +30,11 @@ class LocalServer {
   static Result<std::unique_ptr<LocalServer>> start(const LocalServerOptions& options,
                                                     const Logger& log);
   ~LocalServer();
-  std::string url() const { return "redis://127.0.0.1:" + std::to_string(options_.port) + "/0"; }
+  // redis://:PASSWORD@127.0.0.1:PORT/0
+  std::string url() const {
+    return "redis://" + (options_.password.empty() ? "" : ":" + options_.password + "@") +
+           "127.0.0.1:" + std::to_string(options_.port) + "/0";
+  }
   int port() const { return options_.port; }
   Process& process() { return process_; }
   void stop();

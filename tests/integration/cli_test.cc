@@ -2,6 +2,7 @@
 // bad configuration gives a clear error and exit code 2.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -10,6 +11,7 @@
 
 #include "core/process.h"
 #include "pg/connection.h"
+#include "pg/local_server.h"
 #include "pg/transaction.h"
 #include "redis/client.h"
 #include "schema/outbox.h"
@@ -114,8 +116,58 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
   for (const char* key : {"api_url", "dashboard_url", "database_url", "redis_url", "bus"}) {
     EXPECT_TRUE(ready.contains(key)) << key;
   }
-  EXPECT_EQ(ready["database_url"],
-            "postgresql://hashinsight@127.0.0.1:" + std::to_string(base) + "/hashinsight");
+  // Passwords everywhere: generated into the secrets directory (mode 600), required by both
+  // servers, and the URLs in up.json (mode 600) carry them.
+  auto read_secret = [&](const std::string& name) {
+    const std::string path = data + "/secrets/" + name;
+    struct stat st {};
+    EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << path;
+    std::ifstream in(path);
+    std::string value;
+    std::getline(in, value);
+    return value;
+  };
+  const std::string pg_password = read_secret("postgres_password");
+  const std::string redis_password = read_secret("redis_password");
+  ASSERT_GE(pg_password.size(), 32u);
+  ASSERT_GE(redis_password.size(), 32u);
+  EXPECT_EQ(ready["database_url"], "postgresql://hashinsight:" + pg_password +
+                                       "@127.0.0.1:" + std::to_string(base) + "/hashinsight");
+  EXPECT_EQ(ready["redis_url"],
+            "redis://:" + redis_password + "@127.0.0.1:" + std::to_string(base + 1) + "/0");
+  struct stat up_json {};
+  ASSERT_EQ(::stat((data + "/up.json").c_str(), &up_json), 0);
+  EXPECT_EQ(up_json.st_mode & 0777, 0600u);
+  const std::string port = std::to_string(base);
+  for (const char* who : {"hashinsight", "hashinsight_relay", "hashinsight_app"}) {
+    auto refused = pg::Connection::connect(std::string("postgresql://") + who +
+                                           "@127.0.0.1:" + port + "/hashinsight");
+    ASSERT_FALSE(refused.ok()) << who << " logged in without a password";
+    EXPECT_NE(refused.error().message.find("password"), std::string::npos)
+        << refused.error().message;
+    auto wrong = pg::Connection::connect(std::string("postgresql://") + who +
+                                         ":wrong@127.0.0.1:" + port + "/hashinsight");
+    EXPECT_FALSE(wrong.ok()) << who << " logged in with a wrong password";
+  }
+  {
+    auto anonymous = redis::Client::connect("redis://127.0.0.1:" + std::to_string(base + 1) + "/0");
+    ASSERT_TRUE(anonymous.ok());
+    auto denied = anonymous->command({"GET", "x"});
+    ASSERT_TRUE(denied.ok());
+    EXPECT_TRUE(denied->str.starts_with("NOAUTH")) << denied->str;
+  }
+  // Nothing printed or logged shows a password.
+  std::vector<std::string> outputs = {o.output_path};
+  for (const auto& f : std::filesystem::directory_iterator(data + "/logs")) {
+    outputs.push_back(f.path().string());
+  }
+  for (const std::string& file : outputs) {
+    std::ifstream in(file);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(text.find(pg_password), std::string::npos) << file;
+    EXPECT_EQ(text.find(redis_password), std::string::npos) << file;
+  }
   // It answers: the database is migrated and seeded, Redis replies.
   auto db = pg::Connection::connect(ready["database_url"].get<std::string>());
   ASSERT_TRUE(db.ok()) << db.error().message;
@@ -280,6 +332,39 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
   EXPECT_EQ(text.find("initdb", first + 1), std::string::npos) << "initdb ran twice";
   again->signal(SIGTERM);
   EXPECT_EQ(again->wait_for(std::chrono::seconds(60)).value_or(-1), 0);
+}
+
+// A cluster made before passwords (trusting loopback) requires them from its next start with
+// one: the stack of an earlier version keeps its data and stops letting anyone in.
+TEST(Cli, AClusterMadeWithoutPasswordsRequiresThemFromTheNextStart) {
+  test::TempDir dir;
+  pg::LocalServerOptions o;
+  o.data_dir = dir.path() + "/pg";
+  o.port = test::free_port();
+  o.durable = false;
+  const std::string port = std::to_string(o.port);
+  const std::string bare = "postgresql://hashinsight@127.0.0.1:" + port + "/hashinsight";
+  {
+    auto trusting = pg::LocalServer::start(o, Logger("test"));
+    ASSERT_TRUE(trusting.ok()) << trusting.error().message;
+    auto c = pg::Connection::connect(bare);
+    ASSERT_TRUE(c.ok()) << c.error().message;
+    ASSERT_TRUE(c->exec("CREATE TABLE kept (x int); INSERT INTO kept VALUES (7)").ok());
+  }
+  o.password = "converted1";
+  auto secured = pg::LocalServer::start(o, Logger("test"));
+  ASSERT_TRUE(secured.ok()) << secured.error().message;
+  auto refused = pg::Connection::connect(bare);
+  ASSERT_FALSE(refused.ok()) << "logged in without a password after the conversion";
+  EXPECT_NE(refused.error().message.find("password"), std::string::npos) << refused.error().message;
+  auto c = pg::Connection::connect((*secured)->url());
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  auto kept = c->exec("SELECT x FROM kept");
+  ASSERT_TRUE(kept.ok() && !kept->empty());
+  EXPECT_EQ(kept->int64(0, 0), 7);
+  // Replication logins need it too.
+  auto replication = pg::Connection::connect(bare + "?replication=database");
+  EXPECT_FALSE(replication.ok());
 }
 
 }  // namespace

@@ -121,10 +121,8 @@ void capture_tables(pg::Connection& owner, const std::vector<std::string>& table
 }
 
 std::string relay_role_url() {
-  std::string url = TestServers::get().database_url();
-  const std::string owner = "://hashinsight@";
-  url.replace(url.find(owner), owner.size(), "://hashinsight_relay@");
-  return url;
+  return "postgresql://hashinsight_relay:" + TestServers::get().relay_password() +
+         "@127.0.0.1:" + std::to_string(TestServers::get().pg_port()) + "/hashinsight";
 }
 
 void reset_relay_state(pg::Connection& owner, redis::Client& redis) {

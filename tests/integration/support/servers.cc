@@ -5,10 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
 
+#include "core/ids.h"
 #include "core/net.h"
 #include "schema/migrations.h"
 
@@ -34,6 +36,9 @@ TempDir::~TempDir() {
 
 TestServers& TestServers::get() {
   static std::unique_ptr<TestServers> servers = [] {
+    // Tests kill servers their clients write to: a write to a closed socket is an error here,
+    // as in the `hashinsight` binary, not a silent end of the test program.
+    std::signal(SIGPIPE, SIG_IGN);
     std::unique_ptr<TestServers> s(new TestServers());
     s->dir_ = s->tmp_.path();
     Logger log("test");
@@ -41,6 +46,7 @@ TestServers& TestServers::get() {
     po.data_dir = s->dir_ + "/pg";
     po.port = free_port();
     po.durable = false;
+    po.password = random_hex(16);
     s->pg_options_ = po;
     auto pg = pg::LocalServer::start(po, log);
     if (!pg) {
@@ -50,6 +56,7 @@ TestServers& TestServers::get() {
     s->pg_ = std::move(*pg);
     s->database_url_ = s->pg_->url();
     s->redis_port_ = free_port();
+    s->redis_password_ = random_hex(16);
     s->start_redis();
     auto conn = pg::Connection::connect(s->database_url_);
     if (!conn) {
@@ -59,6 +66,13 @@ TestServers& TestServers::get() {
     auto m = pg::migrate(*conn, schema::migrations(), log);
     if (!m) {
       ADD_FAILURE() << m.error().message;
+      std::abort();
+    }
+    s->relay_password_ = random_hex(16);
+    auto pw = conn->exec("ALTER ROLE hashinsight_relay PASSWORD " +
+                         conn->quote_literal(s->relay_password_));
+    if (!pw) {
+      ADD_FAILURE() << pw.error().message;
       std::abort();
     }
     return s;
@@ -117,6 +131,7 @@ void TestServers::start_redis() {
   ro.data_dir = dir_ + "/redis";
   ro.port = redis_port_;
   ro.durable = true;
+  ro.password = redis_password_;
   auto r = redis::LocalServer::start(ro, Logger("test"));
   if (!r) {
     ADD_FAILURE() << r.error().message;

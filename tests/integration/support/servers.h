@@ -33,6 +33,8 @@ class TestServers {
   const std::string& database_url() const { return database_url_; }
   const std::string& redis_url() const { return redis_url_; }
   const std::string& dir() const { return dir_; }
+  // The relay role's password (the servers take passwords, as `up`'s do).
+  const std::string& relay_password() const { return relay_password_; }
   int pg_port() const;
   int redis_port() const;
 
@@ -59,6 +61,8 @@ class TestServers {
   std::string dir_;
   std::string database_url_;
   std::string redis_url_;
+  std::string redis_password_;
+  std::string relay_password_;
   int redis_port_ = 0;
   pg::LocalServerOptions pg_options_;
   std::unique_ptr<pg::LocalServer> pg_;

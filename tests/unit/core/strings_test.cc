@@ -22,5 +22,16 @@ TEST(Trim, RemovesBlanksAtBothEnds) {
   EXPECT_EQ(trim("x"), "x");
 }
 
+TEST(RedactUrl, HidesOnlyThePassword) {
+  EXPECT_EQ(redact_url("postgresql://hashinsight:s3cret@127.0.0.1:5432/hashinsight"),
+            "postgresql://hashinsight:***@127.0.0.1:5432/hashinsight");
+  EXPECT_EQ(redact_url("redis://:pw@127.0.0.1:6379/0"), "redis://:***@127.0.0.1:6379/0");
+  EXPECT_EQ(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+  EXPECT_EQ(redact_url("postgresql://relay@host/db"), "postgresql://relay@host/db");
+  // An '@' after the path is not a credential separator.
+  EXPECT_EQ(redact_url("http://host:80/a@b"), "http://host:80/a@b");
+  EXPECT_EQ(redact_url("not a url"), "not a url");
+}
+
 }  // namespace
 }  // namespace hi
