@@ -1,9 +1,13 @@
 // The `hashinsight` command: one binary, one subcommand per part of the platform (src/cli).
 #include <CLI/CLI.hpp>
+#include <csignal>
 
 #include "cli/common.h"
 
 int main(int argc, char** argv) {
+  // A peer that closes its socket while we write (Redis killed mid-pipeline, an HTTP client
+  // gone) must be an error return of write(), not a silent death by SIGPIPE.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"HashInsight CDC: outbox -> logical replication -> bus -> exactly-once consumers",
                "hashinsight"};
   app.require_subcommand(1);

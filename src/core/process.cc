@@ -128,6 +128,10 @@ Result<Process> Process::spawn(const SpawnOptions& options) {
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    // An ignored signal stays ignored across exec: give the child the default SIGPIPE.
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    ::sigaction(SIGPIPE, &dfl, nullptr);
     ::execvpe(argv[0], argv.data(), envp.data());
     ::_exit(127);
   }

@@ -154,10 +154,12 @@ TEST_F(RelayKafkaTest, AFatalProducerErrorStopsTheRelayInsteadOfReconnecting) {
   EXPECT_NE(log_text().find("fatal"), std::string::npos) << log_text();
   EXPECT_EQ(log_text().find("reconnecting"), std::string::npos) << log_text();
   // Restarted without the fault, it delivers what the failed one could not.
+  // (The failed producer may have stored it already: a second copy is allowed, as after any
+  // crash; consumers deduplicate.)
   start();
   auto got = consume(1, std::chrono::seconds(60));
-  ASSERT_EQ(got.size(), 1u);
-  EXPECT_EQ(test::header(got[0], "id"), ids[0]);
+  ASSERT_GE(got.size(), 1u);
+  for (const auto& d : got) EXPECT_EQ(test::header(d, "id"), ids[0]);
 }
 
 TEST_F(RelayKafkaTest, KilledTwentyTimesLosesNothing) {
