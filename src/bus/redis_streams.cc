@@ -190,11 +190,26 @@ Result<std::vector<Delivery>> RedisStreamsConsumer::reclaim(std::size_t max) {
         {"XAUTOCLAIM", t, options_.group, options_.consumer_name, idle, "0-0", "COUNT", count});
     if (!r) return r.error();
     if (r->is_error() || r->elements.size() < 2) continue;
+    const std::size_t first = out.size();
     for (const auto& e : r->elements[1].elements) {
       if (e.type != Reply::Type::kArray || e.elements.size() < 2) continue;  // deleted entry
       Delivery d = delivery_from_entry(t, e);
-      d.delivery_count = 2;  // at least the second delivery
+      d.delivery_count = 2;  // at least the second delivery; exact below when Redis says
       out.push_back(std::move(d));
+    }
+    if (out.size() == first) continue;
+    // XAUTOCLAIM does not return the delivery counts: read them from the pending list.
+    auto p = client_.command({"XPENDING", t, options_.group, out[first].position,
+                              out.back().position, count, options_.consumer_name});
+    if (!p || p->is_error()) continue;
+    std::map<std::string, std::int64_t> counts;
+    for (const auto& row : p->elements) {
+      if (row.elements.size() >= 4) counts[row.elements[0].str] = row.elements[3].integer;
+    }
+    for (std::size_t i = first; i < out.size(); ++i) {
+      if (auto it = counts.find(out[i].position); it != counts.end() && it->second > 1) {
+        out[i].delivery_count = static_cast<int>(it->second);
+      }
     }
   }
   return out;

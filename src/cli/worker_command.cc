@@ -50,6 +50,9 @@ void add_worker_command(CLI::App& app, Flags& flags) {
   bind("--batch-size", "CONSUMER_BATCH_SIZE", "events per batch (CONSUMER_BATCH_SIZE)");
   bind("--max-attempts", "CONSUMER_MAX_ATTEMPTS",
        "attempts before an event is dead-lettered (CONSUMER_MAX_ATTEMPTS)");
+  bind("--max-crashes", "CONSUMER_MAX_CRASHES",
+       "deliveries that killed the consumer before a message is dead-lettered "
+       "(CONSUMER_MAX_CRASHES)");
   bind("--claim-idle-ms", "CONSUMER_CLAIM_IDLE_MS",
        "reclaim entries a dead consumer left pending this long (CONSUMER_CLAIM_IDLE_MS)");
   bind("--lease-ms", "LOCK_LEASE_MS", "lease of lock:recalc:{user_id} (LOCK_LEASE_MS)");
@@ -84,6 +87,7 @@ void add_worker_command(CLI::App& app, Flags& flags) {
     o.redis_url = urls.redis_url;
     o.batch_size = static_cast<std::size_t>(cfg.integer("CONSUMER_BATCH_SIZE"));
     o.max_attempts = static_cast<int>(cfg.integer("CONSUMER_MAX_ATTEMPTS"));
+    o.max_crashes = static_cast<int>(cfg.integer("CONSUMER_MAX_CRASHES"));
     o.lock_lease = std::chrono::milliseconds(cfg.integer("LOCK_LEASE_MS"));
     o.backoff_base = std::chrono::milliseconds(wf->backoff_ms);
     o.poll_timeout = std::chrono::milliseconds(wf->poll_ms);

@@ -105,6 +105,9 @@ constexpr SettingSpec kSettings[] = {
     // --- consumers
     {"CONSUMER_MAX_ATTEMPTS", "3", "attempts before an event is dead-lettered", K::kInt, 1, 100, "",
      "consumers"},
+    {"CONSUMER_MAX_CRASHES", "3",
+     "deliveries of a message that each killed its consumer before it is dead-lettered unattempted",
+     K::kInt, 1, 100, "", "consumers"},
     {"CONSUMER_BATCH_SIZE", "4096",
      "most events taken per batch (a batch is what is ready: no waiting to fill it)", K::kInt, 1,
      100000, "", "consumers"},

@@ -126,5 +126,37 @@ TEST(RedisPipeline, NeverReconnectsMidwayAndFailsTheWholeBatch) {
   EXPECT_EQ((*ok)[2].str, "1");
 }
 
+// A reclaimed entry says how often it was delivered: 1 for the first read, +1 per reclaim (the
+// consumer runtime treats a repeatedly delivered entry as a suspect of killing its consumers).
+TEST_F(StreamRetentionTest, ReclaimedEntriesCarryTheirDeliveryCount) {
+  add("events.miner", 1);
+  bus::BusOptions o;
+  o.redis_url = test::TestServers::get().redis_url();
+  auto consumer = [&](const std::string& name) {
+    bus::ConsumerOptions co;
+    co.group = "count-group";
+    co.consumer_name = name;
+    co.topics = {"events.miner"};
+    co.claim_idle = std::chrono::milliseconds(100);
+    auto c = bus::RedisStreamsConsumer::create(o, co);
+    EXPECT_TRUE(c.ok());
+    return std::move(*c);
+  };
+  auto first = consumer("a");
+  auto got = first->poll(10, std::chrono::milliseconds(100));
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ(got->size(), 1u);
+  EXPECT_EQ((*got)[0].delivery_count, 1);
+  // Two more consumers in turn find it idle, never acknowledged: deliveries 2 and 3.
+  for (int expected : {2, 3}) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    auto next = consumer("c" + std::to_string(expected));
+    auto again = next->poll(10, std::chrono::milliseconds(100));
+    ASSERT_TRUE(again.ok());
+    ASSERT_EQ(again->size(), 1u);
+    EXPECT_EQ((*again)[0].delivery_count, expected);
+  }
+}
+
 }  // namespace
 }  // namespace hi

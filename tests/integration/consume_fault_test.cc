@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <atomic>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -485,6 +486,60 @@ TEST_F(ConsumeFaultTest, InvalidationRedisRefusesIsRetriedBeforeTheAcknowledgeme
   EXPECT_EQ(msg->elements[0].str, "message");
   EXPECT_EQ(json::parse(msg->elements[2].str)["through_seq"].get<std::int64_t>(), events[0].seq);
   expect_portfolio_invariants(1, {"101"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis (bus, locks, cache) killed during a consumer run
+
+// The whole path: the test writes miners with their events as the API does, the relay
+// publishes them, two portfolio workers apply them, and Redis (AOF always: what it acknowledged
+// survives) is killed with SIGKILL and restarted ten times meanwhile. Afterwards every event is
+// applied exactly once and every portfolio equals the raw rows.
+TEST_F(ConsumeFaultTest, RedisKilledTenTimesDuringAConsumerRunLosesAndDoublesNothing) {
+  const std::vector<std::string> users = {"101", "102", "103", "104"};
+  for (const auto& u : users) test::give_miners(owner_, "1", u, 1);
+  const std::size_t relay = procs_.size();
+  procs_.push_back(test::start_relay({}, log(relay)));
+  ASSERT_TRUE(eventually([&] {
+    return test::file_text(log(relay)).find("streaming") != std::string::npos;
+  })) << test::file_text(log(relay));
+  worker("portfolio");
+  worker("portfolio");
+  std::atomic<bool> writing{true};
+  std::atomic<int> written{0};
+  std::jthread writer([&] {
+    auto app = TestServers::get().app();
+    // Bounded: a slower machine restarts Redis more slowly, not over a bigger AOF.
+    for (int i = 0; writing.load() && i < 400; ++i) {
+      test::add_miner_with_event(app, "1", users[i % users.size()], 1 + i % 5, 1 + i % 3);
+      ++written;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  for (int k = 0; k < 10; ++k) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    TestServers::get().kill_and_restart_redis();
+  }
+  writing.store(false);
+  writer.join();
+  auto fresh = redis::Client::connect(TestServers::get().redis_url());
+  ASSERT_TRUE(fresh.ok());
+  redis_ = std::move(*fresh);
+  const std::int64_t events = scalar("SELECT count(*) FROM event_outbox");
+  ASSERT_EQ(events, written.load());  // independent of the workers: the rows written
+  ASSERT_GT(events, 20);
+  ASSERT_TRUE(eventually(
+      [&] {
+        return test::inbox_rows(owner_, kGroup) == events &&
+               test::pending_entries(redis_, "events.miner", kGroup) == 0;
+      },
+      std::chrono::seconds(180)))
+      << test::inbox_rows(owner_, kGroup) << " of " << events << " applied\n"
+      << test::file_text(log(relay + 1));
+  expect_portfolio_invariants(events, users);
+  for (std::size_t i = 0; i < procs_.size(); ++i) {
+    EXPECT_TRUE(procs_[i].running()) << test::file_text(log(i));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -128,5 +128,51 @@ TEST_F(ConsumeKafkaTest, TwoWorkersInOneGroupApplyEveryEventExactlyOnce) {
   EXPECT_GE(members_with_work, 2);
 }
 
+// A member killed after its group joined, with events in flight: its third batch is committed
+// to the database but neither invalidated nor its offsets committed when it dies (the
+// failpoint proves where). Its replacement joins the group, gets the partitions once the dead
+// member's session expires, the redelivered batch is deduplicated by the inbox, and every
+// event is applied exactly once.
+TEST_F(ConsumeKafkaTest, AMemberKilledAfterJoiningWithEventsInFlightLosesAndDoublesNothing) {
+  const std::vector<std::string> users = {"101", "102", "103", "104", "105"};
+  for (const auto& u : users) test::give_miners(owner_, "1", u, 2);
+  workers_.push_back(test::start_worker("portfolio", log(started_++),
+                                        {"--retry-backoff-ms", "20", "--poll-ms", "200"},
+                                        {"BUS=kafka", "KAFKA_BROKERS=" + mock_->bootstrap(),
+                                         "HI_FAILPOINTS=consume.after_commit=3*crash"}));
+  std::int64_t total = 0;
+  std::map<std::string, std::int64_t> last_seq;
+  for (int round = 0; round < 12; ++round) {
+    std::vector<test::TestEvent> batch;
+    for (const auto& u : users) {
+      auto ev = test::outbox_events(app_, "1", u, 5);
+      last_seq[u] = ev.back().seq;
+      batch.insert(batch.end(), ev.begin(), ev.end());
+    }
+    publish(batch);
+    total += static_cast<std::int64_t>(batch.size());
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  auto status = workers_[0].wait_for(std::chrono::seconds(60));
+  ASSERT_TRUE(status.has_value()) << "the member never crashed\n" << test::file_text(log(0));
+  EXPECT_EQ(*status, 137);
+  const std::string crashed = test::file_text(log(0));
+  const auto joined = crashed.find("kafka partitions assigned");
+  const auto died = crashed.find("failpoint consume.after_commit: crash (exit 137)");
+  ASSERT_NE(died, std::string::npos) << crashed;
+  EXPECT_LT(joined, died) << "the crash landed before the group was joined\n" << crashed;
+  workers_[0] = Process();  // reaped
+  workers_.push_back(start_worker());
+  ASSERT_TRUE(eventually([&] { return test::inbox_rows(owner_, kGroup) == total; },
+                         std::chrono::seconds(120)))
+      << test::inbox_rows(owner_, kGroup) << " of " << total << "\n"
+      << test::file_text(log(1));
+  EXPECT_EQ(scalar("SELECT sum(events_applied) FROM user_portfolio"), total);
+  for (const auto& [u, seq] : last_seq) {
+    EXPECT_EQ(scalar("SELECT through_seq FROM user_portfolio WHERE user_id = $1", {u}), seq) << u;
+  }
+  EXPECT_EQ(test::expect_portfolios_match_recalculation(app_, "1"), 5);
+}
+
 }  // namespace
 }  // namespace hi
