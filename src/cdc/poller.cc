@@ -115,6 +115,7 @@ Status Poller::run(std::stop_token stop) {
               {{"error", s ? std::string("ended") : s.error().message}});
     if (!sleep_for(stop, backoff.next())) break;
   }
+  log_.info("poller stopped", {{"published", stats_.events_published.load()}});
   return {};
 }
 

@@ -439,8 +439,25 @@ TEST_F(RelayTest, PollModeWithTwoPollersPublishesEachEventOnce) {
   for (const auto& id : ids) EXPECT_EQ(count[id], 1) << id;
   auto left = owner_.exec("SELECT count(*) FROM event_outbox WHERE NOT processed");
   EXPECT_EQ(left->int64(0, 0), 0);
+  // Both claimed rows (SKIP LOCKED shares the work; neither waited behind the other's
+  // locks): each says at its stop how many events it published, and the two add up.
   second.signal(SIGTERM);
   EXPECT_EQ(second.wait_for(std::chrono::seconds(20)).value_or(-1), 0);
+  relay_.signal(SIGTERM);
+  EXPECT_EQ(relay_.wait_for(std::chrono::seconds(20)).value_or(-1), 0);
+  relay_ = Process();
+  auto published = [](const std::string& path) -> long {
+    std::ifstream in(path);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto at = text.find("poller stopped");
+    if (at == std::string::npos) return -1;
+    const auto n = text.find("published", at);
+    return std::stol(text.substr(text.find_first_of("0123456789", n)));
+  };
+  const long first = published(log_), other = published(log_ + ".2");
+  EXPECT_GT(first, 0) << log_text();
+  EXPECT_GT(other, 0) << "the second poller published nothing";
+  EXPECT_EQ(first + other, static_cast<long>(ids.size()));
 }
 
 }  // namespace
