@@ -12,7 +12,6 @@
 #include <thread>
 
 #include "bus/kafka_mock.h"
-#include "schema/seed.h"
 #include "support/consume_helpers.h"
 #include "support/relay_helpers.h"
 #include "support/servers.h"
@@ -26,45 +25,10 @@ using test::TestServers;
 
 constexpr const char* kGroup = "portfolio-recalc-group";
 
-class ConsumeFaultTest : public ::testing::Test {
+class ConsumeFaultTest : public test::ConsumerFixture {
  protected:
-  void SetUp() override {
-    owner_ = TestServers::get().owner();
-    static bool seeded = false;
-    if (!seeded) {
-      auto s = schema::seed(owner_, Logger("test"));
-      ASSERT_TRUE(s.ok()) << s.error().message;
-      seeded = true;
-    }
-    auto r = redis::Client::connect(TestServers::get().redis_url());
-    ASSERT_TRUE(r.ok());
-    redis_ = std::move(*r);
-    test::reset_relay_state(owner_, redis_);
-    test::reset_consumer_state(owner_, redis_);
-    app_ = TestServers::get().app();
-  }
-  void TearDown() override {
-    for (std::size_t i = 0; i < procs_.size(); ++i) {
-      if (!procs_[i].valid()) continue;
-      procs_[i].signal(SIGTERM);
-      auto st = procs_[i].wait_for(std::chrono::seconds(20));
-      EXPECT_EQ(st.value_or(-1), 0) << test::file_text(log(i));
-    }
-  }
-  std::string log(std::size_t i) { return tmp_.path() + "/p" + std::to_string(i) + ".log"; }
-  // Starts `hashinsight worker <name>`; returns its index in procs_. `wait`: until it consumes.
-  std::size_t worker(const std::string& name, std::vector<std::string> args = {},
-                     const std::vector<std::string>& env = {}, bool wait = true) {
-    args.insert(args.end(), {"--retry-backoff-ms", "20", "--poll-ms", "200", "--claim-idle-ms",
-                             "300", "--lease-ms", "1000"});
-    const std::size_t i = procs_.size();
-    procs_.push_back(test::start_worker(name, log(i), args, env));
-    if (wait) {
-      EXPECT_TRUE(eventually([&] {
-        return test::file_text(log(i)).find("consuming") != std::string::npos;
-      })) << test::file_text(log(i));
-    }
-    return i;
+  ConsumeFaultTest() {
+    worker_args_.insert(worker_args_.end(), {"--claim-idle-ms", "300", "--lease-ms", "1000"});
   }
   // Waits for procs_[i] to crash at `point`: exit status 137 and the failpoint's own line.
   void expect_crash_at(std::size_t i, const std::string& point) {
@@ -75,15 +39,6 @@ class ConsumeFaultTest : public ::testing::Test {
               std::string::npos)
         << test::file_text(log(i));
     procs_[i] = Process();  // reaped
-  }
-  std::int64_t scalar(const std::string& sql, const pg::Params& params = {}) {
-    auto r = owner_.exec(sql, params);
-    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
-    return r && !r->empty() && !r->is_null(0, 0) ? r->int64(0, 0) : -1;
-  }
-  bool cached(const std::string& key) {
-    auto r = redis_.command({"EXISTS", key});
-    return r.ok() && r->integer == 1;
   }
   // The exactly-once invariants of the portfolio group, from raw rows: every inbox row counted
   // once in events_applied, every portfolio equal to a recalculation, nothing pending.
@@ -106,12 +61,6 @@ class ConsumeFaultTest : public ::testing::Test {
     }
     EXPECT_EQ(test::pending_entries(redis_, "events.miner", kGroup), 0);
   }
-
-  test::TempDir tmp_;
-  pg::Connection owner_;
-  pg::Connection app_;
-  redis::Client redis_;
-  std::vector<Process> procs_;
 };
 
 // ---------------------------------------------------------------------------------------------

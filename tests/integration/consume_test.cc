@@ -11,7 +11,6 @@
 #include "consume/fenced_lock.h"
 #include "consume/portfolio_worker.h"
 #include "pg/transaction.h"
-#include "schema/seed.h"
 #include "support/consume_helpers.h"
 #include "support/relay_helpers.h"
 #include "support/servers.h"
@@ -25,58 +24,15 @@ using test::TestServers;
 
 constexpr const char* kGroup = "portfolio-recalc-group";
 
-class ConsumeTest : public ::testing::Test {
+class ConsumeTest : public test::ConsumerFixture {
  protected:
-  void SetUp() override {
-    owner_ = TestServers::get().owner();
-    static bool seeded = false;
-    if (!seeded) {
-      auto s = schema::seed(owner_, Logger("test"));
-      ASSERT_TRUE(s.ok()) << s.error().message;
-      seeded = true;
-    }
-    auto r = redis::Client::connect(TestServers::get().redis_url());
-    ASSERT_TRUE(r.ok());
-    redis_ = std::move(*r);
-    test::reset_consumer_state(owner_, redis_);
-    app_ = TestServers::get().app();
-  }
-  void TearDown() override {
-    for (std::size_t i = 0; i < workers_.size(); ++i) {
-      if (!workers_[i].valid()) continue;
-      workers_[i].signal(SIGTERM);
-      auto st = workers_[i].wait_for(std::chrono::seconds(20));
-      EXPECT_TRUE(st.has_value()) << "worker did not stop on SIGTERM";
-      EXPECT_EQ(st.value_or(-1), 0) << test::file_text(log(i));
-    }
-  }
-  std::string log(std::size_t i) { return tmp_.path() + "/worker" + std::to_string(i) + ".log"; }
-  void start_workers(int n, std::vector<std::string> args = {}) {
-    args.insert(args.end(), {"--retry-backoff-ms", "20", "--poll-ms", "200"});
-    for (int i = 0; i < n; ++i) {
-      workers_.push_back(test::start_worker("portfolio", log(workers_.size()), args));
-    }
-    for (std::size_t i = 0; i < workers_.size(); ++i) {
-      ASSERT_TRUE(eventually([&] {
-        return test::file_text(log(i)).find("consuming") != std::string::npos;
-      })) << test::file_text(log(i));
-    }
-  }
-  std::int64_t scalar(const std::string& sql, const pg::Params& params = {}) {
-    auto r = owner_.exec(sql, params);
-    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
-    return r && !r->empty() && !r->is_null(0, 0) ? r->int64(0, 0) : -1;
+  void start_workers(int n, const std::vector<std::string>& args = {}) {
+    for (int i = 0; i < n; ++i) worker("portfolio", args);
   }
   std::string status_field(const std::string& field) {
     auto r = redis_.command({"HGET", std::string("hi:status:consumer:") + kGroup, field});
     return r && r->type == redis::Reply::Type::kString ? r->str : "";
   }
-
-  test::TempDir tmp_;
-  pg::Connection owner_;
-  pg::Connection app_;
-  redis::Client redis_;
-  std::vector<Process> workers_;
 };
 
 TEST_F(ConsumeTest, SameEventDeliveredTenTimesIsAppliedOnce) {

@@ -14,7 +14,6 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "schema/seed.h"
 #include "support/consume_helpers.h"
 #include "support/relay_helpers.h"
 #include "support/servers.h"
@@ -118,51 +117,7 @@ class Receiver {
   std::vector<Request> requests_;   // guarded by mu_
 };
 
-class WorkersTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    owner_ = TestServers::get().owner();
-    static bool seeded = false;
-    if (!seeded) {
-      ASSERT_TRUE(schema::seed(owner_, Logger("test")).ok());
-      seeded = true;
-    }
-    auto r = redis::Client::connect(TestServers::get().redis_url());
-    ASSERT_TRUE(r.ok());
-    redis_ = std::move(*r);
-    test::reset_relay_state(owner_, redis_);
-    test::reset_consumer_state(owner_, redis_);
-    app_ = TestServers::get().app();
-  }
-  void TearDown() override {
-    for (std::size_t i = 0; i < procs_.size(); ++i) {
-      procs_[i].signal(SIGTERM);
-      EXPECT_EQ(procs_[i].wait_for(std::chrono::seconds(20)).value_or(-1), 0)
-          << test::file_text(log(i));
-    }
-  }
-  std::string log(std::size_t i) { return tmp_.path() + "/p" + std::to_string(i) + ".log"; }
-  void worker(const std::string& name, std::vector<std::string> args = {},
-              const std::vector<std::string>& env = {}) {
-    args.insert(args.end(), {"--retry-backoff-ms", "20", "--poll-ms", "200"});
-    const std::size_t i = procs_.size();
-    procs_.push_back(test::start_worker(name, log(i), args, env));
-    ASSERT_TRUE(eventually([&] {
-      return test::file_text(log(i)).find("consuming") != std::string::npos;
-    })) << test::file_text(log(i));
-  }
-  std::int64_t scalar(const std::string& sql, const pg::Params& params = {}) {
-    auto r = owner_.exec(sql, params);
-    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
-    return r && !r->empty() && !r->is_null(0, 0) ? r->int64(0, 0) : -1;
-  }
-
-  test::TempDir tmp_;
-  pg::Connection owner_;
-  pg::Connection app_;
-  redis::Client redis_;
-  std::vector<Process> procs_;
-};
+class WorkersTest : public test::ConsumerFixture {};
 
 TEST_F(WorkersTest, IntelRefreshesForecastRowsAndInvalidatesTheCache) {
   test::give_miners(owner_, "1", "101", 2);

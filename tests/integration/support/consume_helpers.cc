@@ -1,6 +1,7 @@
 #include "support/consume_helpers.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <cmath>
 #include <fstream>
@@ -11,6 +12,8 @@
 #include "core/time.h"
 #include "pg/transaction.h"
 #include "schema/outbox.h"
+#include "schema/seed.h"
+#include "support/relay_helpers.h"
 #include "support/servers.h"
 
 namespace hi::test {
@@ -229,6 +232,60 @@ RawHoldings raw_holdings(pg::Connection& owner, const std::string& user) {
   EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
   if (!r || r->empty()) return {};
   return {r->int64(0, 0), r->float64(0, 1)};
+}
+
+void ConsumerFixture::SetUp() {
+  owner_ = TestServers::get().owner();
+  static bool seeded = false;
+  if (!seeded) {
+    auto s = schema::seed(owner_, Logger("test"));
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    seeded = true;
+  }
+  auto r = redis::Client::connect(TestServers::get().redis_url());
+  ASSERT_TRUE(r.ok());
+  redis_ = std::move(*r);
+  reset_relay_state(owner_, redis_);
+  reset_consumer_state(owner_, redis_);
+  app_ = TestServers::get().app();
+}
+
+void ConsumerFixture::TearDown() {
+  for (std::size_t i = 0; i < procs_.size(); ++i) {
+    if (!procs_[i].valid()) continue;
+    procs_[i].signal(SIGTERM);
+    auto st = procs_[i].wait_for(std::chrono::seconds(20));
+    EXPECT_TRUE(st.has_value()) << "process " << i << " did not stop on SIGTERM";
+    EXPECT_EQ(st.value_or(-1), 0) << file_text(log(i));
+  }
+}
+
+std::string ConsumerFixture::log(std::size_t i) const {
+  return tmp_.path() + "/p" + std::to_string(i) + ".log";
+}
+
+std::size_t ConsumerFixture::worker(const std::string& name, std::vector<std::string> args,
+                                    const std::vector<std::string>& env, bool wait) {
+  args.insert(args.begin(), worker_args_.begin(), worker_args_.end());
+  const std::size_t i = procs_.size();
+  procs_.push_back(start_worker(name, log(i), args, env));
+  if (wait) {
+    EXPECT_TRUE(eventually([&] {
+      return file_text(log(i)).find("consuming") != std::string::npos;
+    })) << file_text(log(i));
+  }
+  return i;
+}
+
+std::int64_t ConsumerFixture::scalar(const std::string& sql, const pg::Params& params) {
+  auto r = owner_.exec(sql, params);
+  EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
+  return r && !r->empty() && !r->is_null(0, 0) ? r->int64(0, 0) : -1;
+}
+
+bool ConsumerFixture::cached(const std::string& key) {
+  auto r = redis_.command({"EXISTS", key});
+  return r.ok() && r->integer == 1;
 }
 
 }  // namespace hi::test

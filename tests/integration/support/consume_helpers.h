@@ -2,6 +2,8 @@
 // publishes them, worker child processes, and the expected portfolio computed from scratch.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -11,6 +13,7 @@
 #include "core/process.h"
 #include "pg/connection.h"
 #include "redis/client.h"
+#include "support/servers.h"
 
 namespace hi::test {
 
@@ -83,5 +86,31 @@ struct RawHoldings {
   double power_kw = 0;
 };
 RawHoldings raw_holdings(pg::Connection& owner, const std::string& user);
+
+// What every consumer test starts from: the seed (once per program), no slots, no consumer
+// state, an owner and a tenant-scoped app connection, a Redis client, and worker child
+// processes (`procs_`) that TearDown stops with SIGTERM, expecting status 0.
+class ConsumerFixture : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+  // The log of procs_[i].
+  std::string log(std::size_t i) const;
+  // Starts `hashinsight worker <name>` with worker_args_ + `args`; returns its index in procs_.
+  // `wait`: until it says it is consuming.
+  std::size_t worker(const std::string& name, std::vector<std::string> args = {},
+                     const std::vector<std::string>& env = {}, bool wait = true);
+  // The first column of the first row of `sql` run by the owner; -1 for none or NULL.
+  std::int64_t scalar(const std::string& sql, const pg::Params& params = {});
+  bool cached(const std::string& key);
+
+  // Fast retries and polls for tests; fixtures add their own.
+  std::vector<std::string> worker_args_ = {"--retry-backoff-ms", "20", "--poll-ms", "200"};
+  TempDir tmp_;
+  pg::Connection owner_;
+  pg::Connection app_;
+  redis::Client redis_;
+  std::vector<Process> procs_;
+};
 
 }  // namespace hi::test
