@@ -226,7 +226,8 @@ TEST_F(ConsumeTest, PoisonEventIsDeadLetteredWhileOthersFlowAndReplayAppliesItOn
   EXPECT_NE(row->text(0, 5).find("1999"), std::string::npos);
   EXPECT_EQ(row->text(0, 6), "events.miner");
   EXPECT_TRUE(row->boolean(0, 7));
-  // The events.dlq message.
+  // The events.dlq message (published after the row commits).
+  ASSERT_TRUE(eventually([&] { return !test::read_stream(redis_, "events.dlq").empty(); }));
   auto dlq = test::read_stream(redis_, "events.dlq");
   ASSERT_EQ(dlq.size(), 1u);
   EXPECT_EQ(test::header(dlq[0], "id"), poison.id);
