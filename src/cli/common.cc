@@ -1,5 +1,6 @@
 #include "cli/common.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -9,6 +10,7 @@
 
 #include "cli/calc_command.h"
 #include "core/failpoint.h"
+#include "core/ids.h"
 #include "core/net.h"
 #include "core/process.h"
 
@@ -46,6 +48,26 @@ std::string data_dir(const Config& cfg) {
   return fs::absolute("var").string();
 }
 
+std::string read_or_create_secret(const std::string& dir, const std::string& name,
+                                  std::size_t bytes) {
+  const fs::path file = fs::path(dir) / "secrets" / name;
+  if (std::ifstream in(file); in) {
+    std::string s;
+    std::getline(in, s);
+    if (!s.empty()) return s;
+  }
+  std::error_code ec;
+  fs::create_directories(file.parent_path(), ec);
+  ::chmod(file.parent_path().c_str(), 0700);
+  const std::string value = random_hex(bytes);
+  {
+    std::ofstream out(file);
+    out << value << "\n";
+  }
+  ::chmod(file.c_str(), 0600);
+  return value;
+}
+
 StackUrls stack_urls(const Config& cfg) {
   StackUrls urls{cfg.str("DATABASE_URL"), cfg.str("REDIS_URL"), cfg.str("KAFKA_BROKERS"),
                  cfg.str("BUS")};
@@ -73,6 +95,7 @@ void add_commands(CLI::App& app, Flags& flags) {
   add_audit_command(app, flags);
   add_bench_command(app, flags);
   add_calc_command(app);
+  add_token_command(app, flags);
 }
 
 int run_command_line(CLI::App& app, const std::function<void()>& parse, std::ostream& out,

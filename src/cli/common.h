@@ -46,6 +46,11 @@ void arm_failpoints_for(const Config& cfg, std::string_view part);
 // The data directory: HI_DATA_DIR, else ./var, else /var/lib/hashinsight when root.
 std::string data_dir(const Config& cfg);
 
+// The secret DIR/secrets/NAME, generated on first use (`bytes` random bytes as hex, file mode
+// 600, directory 700): the JWT key, the servers' passwords, the master encryption key.
+std::string read_or_create_secret(const std::string& dir, const std::string& name,
+                                  std::size_t bytes);
+
 // The stack's URLs: DATABASE_URL / REDIS_URL when set, else those of a running `up` (read from
 // DIR/up.json). Empty when neither is known.
 struct StackUrls {
@@ -87,6 +92,7 @@ void add_worker_command(CLI::App& app, Flags& flags);
 void add_dlq_command(CLI::App& app, Flags& flags);
 void add_audit_command(CLI::App& app, Flags& flags);
 void add_bench_command(CLI::App& app, Flags& flags);
+void add_token_command(CLI::App& app, Flags& flags);
 // `bench consume`, registered under the bench subcommand.
 void add_bench_consume(CLI::App& bench, Flags& flags);
 

@@ -68,23 +68,8 @@ void write_json_atomic(const fs::path& path, const nlohmann::json& j) {
   fs::rename(tmp, path);
 }
 
-// Reads a secret from DIR/secrets/NAME, generating it (mode 600) on first use.
 std::string secret(const fs::path& dir, const std::string& name, std::size_t bytes) {
-  const fs::path file = dir / "secrets" / name;
-  if (std::ifstream in(file); in) {
-    std::string s;
-    std::getline(in, s);
-    if (!s.empty()) return s;
-  }
-  fs::create_directories(file.parent_path());
-  ::chmod(file.parent_path().c_str(), 0700);
-  const std::string value = random_hex(bytes);
-  {
-    std::ofstream out(file);
-    out << value << "\n";
-  }
-  ::chmod(file.c_str(), 0600);
-  return value;
+  return read_or_create_secret(dir.string(), name, bytes);
 }
 
 struct Ports {

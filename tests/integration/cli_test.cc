@@ -4,11 +4,13 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "api/auth.h"
 #include "core/process.h"
 #include "pg/connection.h"
 #include "pg/local_server.h"
@@ -365,6 +367,54 @@ TEST(Cli, AClusterMadeWithoutPasswordsRequiresThemFromTheNextStart) {
   // Replication logins need it too.
   auto replication = pg::Connection::connect(bare + "?replication=database");
   EXPECT_FALSE(replication.ok());
+}
+
+// `hashinsight token` signs what the user's roles allow, and nothing more.
+TEST(Cli, TokenCarriesOnlyScopesTheUsersRolesGrant) {
+  auto& servers = test::TestServers::get();
+  const std::string url = "DATABASE_URL=" + servers.database_url();
+  ASSERT_EQ(run({"seed"}, {url}).status, 0);
+  const std::string key = "JWT_SECRET=cli-test-secret";
+  auto last_line = [](const std::string& out) {
+    std::string s = out;
+    while (!s.empty() && s.back() == '\n') s.pop_back();
+    return s.substr(s.rfind('\n') == std::string::npos ? 0 : s.rfind('\n') + 1);
+  };
+  // Alice (101) is an admin of tenant 1 (docs/seed.md).
+  auto ok = run({"token", "--user", "101", "--tenant", "1", "--scopes",
+                 "miners:write,portfolio:read", "--ttl", "600"},
+                {url, key});
+  ASSERT_EQ(ok.status, 0) << ok.output;
+  api::TokenOptions options;
+  options.secret = "cli-test-secret";
+  auto who = api::verify_token(options, last_line(ok.output), std::time(nullptr));
+  ASSERT_TRUE(who.ok()) << who.error().message << "\n" << ok.output;
+  EXPECT_EQ(who->user_id, "101");
+  EXPECT_EQ(who->tenant_id, "1");
+  EXPECT_EQ(who->scopes, (std::vector<std::string>{"miners:write", "portfolio:read"}));
+  EXPECT_LE(who->expires_at, std::time(nullptr) + 600);
+  // Erin (105) is a viewer: no miners:write.
+  auto viewer =
+      run({"token", "--user", "105", "--tenant", "1", "--scopes", "miners:write"}, {url, key});
+  EXPECT_EQ(viewer.status, 2) << viewer.output;
+  EXPECT_NE(viewer.output.find("scopes outside the roles of user 105"), std::string::npos)
+      << viewer.output;
+  EXPECT_NE(viewer.output.find("miners:write"), std::string::npos) << viewer.output;
+  // Alice is not a user of tenant 2.
+  auto stranger =
+      run({"token", "--user", "101", "--tenant", "2", "--scopes", "portfolio:read"}, {url, key});
+  EXPECT_EQ(stranger.status, 2) << stranger.output;
+  EXPECT_NE(stranger.output.find("does not exist in tenant 2"), std::string::npos)
+      << stranger.output;
+  // Without JWT_SECRET, the key of DIR/secrets (created on first use, as `up` does).
+  test::TempDir dir;
+  auto from_dir = run({"token", "--user", "101", "--tenant", "1", "--scopes", "portfolio:read"},
+                      {url, "HI_DATA_DIR=" + dir.path()});
+  ASSERT_EQ(from_dir.status, 0) << from_dir.output;
+  std::ifstream in(dir.path() + "/secrets/jwt_secret");
+  std::getline(in, options.secret);
+  ASSERT_FALSE(options.secret.empty());
+  EXPECT_TRUE(api::verify_token(options, last_line(from_dir.output), std::time(nullptr)).ok());
 }
 
 }  // namespace
