@@ -1,0 +1,54 @@
+// A blocking HTTP/1.1 client for webhooks and sinks: one request, one connection, a deadline on
+// the whole exchange (name resolution, connect, send, receive).
+//
+//   auto url = http::parse_url("http://crm.internal:8099/hooks");       // once, at start-up
+//   http::ClientRequest req;
+//   req.method = "POST";
+//   req.url = *url;
+//   req.body = json;
+//   req.headers = {{"Idempotency-Key", id}};
+//   auto r = http::fetch(req);
+//   if (!r) ...            // kDeadlineExceeded: no answer in time; kUnavailable: no connection
+//   if (r->status / 100 != 2) ...
+//
+// http:// only (uri.h). Thread-safe: each call has its own I/O context and connection. Name
+// resolution runs in the system resolver, whose own timeout bounds a hung DNS server.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "core/result.h"
+#include "http/uri.h"
+
+namespace hi::http {
+
+struct ClientRequest {
+  std::string method = "GET";
+  Url url;
+  std::string body;
+  // Sent as given, after Host and User-Agent; Content-Type defaults to application/json when
+  // there is a body and no Content-Type here. A name or value holding CR, LF or NUL is refused
+  // (kInvalidArgument): values often come from data, and must not add headers.
+  Pairs headers;
+  std::chrono::milliseconds timeout{5000};
+  std::size_t max_response_bytes = std::size_t{16} << 20;
+};
+
+struct ClientResponse {
+  int status = 0;
+  std::string body;
+  Pairs headers;  // names in lower case
+
+  std::optional<std::string_view> header(std::string_view name) const;  // any case
+};
+
+// Any status is a response (a 500 is not an Error). kDeadlineExceeded when `timeout` passes
+// first; kUnavailable when the host does not resolve, the connection fails or the peer does not
+// answer with HTTP; kInvalidArgument for a request that cannot be sent.
+Result<ClientResponse> fetch(const ClientRequest& request);
+
+}  // namespace hi::http

@@ -1,0 +1,123 @@
+// The HTTP client against the server, and the part endpoint (/metrics, /alive).
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/net.h"
+#include "http/client.h"
+#include "http/part_endpoint.h"
+#include "http_support.h"
+
+namespace hi::http {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using test::Gate;
+using test::serve;
+
+using test::client_request;
+
+TEST(HttpClient, SendsTheRequestAndReturnsStatusBodyAndHeaders) {
+  Router r;
+  r.add("POST", "/hooks/:name", [](Request& q) {
+    return Response::json({{"name", std::string(q.param("name"))},
+                           {"body", q.body},
+                           {"content_type", std::string(q.header("content-type").value_or(""))},
+                           {"key", std::string(q.header("idempotency-key").value_or(""))}},
+                          201);
+  });
+  auto server = serve(std::move(r));
+  auto req = client_request("POST", server->port(), "/hooks/crm", R"({"id":"e1"})");
+  req.headers = {{"Idempotency-Key", "e1"}, {"X-Request-Id", "client-1"}};
+  auto res = fetch(req);
+  ASSERT_TRUE(res.ok()) << res.error().to_string();
+  EXPECT_EQ(res->status, 201);
+  EXPECT_EQ(res->header("X-REQUEST-ID"), "client-1");
+  EXPECT_EQ(res->header("content-type"), "application/json");
+  const auto j = json::parse(res->body);
+  EXPECT_EQ(j["name"], "crm");
+  EXPECT_EQ(j["body"], R"({"id":"e1"})");
+  EXPECT_EQ(j["content_type"], "application/json");  // the default for a body
+  EXPECT_EQ(j["key"], "e1");
+
+  auto missing = fetch(client_request("GET", server->port(), "/nope"));
+  ASSERT_TRUE(missing.ok());  // an error status is a response, not an Error
+  EXPECT_EQ(missing->status, 404);
+  EXPECT_EQ(json::parse(missing->body)["error"]["code"], "not_found");
+}
+
+TEST(HttpClient, GivesUpAtTheDeadline) {
+  Gate gate;
+  Router r;
+  r.add("POST", "/slow", [&](Request&) { return gate.pass(); });
+  auto server = serve(std::move(r));
+  const auto started = std::chrono::steady_clock::now();
+  auto res = fetch(client_request("POST", server->port(), "/slow", "{}", 200ms));
+  const auto took = std::chrono::steady_clock::now() - started;
+  gate.release.count_down();
+  ASSERT_FALSE(res.ok());
+  EXPECT_EQ(res.error().code, Code::kDeadlineExceeded) << res.error().to_string();
+  EXPECT_LT(took, 3s);
+}
+
+TEST(HttpClient, ARefusedConnectionIsUnavailable) {
+  const int port = free_loopback_port();  // nothing listens there
+  ASSERT_GT(port, 0);
+  auto res = fetch(client_request("GET", static_cast<std::uint16_t>(port), "/", {}, 2s));
+  ASSERT_FALSE(res.ok());
+  EXPECT_EQ(res.error().code, Code::kUnavailable) << res.error().to_string();
+  EXPECT_NE(res.error().message.find("connect"), std::string::npos) << res.error().message;
+}
+
+TEST(HttpClient, RefusesHeadersThatWouldInjectOthers) {
+  auto req = client_request("GET", 1, "/");
+  req.headers = {{"X-Event-Kind", "a\r\nX-Evil: 1"}};
+  auto res = fetch(req);
+  ASSERT_FALSE(res.ok());
+  EXPECT_EQ(res.error().code, Code::kInvalidArgument);
+}
+
+TEST(PartEndpoint, ServesMetricsAndAlive) {
+  Metrics metrics;
+  metrics.counter("hashinsight_test_things_total", "Things").Increment(3);
+  const int port = free_loopback_port();
+  ASSERT_GT(port, 0);
+  auto endpoint = start_part_endpoint(port, metrics, Logger("test"), "127.0.0.1");
+  ASSERT_TRUE(endpoint.ok()) << endpoint.error().to_string();
+  ASSERT_TRUE(*endpoint != nullptr);
+
+  auto scraped = fetch(client_request("GET", static_cast<std::uint16_t>(port), "/metrics"));
+  ASSERT_TRUE(scraped.ok()) << scraped.error().to_string();
+  EXPECT_EQ(scraped->status, 200);
+  EXPECT_EQ(scraped->header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+  EXPECT_NE(scraped->body.find("hashinsight_test_things_total 3"), std::string::npos)
+      << scraped->body;
+
+  auto alive = fetch(client_request("GET", static_cast<std::uint16_t>(port), "/alive"));
+  ASSERT_TRUE(alive.ok()) << alive.error().to_string();
+  EXPECT_EQ(alive->status, 200);
+  EXPECT_EQ(json::parse(alive->body), json::parse(R"({"status":"alive"})"));
+
+  auto other = fetch(client_request("GET", static_cast<std::uint16_t>(port), "/ready"));
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(other->status, 404);
+}
+
+TEST(PartEndpoint, PortZeroIsOff) {
+  Metrics metrics;
+  auto endpoint = start_part_endpoint(0, metrics, Logger("test"));
+  ASSERT_TRUE(endpoint.ok());
+  EXPECT_TRUE(*endpoint == nullptr);
+}
+
+TEST(PartEndpoint, ATakenPortIsAnError) {
+  Metrics metrics;
+  auto first = serve(part_routes(metrics));
+  auto second = start_part_endpoint(first->port(), metrics, Logger("test"), "127.0.0.1");
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.error().code, Code::kUnavailable);
+}
+
+}  // namespace
+}  // namespace hi::http
