@@ -14,8 +14,8 @@
 #include <memory>
 #include <string>
 
-#include "consume/internal/http_post.h"
 #include "consume/runtime.h"
+#include "http/uri.h"
 
 namespace hi::consume {
 
@@ -32,9 +32,9 @@ class CrmHandler final : public Handler {
   Result<ApplyOutcome> apply(pg::Connection& conn, const TenantBatch& batch) override;
 
  private:
-  CrmHandler(internal::HttpUrl url, std::chrono::milliseconds timeout)
+  CrmHandler(http::Url url, std::chrono::milliseconds timeout)
       : url_(std::move(url)), timeout_(timeout) {}
-  internal::HttpUrl url_;
+  http::Url url_;
   std::chrono::milliseconds timeout_;
 };
 
