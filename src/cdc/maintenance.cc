@@ -178,46 +178,23 @@ void RelayMaintenance::check_durability() {
 
 void RelayMaintenance::publish_status(redis::Client& redis, const SlotState& slot) {
   const std::int64_t last_ack = stats_.last_ack_unix_us.load();
-  const std::vector<std::string> hset = {"HSET",
-                                         "hi:status:relay",
-                                         "mode",
-                                         "cdc",
-                                         "bus",
-                                         std::string(bus::to_string(options_.bus.kind)),
-                                         "slot",
-                                         options_.slot,
-                                         "confirmed_lsn",
-                                         pg::Lsn{stats_.confirmed_lsn.load()}.to_string(),
-                                         "lag_bytes",
-                                         std::to_string(slot.lag_bytes),
-                                         "wal_status",
-                                         slot.wal_status,
-                                         "safe_wal_size",
-                                         slot.safe_wal_size,
-                                         "in_flight",
-                                         std::to_string(stats_.in_flight.load()),
-                                         "events_published",
-                                         std::to_string(stats_.events_published.load()),
-                                         "events_acked",
-                                         std::to_string(stats_.events_acked.load()),
-                                         "last_ack_at",
-                                         last_ack > 0 ? format_rfc3339_us(last_ack) : "",
-                                         "bus_degraded",
-                                         stats_.bus_degraded.load() ? "1" : "0",
-                                         "streaming",
-                                         stats_.streaming.load() ? "1" : "0",
-                                         "reconnects",
-                                         std::to_string(stats_.reconnects.load()),
-                                         "streamed_transactions",
-                                         std::to_string(stats_.streamed_transactions.load()),
-                                         "updated_at",
-                                         format_rfc3339_us(unix_now_us()),
-                                         "durable",
-                                         durable_,
-                                         "durability",
-                                         durability_,
-                                         "pid",
-                                         std::to_string(::getpid())};
+  const std::int64_t confirmed_commit = stats_.confirmed_commit_unix_us.load();
+  const std::vector<std::string> hset = {
+      "HSET", "hi:status:relay", "mode", "cdc", "bus",
+      std::string(bus::to_string(options_.bus.kind)), "slot", options_.slot, "confirmed_lsn",
+      pg::Lsn{stats_.confirmed_lsn.load()}.to_string(), "lag_bytes", std::to_string(slot.lag_bytes),
+      "wal_status", slot.wal_status, "safe_wal_size", slot.safe_wal_size, "in_flight",
+      std::to_string(stats_.in_flight.load()), "events_published",
+      std::to_string(stats_.events_published.load()), "events_acked",
+      std::to_string(stats_.events_acked.load()), "last_ack_at",
+      last_ack > 0 ? format_rfc3339_us(last_ack) : "",
+      // Everything committed before it is on the bus.
+      "confirmed_commit_at", confirmed_commit > 0 ? format_rfc3339_us(confirmed_commit) : "",
+      "bus_degraded", stats_.bus_degraded.load() ? "1" : "0", "streaming",
+      stats_.streaming.load() ? "1" : "0", "reconnects", std::to_string(stats_.reconnects.load()),
+      "streamed_transactions", std::to_string(stats_.streamed_transactions.load()), "updated_at",
+      format_rfc3339_us(unix_now_us()), "durable", durable_, "durability", durability_, "pid",
+      std::to_string(::getpid())};
   redis.append(hset);
   redis.append(std::vector<std::string>{"PEXPIRE", "hi:status:relay", "5000"});
   redis.append(

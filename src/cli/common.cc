@@ -96,6 +96,7 @@ void add_commands(CLI::App& app, Flags& flags) {
   add_bench_command(app, flags);
   add_calc_command(app);
   add_token_command(app, flags);
+  add_api_command(app, flags);
 }
 
 int run_command_line(CLI::App& app, const std::function<void()>& parse, std::ostream& out,

@@ -250,7 +250,7 @@ void add_parts(Supervisor& sup, const Config& cfg, const Logger& log) {
   } else {
     log.info("worker crm not started: CRM_WEBHOOK_URL is not set", {});
   }
-  // The API joins here with its issue.
+  sup.add("api", {exe, "api"});
 }
 
 // Ready means every part answers: the relay reports streaming in its status hash.

@@ -67,6 +67,11 @@ constexpr SettingSpec kSettings[] = {
      K::kInt, 0, 1000, "", "bus"},
     // --- api
     {"HTTP_PORT", "8080", "API listen port", K::kInt, 1, 65535, "", "api"},
+    {"HTTP_ADDRESS", "127.0.0.1", "API listen address (0.0.0.0: every interface)", K::kString, 0,
+     0, "", "api"},
+    {"API_WORKERS", "8",
+     "threads that run the API's database work; also its database connections", K::kInt, 1, 256,
+     "", "api"},
     {"JWT_SECRET", "",
      "HMAC secret of API tokens; empty = generated into DATA_DIR/secrets on first run", K::kString,
      0, 0, "", "api"},

@@ -12,11 +12,13 @@
 
 #include "api/auth.h"
 #include "core/process.h"
+#include "http/client.h"
 #include "pg/connection.h"
 #include "pg/local_server.h"
 #include "pg/transaction.h"
 #include "redis/client.h"
 #include "schema/outbox.h"
+#include "support/relay_helpers.h"
 #include "support/servers.h"
 
 namespace hi {
@@ -188,6 +190,16 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
   ASSERT_EQ(relay_pid->type, redis::Reply::Type::kString) << "relay status missing";
   const int relay = std::stoi(relay_pid->str);
   EXPECT_TRUE(fs::exists("/proc/" + std::to_string(relay)));
+  // The API answers on its port (a supervised part too).
+  auto alive_url = http::parse_url(ready["api_url"].get<std::string>() + "/alive");
+  ASSERT_TRUE(alive_url.ok());
+  http::ClientRequest alive;
+  alive.url = *alive_url;
+  EXPECT_TRUE(test::eventually([&] {
+    auto r = http::fetch(alive);
+    return r.ok() && r->status == 200;
+  })) << "the API does not answer on "
+      << ready["api_url"];
 
   // End to end through the supervised parts: a miner added in one transaction with its event
   // becomes the user's portfolio, with through_seq covering the event.

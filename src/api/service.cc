@@ -1,0 +1,530 @@
+#include "api/service.h"
+
+#include <openssl/sha.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "api/validate.h"
+#include "core/time.h"
+#include "pg/transaction.h"
+#include "schema/outbox.h"
+
+namespace hi::api {
+namespace {
+
+using http::ErrorCode;
+using http::Response;
+using nlohmann::json;
+
+constexpr const char* kMinerStatuses[] = {"active", "inactive", "maintenance", "sold"};
+
+std::string sha256_hex(std::string_view text) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : digest) {
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 15]);
+  }
+  return out;
+}
+
+// A database failure as the client sees it (the details go to the log).
+Response db_failure(const Error& e) { return Response::fail(http::api_error(e)); }
+
+// The bearer token of the request, or empty.
+std::string_view bearer(const http::Request& r) {
+  const auto h = r.header("authorization");
+  if (!h) return {};
+  constexpr std::string_view kPrefix = "Bearer ";
+  if (h->size() <= kPrefix.size() ||
+      !std::equal(kPrefix.begin(), kPrefix.end(), h->begin(),
+                  [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
+    return {};
+  }
+  return h->substr(kPrefix.size());
+}
+
+// A number a status hash holds, or `fallback` when it holds something else.
+std::int64_t to_int(std::string_view text, std::int64_t fallback = 0) {
+  std::int64_t v = 0;
+  const auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  return ec == std::errc() && p == text.data() + text.size() ? v : fallback;
+}
+
+bool is_sane_key(std::string_view key) {
+  return !key.empty() && key.size() <= 255 &&
+         std::all_of(key.begin(), key.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+}
+
+// Appends an audit_logs row of this request in its transaction.
+Status audit(Call& c, const std::string& action, const std::string& entity,
+             const std::string& entity_id, const json& before, const json& after) {
+  const json details = {{"before", before}, {"after", after}};
+  auto r = c.db.exec(
+      "INSERT INTO audit_logs (tenant_id, user_id, action, entity, entity_id, request_id, ip, "
+      "details) VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, '')::inet, $8)",
+      {c.who.tenant_id, c.who.user_id, action, entity, entity_id, c.request.request_id,
+       c.request.remote_address, details.dump()});
+  if (!r) return r.error();
+  return {};
+}
+
+// The row of user_miners `id` of the caller as JSON (null when not theirs or missing).
+Result<json> miner_row(Call& c, const std::string& id, bool for_update) {
+  auto r = c.db.exec(
+      "SELECT json_build_object('id', id, 'model_id', model_id, 'quantity', quantity, "
+      "'electricity_price_usd_kwh', electricity_price_usd_kwh, 'status', status, "
+      "'created_at', created_at, 'updated_at', updated_at)::text FROM user_miners "
+      "WHERE id = $1::bigint AND user_id = $2::bigint" +
+          std::string(for_update ? " FOR UPDATE" : ""),
+      {id, c.who.user_id});
+  if (!r) return r.error();
+  if (r->empty()) return json(nullptr);
+  return json::parse(r->text(0, 0));
+}
+
+}  // namespace
+
+Service::Service(ServiceOptions options, Metrics& metrics, Logger log)
+    : options_(std::move(options)),
+      metrics_(metrics),
+      log_(std::move(log)),
+      pool_(pg::Pool::Options{options_.database_url, options_.db_role,
+                              static_cast<int>(options_.db_connections), options_.db_wait}) {}
+
+Service::~Service() = default;
+
+const std::vector<std::tuple<std::string, std::string, std::string>>& Service::route_scopes() {
+  static const std::vector<std::tuple<std::string, std::string, std::string>> kRoutes = {
+      {"POST", "/api/miners", "miners:write"},
+      {"POST", "/api/miners/bulk", "miners:write"},
+      {"PATCH", "/api/miners/:id/status", "miners:write"},
+      {"GET", "/api/miners", "portfolio:read"},
+      {"GET", "/api/miner-models", ""},
+      {"GET", "/api/portfolio", "portfolio:read"},
+      {"GET", "/alive", "-"},
+      {"GET", "/ready", "-"},
+      {"GET", "/health", "-"},
+      {"GET", "/api/health", "-"},
+      {"GET", "/metrics", "-"},
+  };
+  return kRoutes;
+}
+
+Response Service::guarded(http::Request& request, const std::string& scope, bool write,
+                          const Work& work) {
+  const std::string_view token = bearer(request);
+  if (token.empty()) {
+    return Response::fail(ErrorCode::kUnauthorized, "an Authorization: Bearer token is required");
+  }
+  auto who = verify_token(options_.tokens, token, std::time(nullptr));
+  if (!who) return Response::fail(ErrorCode::kUnauthorized, who.error().message);
+  if (!scope.empty() && !who->has_scope(scope)) {
+    return Response::fail(ErrorCode::kForbidden, "this route needs the scope " + scope);
+  }
+  std::string key;
+  if (write) {
+    if (auto k = request.header("idempotency-key")) {
+      if (!is_sane_key(*k)) {
+        return Response::fail(ErrorCode::kBadRequest,
+                              "Idempotency-Key must be 1 to 255 printable characters",
+                              "Idempotency-Key");
+      }
+      key = std::string(*k);
+    }
+  }
+  // A duplicate of a key this process is writing waits for it here, holding no connection.
+  const std::string gate = key.empty() ? "" : who->tenant_id + "/" + who->user_id + "/" + key;
+  if (!gate.empty()) {
+    std::unique_lock lock(keys_mu_);
+    if (!keys_freed_.wait_for(lock, options_.idempotency_wait,
+                              [&] { return !keys_running_.contains(gate); })) {
+      return Response::fail(ErrorCode::kConflict,
+                            "a request with this Idempotency-Key is still running");
+    }
+    keys_running_.insert(gate);
+  }
+  struct Release {
+    Service* s;
+    const std::string& gate;
+    ~Release() {
+      if (gate.empty()) return;
+      std::lock_guard lock(s->keys_mu_);
+      s->keys_running_.erase(gate);
+      s->keys_freed_.notify_all();
+    }
+  } release{this, gate};
+
+  auto lease = pool_.acquire();
+  if (!lease) {
+    log_.warn("no database connection", {{"error", lease.error().message}});
+    Response r = Response::fail(ErrorCode::kUnavailable, "the database is busy or unreachable");
+    r.headers.emplace_back("Retry-After", "1");
+    return r;
+  }
+  pg::Connection& db = **lease;
+  pg::Transaction tx(db);
+  if (auto s = tx.begin(who->tenant_id); !s) return db_failure(s.error());
+  Call call{request, *who, db};
+  Response response = key.empty() ? work(call) : run_idempotent(call, key, work);
+  if (response.status >= 400 || response.error) return response;  // rolled back with tx
+  if (auto s = tx.commit(); !s) return db_failure(s.error());
+  return response;
+}
+
+// Within the request's transaction: claims the key (the unique row waits for a concurrent
+// claimer in another process), replays a finished response, refuses another body under the
+// same key, and stores the new response with the write.
+Response Service::run_idempotent(Call& call, const std::string& key, const Work& work) {
+  const std::string hash =
+      sha256_hex(call.request.method + " " + call.request.route + "\n" + call.request.body);
+  const pg::Params scope = {call.who.tenant_id, call.who.user_id, key};
+  if (auto r = call.db.exec("SET LOCAL lock_timeout = '10s'"); !r) return db_failure(r.error());
+  if (auto r = call.db.exec(
+          "DELETE FROM api_idempotency_records WHERE tenant_id = $1 AND user_id = $2 AND "
+          "idem_key = $3 AND expires_at < now()",
+          scope);
+      !r) {
+    return db_failure(r.error());
+  }
+  auto claimed = call.db.exec(
+      "INSERT INTO api_idempotency_records (tenant_id, user_id, idem_key, request_hash) "
+      "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
+      {call.who.tenant_id, call.who.user_id, key, hash});
+  if (!claimed) {
+    if (claimed.error().message.find("55P03") != std::string::npos) {
+      return Response::fail(ErrorCode::kConflict,
+                            "a request with this Idempotency-Key is still running");
+    }
+    return db_failure(claimed.error());
+  }
+  if (claimed->empty()) {
+    auto stored = call.db.exec(
+        "SELECT request_hash, state, response_status, response_body::text "
+        "FROM api_idempotency_records WHERE tenant_id = $1 AND user_id = $2 AND idem_key = $3",
+        scope);
+    if (!stored) return db_failure(stored.error());
+    if (stored->empty() || stored->text(0, 1) != "done") {
+      return Response::fail(ErrorCode::kConflict,
+                            "a request with this Idempotency-Key is still running");
+    }
+    if (stored->text(0, 0) != hash) {
+      return Response::fail(ErrorCode::kUnprocessable,
+                            "this Idempotency-Key was used with another request",
+                            "Idempotency-Key");
+    }
+    Response replay;
+    replay.status = static_cast<int>(stored->int64(0, 2));
+    replay.body = std::string(stored->text(0, 3));
+    replay.headers.emplace_back("Idempotent-Replayed", "true");
+    return replay;
+  }
+  Response response = work(call);
+  if (response.status >= 400 || response.error) return response;  // the claim rolls back
+  auto saved = call.db.exec(
+      "UPDATE api_idempotency_records SET state = 'done', response_status = $4, "
+      "response_body = $5::jsonb WHERE tenant_id = $1 AND user_id = $2 AND idem_key = $3 "
+      "RETURNING response_body::text",
+      {call.who.tenant_id, call.who.user_id, key, std::to_string(response.status), response.body});
+  if (!saved) return db_failure(saved.error());
+  // The first answer is byte for byte what replays will send.
+  response.body = std::string(saved->text(0, 0));
+  return response;
+}
+
+void Service::add_routes(http::Router& router) {
+  // Health: no token (load balancers, `up`).
+  router.add(
+      "GET", "/alive",
+      [](http::Request&) {
+        return Response::json({{"status", "alive"}});
+      },
+      http::Execution::kInline);
+  router.add("GET", "/ready", [this](http::Request&) { return health(false); });
+  router.add("GET", "/health", [this](http::Request&) { return health(true); });
+  router.add("GET", "/api/health", [this](http::Request&) { return health(true); });
+  router.add(
+      "GET", "/metrics",
+      [this](http::Request&) {
+        return Response::text(metrics_.render(), "text/plain; version=0.0.4");
+      },
+      http::Execution::kInline);
+
+  router.add("GET", "/api/miner-models", [this](http::Request& r) {
+    return guarded(r, "", false, [](Call& c) {
+      auto rows = c.db.exec(
+          "SELECT coalesce(json_agg(json_build_object('id', id, 'slug', slug, 'manufacturer', "
+          "manufacturer, 'name', name, 'hashrate_ths', hashrate_ths, 'power_w', power_w, "
+          "'efficiency_j_th', efficiency_j_th, 'release_year', release_year, 'price_usd', "
+          "price_usd) ORDER BY id), '[]')::text FROM miner_models");
+      if (!rows) return db_failure(rows.error());
+      return Response::text(std::string(rows->text(0, 0)), "application/json");
+    });
+  });
+
+  router.add("GET", "/api/miners", [this](http::Request& r) {
+    return guarded(r, "portfolio:read", false, [](Call& c) {
+      auto rows = c.db.exec(
+          "SELECT coalesce(json_agg(json_build_object('id', m.id, 'model_id', m.model_id, "
+          "'model', mm.slug, 'quantity', m.quantity, 'electricity_price_usd_kwh', "
+          "m.electricity_price_usd_kwh, 'status', m.status, 'created_at', m.created_at, "
+          "'updated_at', m.updated_at) ORDER BY m.id), '[]')::text "
+          "FROM user_miners m JOIN miner_models mm ON mm.id = m.model_id "
+          "WHERE m.user_id = $1::bigint",
+          {c.who.user_id});
+      if (!rows) return db_failure(rows.error());
+      return Response::text(std::string(rows->text(0, 0)), "application/json");
+    });
+  });
+
+  router.add("POST", "/api/miners", [this](http::Request& r) {
+    return guarded(r, "miners:write", true, [](Call& c) {
+      http::ApiError bad;
+      auto body = parse_object(c.request.body, &bad);
+      if (!body) return Response::fail(bad);
+      Fields f(*body, {"model_id", "quantity", "electricity_price_usd_kwh", "status"});
+      const auto model_id = f.integer("model_id", true, 1, 2'147'483'647);
+      const auto quantity = f.integer("quantity", true, 1, 100'000);
+      const auto price = f.number("electricity_price_usd_kwh", false, 0, 10);
+      const auto status = f.one_of("status", false, kMinerStatuses);
+      if (auto e = f.error()) return Response::fail(*e);
+      auto model =
+          c.db.exec("SELECT 1 FROM miner_models WHERE id = $1", {std::to_string(*model_id)});
+      if (!model) return db_failure(model.error());
+      if (model->empty()) {
+        return Response::fail(ErrorCode::kBadRequest, "unknown miner model", "model_id");
+      }
+      auto row = c.db.exec(
+          "INSERT INTO user_miners (tenant_id, user_id, model_id, quantity, "
+          "electricity_price_usd_kwh, status) VALUES ($1, $2, $3, $4, $5::numeric, $6) "
+          "RETURNING id",
+          {c.who.tenant_id, c.who.user_id, std::to_string(*model_id), std::to_string(*quantity),
+           price ? std::optional<std::string>(json(*price).dump()) : std::nullopt,
+           status.value_or("active")});
+      if (!row) return db_failure(row.error());
+      const std::string id(row->text(0, 0));
+      auto after = miner_row(c, id, false);
+      if (!after) return db_failure(after.error());
+      const json payload = {{"miner_id", std::stoll(id)},
+                            {"model_id", *model_id},
+                            {"quantity", *quantity},
+                            {"status", status.value_or("active")}};
+      const auto key = c.request.header("idempotency-key");
+      auto ev = schema::append_event(
+          c.db, {c.who.tenant_id, c.who.user_id, "miner.added", id, payload.dump(),
+                 key ? std::optional<std::string>(std::string(*key)) : std::nullopt, std::nullopt});
+      if (!ev) return db_failure(ev.error());
+      if (auto s = audit(c, "miner.add", "user_miners", id, nullptr, *after); !s) {
+        return db_failure(s.error());
+      }
+      return Response::json(
+          {{"id", std::stoll(id)}, {"event_id", ev->id}, {"seq", ev->seq}, {"miner", *after}}, 201);
+    });
+  });
+
+  router.add("PATCH", "/api/miners/:id/status", [this](http::Request& r) {
+    return guarded(r, "miners:write", true, [](Call& c) {
+      const std::string id(c.request.param("id"));
+      if (id.empty() || id.size() > 18 || id.find_first_not_of("0123456789") != std::string::npos) {
+        return Response::fail(ErrorCode::kNotFound, "no miner " + id);
+      }
+      http::ApiError bad;
+      auto body = parse_object(c.request.body, &bad);
+      if (!body) return Response::fail(bad);
+      Fields f(*body, {"status"});
+      const auto status = f.one_of("status", true, kMinerStatuses);
+      if (auto e = f.error()) return Response::fail(*e);
+      auto before = miner_row(c, id, true);
+      if (!before) return db_failure(before.error());
+      if (before->is_null()) return Response::fail(ErrorCode::kNotFound, "no miner " + id);
+      if (auto u = c.db.exec(
+              "UPDATE user_miners SET status = $2, updated_at = now() WHERE id = $1::bigint",
+              {id, *status});
+          !u) {
+        return db_failure(u.error());
+      }
+      auto after = miner_row(c, id, false);
+      if (!after) return db_failure(after.error());
+      const json payload = {
+          {"miner_id", std::stoll(id)}, {"from", (*before)["status"]}, {"to", *status}};
+      const auto key = c.request.header("idempotency-key");
+      auto ev = schema::append_event(
+          c.db, {c.who.tenant_id, c.who.user_id, "miner.status_changed", id, payload.dump(),
+                 key ? std::optional<std::string>(std::string(*key)) : std::nullopt, std::nullopt});
+      if (!ev) return db_failure(ev.error());
+      if (auto s = audit(c, "miner.status", "user_miners", id, *before, *after); !s) {
+        return db_failure(s.error());
+      }
+      return Response::json(
+          {{"id", std::stoll(id)}, {"event_id", ev->id}, {"seq", ev->seq}, {"miner", *after}});
+    });
+  });
+
+  router.add("GET", "/api/portfolio", [this](http::Request& r) {
+    return guarded(r, "portfolio:read", false, [](Call& c) {
+      auto row = c.db.exec(
+          "SELECT json_build_object('user_id', user_id::text, 'units', units, 'hashrate_ths', "
+          "hashrate_ths, 'power_kw', power_kw, 'revenue_btc_day', revenue_btc_day, "
+          "'revenue_usd_day', revenue_usd_day, 'cost_usd_day', cost_usd_day, 'profit_usd_day', "
+          "profit_usd_day, 'breakdown', breakdown, 'computed_at', computed_at, 'through_seq', "
+          "through_seq)::text FROM user_portfolio WHERE user_id = $1::bigint",
+          {c.who.user_id});
+      if (!row) return db_failure(row.error());
+      if (row->empty()) {
+        // Nothing computed yet: an empty portfolio, not an error.
+        return Response::json({{"user_id", c.who.user_id},
+                               {"units", 0},
+                               {"hashrate_ths", 0},
+                               {"power_kw", 0},
+                               {"revenue_btc_day", 0},
+                               {"revenue_usd_day", 0},
+                               {"cost_usd_day", 0},
+                               {"profit_usd_day", 0},
+                               {"breakdown", json::array()},
+                               {"computed_at", nullptr},
+                               {"through_seq", 0}});
+      }
+      return Response::text(std::string(row->text(0, 0)), "application/json");
+    });
+  });
+}
+
+// /ready (full = false): the database and Redis answer. /health: every check of CONTRACTS'
+// health JSON that this part can see, each healthy / degraded / unhealthy.
+Response Service::health(bool full) {
+  json checks = json::object();
+  std::string overall = "healthy";
+  auto worsen = [&](const std::string& s) {
+    if (s == "unhealthy" || (s == "degraded" && overall == "healthy")) overall = s;
+  };
+  // Database.
+  {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto lease = pool_.acquire();
+    json db;
+    if (!lease) {
+      db = {{"status", "unhealthy"}, {"error", lease.error().message}};
+    } else if (auto r = (*lease)->exec("SELECT 1"); !r) {
+      db = {{"status", "unhealthy"}, {"error", r.error().message}};
+    } else {
+      const double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      db = {{"status", ms < options_.database_ms_degraded ? "healthy" : "degraded"},
+            {"response_time_ms", std::round(ms * 100) / 100}};
+      if (full) {
+        if (auto d = (*lease)->exec("SELECT coalesce(sum(parked), 0)::bigint FROM hi_dlq_stats()");
+            d && !d->empty()) {
+          const std::int64_t parked = d->int64(0, 0);
+          checks["dlq"] = {{"status", parked < options_.dlq_degraded ? "healthy" : "degraded"},
+                           {"parked", parked}};
+          worsen(checks["dlq"]["status"]);
+        }
+      }
+    }
+    checks["database"] = db;
+    worsen(db["status"]);
+  }
+  // Redis (and the statuses the relay and the consumer groups publish there).
+  {
+    std::lock_guard lock(redis_mu_);
+    const auto t0 = std::chrono::steady_clock::now();
+    if (!redis_) {
+      if (auto c = redis::Client::connect(options_.redis_url, std::chrono::milliseconds(500))) {
+        redis_ = std::move(*c);
+      }
+    }
+    json rd;
+    auto pong = redis_ ? redis_->command({"PING"}) : Result<redis::Reply>(unavailable("no client"));
+    if (!pong || pong->str != "PONG") {
+      rd = {{"status", "unhealthy"}, {"error", pong ? pong->str : pong.error().message}};
+      redis_.reset();
+    } else {
+      const double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      rd = {{"status", "healthy"}, {"response_time_ms", std::round(ms * 100) / 100}};
+    }
+    checks["redis"] = rd;
+    worsen(rd["status"]);
+    if (full && redis_) {
+      auto relay = redis_->command({"HGETALL", "hi:status:relay"});
+      json rl = {{"status", "unhealthy"}, {"error", "the relay publishes no status"}};
+      if (relay && relay->elements.size() >= 2) {
+        json fields = json::object();
+        for (std::size_t i = 0; i + 1 < relay->elements.size(); i += 2) {
+          fields[relay->elements[i].str] = relay->elements[i + 1].str;
+        }
+        const bool streaming = fields.value("streaming", "0") == "1";
+        const bool degraded_bus = fields.value("bus_degraded", "0") == "1";
+        rl = {{"status", !streaming     ? "unhealthy"
+                         : degraded_bus ? "degraded"
+                                        : "healthy"},
+              {"lag_bytes", to_int(fields.value("lag_bytes", "0"))},
+              {"wal_status", fields.value("wal_status", "")},
+              {"in_flight", to_int(fields.value("in_flight", "0"))},
+              {"last_ack_at", fields.value("last_ack_at", "")},
+              {"confirmed_commit_at", fields.value("confirmed_commit_at", "")}};
+      }
+      checks["relay"] = rl;
+      worsen(rl["status"]);
+      json groups = json::object();
+      // SCAN, not KEYS: a big keyspace must not stall the server for a health check.
+      std::vector<std::string> keys;
+      std::string cursor = "0";
+      do {
+        auto page =
+            redis_->command({"SCAN", cursor, "MATCH", "hi:status:consumer:*", "COUNT", "1000"});
+        if (!page || page->elements.size() < 2) break;
+        cursor = page->elements[0].str;
+        for (const auto& k : page->elements[1].elements) keys.push_back(k.str);
+      } while (cursor != "0");
+      for (const auto& key : keys) {
+        auto lag = redis_->command({"HGET", key, "lag"});
+        if (!lag || lag->type != redis::Reply::Type::kString) continue;
+        const std::int64_t n = to_int(lag->str, -1);
+        const std::string status =
+            n >= 0 && n < options_.consumer_lag_degraded ? "healthy" : "degraded";
+        groups[key.substr(std::string("hi:status:consumer:").size())] = {{"status", status},
+                                                                         {"lag", n}};
+        worsen(status);
+      }
+      checks["consumers"] = groups;
+    }
+  }
+  // The outbox backlog: events committed and not yet on the bus (CDC: after the relay's last
+  // confirmed transaction; poll mode: rows not marked processed).
+  if (full && checks["database"]["status"] != "unhealthy") {
+    auto lease = pool_.acquire();
+    const std::string through =
+        checks.contains("relay") ? checks["relay"].value("confirmed_commit_at", "") : "";
+    if (lease) {
+      auto b = (*lease)->exec(
+          "SELECT backlog, oldest::text FROM hi_outbox_backlog(NULLIF($1, '')::timestamptz)",
+          {through});
+      if (b && !b->empty()) {
+        const std::int64_t backlog = b->int64(0, 0);
+        checks["outbox"] = {
+            {"status", backlog < options_.outbox_backlog_degraded ? "healthy" : "degraded"},
+            {"backlog", backlog},
+            {"oldest", b->is_null(0, 1) ? json(nullptr) : json(std::string(b->text(0, 1)))}};
+        worsen(checks["outbox"]["status"]);
+      }
+    }
+  }
+  if (!full) {
+    const bool ready =
+        checks["database"]["status"] != "unhealthy" && checks["redis"]["status"] != "unhealthy";
+    return Response::json({{"status", ready ? "ready" : "not_ready"}, {"checks", checks}},
+                          ready ? 200 : 503);
+  }
+  return Response::json(
+      {{"status", overall}, {"checks", checks}, {"time", format_rfc3339_us(unix_now_us())}},
+      overall == "unhealthy" ? 503 : 200);
+}
+
+}  // namespace hi::api

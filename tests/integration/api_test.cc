@@ -1,0 +1,483 @@
+// The HTTP API as a client sees it: `hashinsight api` as a child process against the test
+// servers, driven through the project's HTTP client. Expected values come from SQL over the raw
+// tables, never from the API's own answers alone.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <cctype>
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+#include <utility>
+
+#include "api/auth.h"
+#include "api/service.h"
+#include "core/metrics.h"
+#include "http/client.h"
+#include "schema/seed.h"
+#include "support/relay_helpers.h"
+#include "support/servers.h"
+
+namespace hi {
+namespace {
+
+using nlohmann::json;
+using test::TestServers;
+
+constexpr const char* kSecret = "api-test-secret";
+
+class ApiTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto owner = TestServers::get().owner();
+    ASSERT_TRUE(schema::seed(owner, Logger("test")).ok());
+    port_ = test::free_port();
+    log_ = new std::string(TestServers::get().dir() + "/api.log");
+    SpawnOptions o;
+    o.argv = {test::hashinsight_binary(), "api"};
+    o.env = {"DATABASE_URL=" + TestServers::get().database_url(),
+             "REDIS_URL=" + TestServers::get().redis_url(),
+             std::string("JWT_SECRET=") + kSecret,
+             "HTTP_PORT=" + std::to_string(port_),
+             "API_WORKERS=4",
+             "HI_DATA_DIR=",
+             "LOG_FORMAT=text"};
+    o.output_path = *log_;
+    auto p = Process::spawn(o);
+    ASSERT_TRUE(p.ok());
+    api_ = new Process(std::move(*p));
+    auto alive = http::parse_url("http://127.0.0.1:" + std::to_string(port_) + "/alive");
+    ASSERT_TRUE(alive.ok());
+    http::ClientRequest probe;
+    probe.url = *alive;
+    ASSERT_TRUE(test::eventually([&] {
+      auto r = http::fetch(probe);  // refused until the server listens
+      return r.ok() && r->status == 200;
+    })) << log_text();
+  }
+  static void TearDownTestSuite() {
+    if (api_ == nullptr) return;
+    api_->signal(SIGTERM);
+    EXPECT_EQ(api_->wait_for(std::chrono::seconds(20)).value_or(-1), 0) << log_text();
+    delete api_;
+    api_ = nullptr;
+  }
+  void SetUp() override {
+    owner_ = TestServers::get().owner();
+    ASSERT_TRUE(owner_
+                    .exec("TRUNCATE user_miners, event_outbox, audit_logs, "
+                          "api_idempotency_records, user_event_seq")
+                    .ok());
+  }
+
+  static std::string log_text() {
+    std::ifstream in(*log_);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+
+  static http::ClientResponse call(const std::string& method, const std::string& path,
+                                   const std::string& body = "", http::Pairs headers = {}) {
+    auto url = http::parse_url("http://127.0.0.1:" + std::to_string(port_) + path);
+    EXPECT_TRUE(url.ok());
+    http::ClientRequest r;
+    r.method = method;
+    r.url = *url;
+    r.body = body;
+    r.headers = std::move(headers);
+    r.timeout = std::chrono::seconds(20);
+    auto res = http::fetch(r);
+    EXPECT_TRUE(res.ok()) << (res.ok() ? "" : res.error().message);
+    return res.ok() ? *res : http::ClientResponse{};
+  }
+  static http::ClientResponse get(const std::string& path, const std::string& token = "") {
+    return call("GET", path, "", token.empty() ? http::Pairs{} : auth(token));
+  }
+  static http::Pairs auth(const std::string& token) {
+    return {{"Authorization", "Bearer " + token}};
+  }
+  static std::string token(const std::string& user, const std::string& tenant,
+                           std::vector<std::string> scopes) {
+    api::TokenOptions o;
+    o.secret = kSecret;
+    return api::issue_token(o, user, tenant, scopes, std::chrono::hours(1), std::time(nullptr));
+  }
+  std::int64_t count(const std::string& table) {
+    auto r = owner_.exec("SELECT count(*) FROM " + table);
+    return r.ok() ? r->int64(0, 0) : -1;
+  }
+  static json body_of(const http::ClientResponse& r) { return json::parse(r.body, nullptr, false); }
+
+  static inline int port_ = 0;
+  static inline Process* api_ = nullptr;
+  static inline std::string* log_ = nullptr;
+  pg::Connection owner_;
+};
+
+// ---------------------------------------------------------------------------------------------
+
+// Generated from the route table: every route has a scope row, and every scoped route refuses
+// a missing, a garbage and a wrongly signed token (401) and a token without its scope (403).
+TEST_F(ApiTest, EveryRouteHasAScopeAndRefusesWhatItShould) {
+  Metrics metrics;
+  api::Service service(api::ServiceOptions{}, metrics, Logger("test"));
+  http::Router router;
+  service.add_routes(router);
+  std::map<std::pair<std::string, std::string>, std::string> scopes;
+  for (const auto& [method, pattern, scope] : api::Service::route_scopes()) {
+    scopes[{method, pattern}] = scope;
+  }
+  ASSERT_FALSE(router.routes().empty());
+  api::TokenOptions other;
+  other.secret = "not-the-api-key";
+  const std::string forged =
+      api::issue_token(other, "101", "1", {"miners:write", "portfolio:read", "intel:read"},
+                       std::chrono::hours(1), std::time(nullptr));
+  const std::string scopeless = token("101", "1", {"calc:read"});
+  for (const auto& route : router.routes()) {
+    const auto it = scopes.find({route.method, route.pattern});
+    ASSERT_NE(it, scopes.end()) << route.method << " " << route.pattern << " has no scope row";
+    if (it->second == "-") continue;
+    std::string path = route.pattern;
+    if (auto p = path.find(":id"); p != std::string::npos) path.replace(p, 3, "1");
+    const std::string body = route.method == "GET" ? "" : "{}";
+    for (const auto& [what, headers] : std::vector<std::pair<std::string, http::Pairs>>{
+             {"no token", {}},
+             {"garbage", {{"Authorization", "Bearer abc.def.ghi"}}},
+             {"wrong key", auth(forged)},
+             {"basic", {{"Authorization", "Basic YWxpY2U6cHc="}}}}) {
+      auto r = call(route.method, path, body, headers);
+      EXPECT_EQ(r.status, 401) << what << ": " << route.method << " " << path << " " << r.body;
+      EXPECT_EQ(body_of(r)["error"]["code"], "unauthorized") << r.body;
+    }
+    auto r = call(route.method, path, body, auth(scopeless));
+    if (it->second.empty()) {
+      EXPECT_NE(r.status, 401) << route.pattern;
+      EXPECT_NE(r.status, 403) << route.pattern;
+    } else {
+      EXPECT_EQ(r.status, 403) << route.method << " " << path << " " << r.body;
+      EXPECT_EQ(body_of(r)["error"]["code"], "forbidden") << r.body;
+    }
+  }
+}
+
+TEST_F(ApiTest, AddingAMinerWritesTheRowItsEventAndItsAuditInOneTransaction) {
+  const std::string t = token("101", "1", {"miners:write", "portfolio:read"});
+  auto r = call("POST", "/api/miners", R"({"model_id": 1, "quantity": 3})", auth(t));
+  ASSERT_EQ(r.status, 201) << r.body;
+  const json b = body_of(r);
+  ASSERT_TRUE(r.header("x-request-id").has_value());
+  // The raw rows say the same.
+  auto row = owner_.exec(
+      "SELECT m.id, m.model_id, m.quantity, m.status, o.id, o.seq, o.kind, o.entity_id, "
+      "o.payload->>'quantity' FROM user_miners m JOIN event_outbox o ON o.entity_id = m.id::text "
+      "WHERE m.tenant_id = 1 AND m.user_id = 101");
+  ASSERT_TRUE(row.ok());
+  ASSERT_EQ(row->rows(), 1);
+  EXPECT_EQ(b["id"].get<std::int64_t>(), row->int64(0, 0));
+  EXPECT_EQ(row->int64(0, 1), 1);
+  EXPECT_EQ(row->int64(0, 2), 3);
+  EXPECT_EQ(row->text(0, 3), "active");
+  EXPECT_EQ(b["event_id"], std::string(row->text(0, 4)));
+  EXPECT_EQ(b["seq"].get<std::int64_t>(), row->int64(0, 5));
+  EXPECT_EQ(row->text(0, 6), "miner.added");
+  EXPECT_EQ(row->text(0, 8), "3");
+  auto audit = owner_.exec(
+      "SELECT action, entity_id, request_id, details->'after'->>'quantity', "
+      "details->'before' IS NULL OR details->'before' = 'null'::jsonb FROM audit_logs");
+  ASSERT_TRUE(audit.ok());
+  ASSERT_EQ(audit->rows(), 1);
+  EXPECT_EQ(audit->text(0, 0), "miner.add");
+  EXPECT_EQ(audit->text(0, 1), std::to_string(b["id"].get<std::int64_t>()));
+  EXPECT_EQ(audit->text(0, 2), *r.header("x-request-id"));
+  EXPECT_EQ(audit->text(0, 3), "3");
+  EXPECT_TRUE(audit->boolean(0, 4));
+  // And the user sees it.
+  auto list = get("/api/miners", t);
+  ASSERT_EQ(list.status, 200) << list.body;
+  ASSERT_EQ(body_of(list).size(), 1u);
+  EXPECT_EQ(body_of(list)[0]["quantity"], 3);
+}
+
+TEST_F(ApiTest, BadBodiesAreRefusedNamingTheFieldAndWriteNothing) {
+  const std::string t = token("101", "1", {"miners:write"});
+  struct Case {
+    std::string body;
+    int status;
+    std::string field;
+  };
+  std::string nested;
+  for (int i = 0; i < 100; ++i) nested += "{\"a\":";
+  nested += "1";
+  for (int i = 0; i < 100; ++i) nested += "}";
+  const std::vector<Case> cases = {
+      {R"({"model_id": 1, "quantity": "3"})", 400, "quantity"},
+      {R"({"quantity": 3})", 400, "model_id"},
+      {R"({"model_id": 999999, "quantity": 3})", 400, "model_id"},
+      {R"({"model_id": 1, "quantity": -2})", 400, "quantity"},
+      {R"({"model_id": 1, "quantity": 100000000})", 400, "quantity"},
+      {R"({"model_id": 1.5, "quantity": 1})", 400, "model_id"},
+      {R"({"model_id": 1, "quantity": 1, "status": "stolen"})", 400, "status"},
+      {R"({"model_id": 1, "quantity": 1, "owner": "x"})", 400, "owner"},
+      {R"({"model_id": 1, "quantity": 1, "electricity_price_usd_kwh": 1e308})", 400,
+       "electricity_price_usd_kwh"},
+      {R"({"model_id": 1, "quantity": 1)", 400, ""},
+      {"[1, 2]", 400, ""},
+      {"{\"model_id\": 1, \"quantity\": 1, \"status\": \"\xff\xfe\"}", 400, ""},
+      {nested, 400, ""},
+      {std::string(2 << 20, ' '), 413, ""},
+  };
+  const auto miners = count("user_miners"), events = count("event_outbox"),
+             audits = count("audit_logs");
+  for (const auto& c : cases) {
+    auto r = call("POST", "/api/miners", c.body, auth(t));
+    EXPECT_EQ(r.status, c.status) << c.body.substr(0, 80) << " -> " << r.body;
+    const json b = body_of(r);
+    ASSERT_TRUE(b.is_object() && b.contains("error")) << r.body;
+    EXPECT_FALSE(b["error"].value("message", "").empty());
+    EXPECT_EQ(b["error"].value("field", ""), c.field) << c.body.substr(0, 80);
+  }
+  EXPECT_EQ(count("user_miners"), miners);
+  EXPECT_EQ(count("event_outbox"), events);
+  EXPECT_EQ(count("audit_logs"), audits);
+}
+
+TEST_F(ApiTest, IdempotencyKeyReplaysRefusesAnotherBodyAndSerialisesDuplicates) {
+  const std::string t = token("101", "1", {"miners:write"});
+  // SQL meta-characters in the key are stored literally.
+  const std::string key = "k-1'; DROP TABLE user_miners; --";
+  const std::string body = R"({"model_id": 2, "quantity": 1})";
+  auto first = call("POST", "/api/miners", body,
+                    {{"Authorization", "Bearer " + t}, {"Idempotency-Key", key}});
+  ASSERT_EQ(first.status, 201) << first.body;
+  auto again = call("POST", "/api/miners", body,
+                    {{"Authorization", "Bearer " + t}, {"Idempotency-Key", key}});
+  EXPECT_EQ(again.status, 201);
+  EXPECT_EQ(again.body, first.body);
+  EXPECT_EQ(again.header("idempotent-replayed").value_or(""), "true");
+  auto other = call("POST", "/api/miners", R"({"model_id": 2, "quantity": 2})",
+                    {{"Authorization", "Bearer " + t}, {"Idempotency-Key", key}});
+  EXPECT_EQ(other.status, 422) << other.body;
+  EXPECT_EQ(count("user_miners"), 1);
+  EXPECT_EQ(count("event_outbox"), 1);
+  auto stored = owner_.exec("SELECT idem_key FROM api_idempotency_records");
+  ASSERT_TRUE(stored.ok() && stored->rows() == 1);
+  EXPECT_EQ(stored->text(0, 0), key);
+  // The same key belongs to another user separately.
+  auto bob = call("POST", "/api/miners", body,
+                  {{"Authorization", "Bearer " + token("102", "1", {"miners:write"})},
+                   {"Idempotency-Key", key}});
+  EXPECT_EQ(bob.status, 201) << bob.body;
+  EXPECT_EQ(count("user_miners"), 2);
+
+  // 20 at once with a new key: one row, one event, 20 identical answers.
+  std::vector<http::ClientResponse> answers(20);
+  {
+    std::vector<std::jthread> clients;
+    for (int i = 0; i < 20; ++i) {
+      clients.emplace_back([&, i] {
+        answers[static_cast<std::size_t>(i)] =
+            call("POST", "/api/miners", R"({"model_id": 3, "quantity": 5})",
+                 {{"Authorization", "Bearer " + t}, {"Idempotency-Key", "burst-1"}});
+      });
+    }
+  }
+  for (const auto& a : answers) {
+    EXPECT_EQ(a.status, 201) << a.body;
+    EXPECT_EQ(a.body, answers[0].body);
+  }
+  auto burst = owner_.exec("SELECT count(*) FROM user_miners WHERE model_id = 3");
+  EXPECT_EQ(burst->int64(0, 0), 1);
+  auto burst_events =
+      owner_.exec("SELECT count(*) FROM event_outbox WHERE idempotency_key = 'burst-1'");
+  EXPECT_EQ(burst_events->int64(0, 0), 1);
+}
+
+TEST_F(ApiTest, AnotherTenantsMinerIsAMissingOne) {
+  const std::string alice = token("101", "1", {"miners:write"});
+  auto made = call("POST", "/api/miners", R"({"model_id": 1, "quantity": 1})", auth(alice));
+  ASSERT_EQ(made.status, 201) << made.body;
+  const std::string id = std::to_string(body_of(made)["id"].get<std::int64_t>());
+  const std::string status = R"({"status": "maintenance"})";
+  auto frank = call("PATCH", "/api/miners/" + id + "/status", status,
+                    auth(token("201", "2", {"miners:write"})));
+  auto missing = call("PATCH", "/api/miners/987654321/status", status,
+                      auth(token("201", "2", {"miners:write"})));
+  EXPECT_EQ(frank.status, 404) << frank.body;
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_EQ(body_of(frank)["error"]["code"], body_of(missing)["error"]["code"]);
+  auto bob = call("PATCH", "/api/miners/" + id + "/status", status,
+                  auth(token("102", "1", {"miners:write"})));
+  EXPECT_EQ(bob.status, 404) << "another user of the same tenant";
+  auto row = owner_.exec("SELECT status FROM user_miners WHERE id = $1", {id});
+  EXPECT_EQ(row->text(0, 0), "active");
+  // The owner changes it: the event and the audit row carry before and after.
+  auto ok = call("PATCH", "/api/miners/" + id + "/status", status, auth(alice));
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  auto ev = owner_.exec(
+      "SELECT payload->>'from', payload->>'to' FROM event_outbox WHERE kind = "
+      "'miner.status_changed' AND entity_id = $1",
+      {id});
+  ASSERT_EQ(ev->rows(), 1);
+  EXPECT_EQ(ev->text(0, 0), "active");
+  EXPECT_EQ(ev->text(0, 1), "maintenance");
+  auto audit = owner_.exec(
+      "SELECT details->'before'->>'status', details->'after'->>'status' FROM audit_logs WHERE "
+      "action = 'miner.status'");
+  ASSERT_EQ(audit->rows(), 1);
+  EXPECT_EQ(audit->text(0, 0), "active");
+  EXPECT_EQ(audit->text(0, 1), "maintenance");
+}
+
+// CDC never marks outbox rows processed: the backlog is what was committed after the relay's
+// last confirmed transaction, as its status hash says.
+TEST_F(ApiTest, TheOutboxBacklogIsWhatTheRelayHasNotConfirmed) {
+  auto app = TestServers::get().app();
+  test::write_events(app, "101", "miner.added", 2);
+  auto cut = owner_.exec(
+      "SELECT to_char(max(created_at) AT TIME ZONE 'UTC', "
+      "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM event_outbox");
+  ASSERT_TRUE(cut.ok());
+  const std::string confirmed(cut->text(0, 0));
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  test::write_events(app, "101", "miner.added", 3);
+  auto redis = redis::Client::connect(TestServers::get().redis_url());
+  ASSERT_TRUE(redis.ok());
+  ASSERT_TRUE(redis
+                  ->command({"HSET", "hi:status:relay", "mode", "cdc", "streaming", "1",
+                             "confirmed_commit_at", confirmed})
+                  .ok());
+  auto expected =
+      owner_.exec("SELECT count(*) FROM event_outbox WHERE created_at > $1", {confirmed});
+  auto h = body_of(get("/api/health"));
+  (void)redis->command({"DEL", "hi:status:relay"});
+  ASSERT_TRUE(h["checks"].contains("outbox")) << h.dump();
+  EXPECT_EQ(h["checks"]["outbox"]["backlog"].get<std::int64_t>(), expected->int64(0, 0));
+  EXPECT_EQ(expected->int64(0, 0), 3);
+  // Without a relay status (poll mode, or nothing confirmed yet): rows not marked processed.
+  auto unprocessed = owner_.exec("SELECT count(*) FROM event_outbox WHERE NOT processed");
+  h = body_of(get("/api/health"));
+  EXPECT_EQ(h["checks"]["outbox"]["backlog"].get<std::int64_t>(), unprocessed->int64(0, 0));
+}
+
+TEST_F(ApiTest, HealthAndMetricsAnswerWithoutAToken) {
+  auto alive = get("/alive");
+  EXPECT_EQ(alive.status, 200);
+  auto ready = get("/ready");
+  EXPECT_EQ(ready.status, 200) << ready.body;
+  auto health = get("/api/health");
+  EXPECT_NE(health.status, 0);
+  const json h = body_of(health);
+  EXPECT_EQ(h["checks"]["database"]["status"], "healthy") << health.body;
+  EXPECT_EQ(h["checks"]["redis"]["status"], "healthy") << health.body;
+  EXPECT_TRUE(h["checks"].contains("relay")) << health.body;
+  (void)get("/api/miner-models", token("105", "1", {"calc:read"}));
+  auto metrics = get("/metrics");
+  EXPECT_EQ(metrics.status, 200);
+  EXPECT_NE(metrics.body.find("hashinsight_http_requests_total"), std::string::npos);
+  EXPECT_NE(metrics.body.find("/api/miner-models"), std::string::npos);
+}
+
+// Splits a shell command line into words: '...' literal, "..." with $NAME expanded from `vars`.
+std::vector<std::string> shell_words(const std::string& line,
+                                     const std::map<std::string, std::string>& vars) {
+  std::vector<std::string> words;
+  std::string word;
+  bool in_word = false;
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (c == ' ' || c == '\t') {
+      if (in_word) words.push_back(std::exchange(word, {}));
+      in_word = false;
+      continue;
+    }
+    in_word = true;
+    if (c == '\'') {
+      const auto end = line.find('\'', i + 1);
+      word += line.substr(i + 1, end - i - 1);
+      i = end;
+    } else if (c == '"' || c == '$') {
+      const auto end = c == '"' ? line.find('"', i + 1) : i;
+      const std::string inner = c == '"' ? line.substr(i + 1, end - i - 1) : "";
+      if (c == '$') {  // a bare $NAME
+        std::size_t j = i + 1;
+        while (j < line.size() && (std::isalnum(line[j]) || line[j] == '_')) ++j;
+        word += vars.at(line.substr(i + 1, j - i - 1));
+        i = j - 1;
+        continue;
+      }
+      for (std::size_t k = 0; k < inner.size(); ++k) {
+        if (inner[k] != '$') {
+          word += inner[k];
+          continue;
+        }
+        std::size_t j = k + 1;
+        while (j < inner.size() && (std::isalnum(inner[j]) || inner[j] == '_')) ++j;
+        word += vars.at(inner.substr(k + 1, j - k - 1));
+        k = j - 1;
+      }
+      i = end;
+    } else {
+      word += c;
+    }
+  }
+  if (in_word) words.push_back(word);
+  return words;
+}
+
+// Every `# expect N` + curl example of docs/api.md, run against the live server.
+TEST_F(ApiTest, EveryExampleOfTheApiDocsAnswersAsDocumented) {
+  std::ifstream in(std::string(HI_DOCS_DIR) + "/api.md");
+  ASSERT_TRUE(in) << "docs/api.md missing";
+  std::map<std::string, std::string> vars = {
+      {"API", "http://127.0.0.1:" + std::to_string(port_)},
+      {"TOKEN", token("101", "1", {"miners:write", "portfolio:read"})},
+      {"VIEWER", token("105", "1", {"portfolio:read"})},
+      {"MINER_ID", "0"}};
+  std::string line;
+  int expected = 0, examples = 0;
+  while (std::getline(in, line)) {
+    if (line.starts_with("# expect ")) {
+      expected = std::stoi(line.substr(9));
+      continue;
+    }
+    if (!line.starts_with("curl ") || expected == 0) continue;
+    const auto words = shell_words(line, vars);
+    http::ClientRequest r;
+    r.method = "GET";
+    std::string url;
+    for (std::size_t i = 1; i < words.size(); ++i) {
+      if (words[i] == "-s") continue;
+      if (words[i] == "-X") {
+        r.method = words[++i];
+      } else if (words[i] == "-H") {
+        const std::string& h = words[++i];
+        const auto colon = h.find(':');
+        r.headers.emplace_back(h.substr(0, colon), h.substr(h.find_first_not_of(' ', colon + 1)));
+      } else if (words[i] == "-d") {
+        r.body = words[++i];
+        if (r.method == "GET") r.method = "POST";
+      } else {
+        url = words[i];
+      }
+    }
+    auto parsed = http::parse_url(url);
+    ASSERT_TRUE(parsed.ok()) << line;
+    r.url = *parsed;
+    auto res = http::fetch(r);
+    ASSERT_TRUE(res.ok()) << line;
+    EXPECT_EQ(res->status, expected) << line << "\n" << res->body;
+    // The id of the first miner added is what the PATCH examples use.
+    if (r.method == "POST" && res->status == 201 && vars["MINER_ID"] == "0") {
+      vars["MINER_ID"] = std::to_string(body_of(*res)["id"].get<std::int64_t>());
+    }
+    ++examples;
+    expected = 0;
+  }
+  EXPECT_GE(examples, 10);
+}
+
+}  // namespace
+}  // namespace hi
