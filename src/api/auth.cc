@@ -28,7 +28,18 @@ bool split_compact(std::string_view token, std::string_view parts[3]) {
   parts[0] = token.substr(0, a);
   parts[1] = token.substr(a + 1, b - a - 1);
   parts[2] = token.substr(b + 1);
-  return !parts[0].empty() && !parts[1].empty() && !parts[2].empty();
+  // base64url only: cpp-jwt's decoder indexes a table with each byte unchecked (an assert in
+  // debug builds, an out-of-bounds read without one), so nothing else may reach it.
+  for (int i = 0; i < 3; ++i) {
+    const std::string_view part = parts[i];
+    if (part.empty() || !std::all_of(part.begin(), part.end(), [](char c) {
+          return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                 c == '-' || c == '_';
+        })) {
+      return false;
+    }
+  }
+  return true;
 }
 
 std::optional<json> decode_part(std::string_view part) {

@@ -122,6 +122,11 @@ TEST(Auth, MissingAndMalformedTokensAreRefused) {
   EXPECT_NE(refusal(b64url("[1,2]") + "." + b64url("{}") + ".sig").find("malformed"),
             std::string::npos);
   EXPECT_NE(refusal(std::string(10000, 'a')).find("malformed"), std::string::npos);
+  // Bytes outside base64url (the fuzzer's finding: the library's decoder indexes a table with
+  // them unchecked) are refused before any decoding.
+  EXPECT_NE(refusal("ey\xff\xfe." + b64url("{}") + ".c2ln").find("malformed"), std::string::npos);
+  EXPECT_NE(refusal(b64url(kHs256.dump()) + ".e30=.c2ln").find("malformed"), std::string::npos);
+  EXPECT_NE(refusal(b64url(kHs256.dump()) + ".e30.c2 ln").find("malformed"), std::string::npos);
 }
 
 TEST(Auth, BadSignaturesAreRefused) {
