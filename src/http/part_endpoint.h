@@ -22,8 +22,9 @@ namespace hi::http {
 Router part_routes(const Metrics& metrics);
 
 // Serves part_routes() on `address`:`port` with one I/O thread. `port` 0 means off: nothing
-// listens and the result holds null.
+// listens and the result holds null. Loopback unless told otherwise, like the API's
+// HTTP_ADDRESS: a scraper on another machine needs the part started with "0.0.0.0".
 Result<std::unique_ptr<Server>> start_part_endpoint(int port, const Metrics& metrics, Logger log,
-                                                    std::string address = "0.0.0.0");
+                                                    std::string address = "127.0.0.1");
 
 }  // namespace hi::http
