@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/validate.h"
+#include "core/ids.h"
 #include "core/time.h"
 #include "pg/transaction.h"
 #include "schema/outbox.h"
@@ -55,6 +56,30 @@ std::int64_t to_int(std::string_view text, std::int64_t fallback = 0) {
   std::int64_t v = 0;
   const auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
   return ec == std::errc() && p == text.data() + text.size() ? v : fallback;
+}
+
+constexpr std::string_view kSessionCookie = "hi_session";
+
+// The value of cookie `name` in a Cookie header ("a=1; hi_session=abc"), or empty.
+std::string_view cookie(const http::Request& r, std::string_view name) {
+  const auto h = r.header("cookie");
+  if (!h) return {};
+  std::string_view rest = *h;
+  while (!rest.empty()) {
+    const auto end = rest.find(';');
+    std::string_view item = rest.substr(0, end);
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    if (item.size() > name.size() && item.substr(0, name.size()) == name &&
+        item[name.size()] == '=') {
+      return item.substr(name.size() + 1);
+    }
+  }
+  return {};
+}
+
+bool is_session_id(std::string_view id) {
+  return id.size() == 64 && id.find_first_not_of("0123456789abcdef") == std::string_view::npos;
 }
 
 bool is_sane_key(std::string_view key) {
@@ -113,15 +138,80 @@ const std::vector<std::tuple<std::string, std::string, std::string>>& Service::r
       {"GET", "/health", "-"},
       {"GET", "/api/health", "-"},
       {"GET", "/metrics", "-"},
+      {"POST", "/api/session", ""},
+      {"DELETE", "/api/session", ""},
   };
   return kRoutes;
 }
 
-Response Service::guarded(http::Request& request, const std::string& scope, bool write,
-                          const Work& work) {
+Result<redis::Reply> Service::redis_command(const std::vector<std::string>& argv) {
+  std::lock_guard lock(redis_mu_);
+  if (!redis_) {
+    auto c = redis::Client::connect(options_.redis_url, std::chrono::milliseconds(1000));
+    if (!c) return c.error();
+    redis_ = std::move(*c);
+  }
+  auto r = redis_->command(argv);
+  if (!r) redis_.reset();  // reconnect on the next call
+  return r;
+}
+
+std::string Service::request_token(const http::Request& request) {
+  if (const auto b = bearer(request); !b.empty()) return std::string(b);
+  const auto id = cookie(request, kSessionCookie);
+  if (!is_session_id(id)) return {};
+  auto r = redis_command({"GET", "hi:session:" + std::string(id)});
+  return r && r->type == redis::Reply::Type::kString ? r->str : std::string();
+}
+
+// Exchanges the request's Bearer token for a session cookie that expires with it.
+Response Service::create_session(http::Request& request) {
   const std::string_view token = bearer(request);
   if (token.empty()) {
     return Response::fail(ErrorCode::kUnauthorized, "an Authorization: Bearer token is required");
+  }
+  const std::int64_t now = std::time(nullptr);
+  auto who = verify_token(options_.tokens, token, now);
+  if (!who) return Response::fail(ErrorCode::kUnauthorized, who.error().message);
+  const std::string id = random_hex(32);
+  const std::int64_t ttl = std::max<std::int64_t>(1, who->expires_at - now);
+  auto set =
+      redis_command({"SET", "hi:session:" + id, std::string(token), "EX", std::to_string(ttl)});
+  if (!set || set->is_error()) {
+    return Response::fail(ErrorCode::kUnavailable, "sessions are unavailable (Redis)");
+  }
+  Response r = Response::json({{"user_id", who->user_id},
+                               {"tenant_id", who->tenant_id},
+                               {"scopes", who->scopes},
+                               {"expires_at", who->expires_at}},
+                              201);
+  r.headers.emplace_back("Set-Cookie",
+                         std::string(kSessionCookie) + "=" + id +
+                             "; Path=/; HttpOnly; SameSite=Strict; Max-Age=" + std::to_string(ttl));
+  return r;
+}
+
+Response Service::delete_session(http::Request& request) {
+  const std::string token = request_token(request);
+  if (token.empty() || !verify_token(options_.tokens, token, std::time(nullptr))) {
+    return Response::fail(ErrorCode::kUnauthorized, "no session or token to end");
+  }
+  const auto id = cookie(request, kSessionCookie);
+  if (is_session_id(id)) (void)redis_command({"DEL", "hi:session:" + std::string(id)});
+  Response r;
+  r.status = 204;
+  r.content_type.clear();
+  r.headers.emplace_back("Set-Cookie", std::string(kSessionCookie) +
+                                           "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+  return r;
+}
+
+Response Service::guarded(http::Request& request, const std::string& scope, bool write,
+                          const Work& work) {
+  const std::string token = request_token(request);
+  if (token.empty()) {
+    return Response::fail(ErrorCode::kUnauthorized,
+                          "an Authorization: Bearer token or a session cookie is required");
   }
   auto who = verify_token(options_.tokens, token, std::time(nullptr));
   if (!who) return Response::fail(ErrorCode::kUnauthorized, who.error().message);
@@ -255,6 +345,9 @@ void Service::add_routes(http::Router& router) {
         return Response::text(metrics_.render(), "text/plain; version=0.0.4");
       },
       http::Execution::kInline);
+
+  router.add("POST", "/api/session", [this](http::Request& r) { return create_session(r); });
+  router.add("DELETE", "/api/session", [this](http::Request& r) { return delete_session(r); });
 
   router.add("GET", "/api/miner-models", [this](http::Request& r) {
     return guarded(r, "", false, [](Call& c) {

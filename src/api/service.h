@@ -6,7 +6,9 @@
 //   service.add_routes(router);
 //   auto server = http::Server::start(server_options, std::move(router), log);
 //
-// Every route but the health ones takes `Authorization: Bearer <token>` (auth.h) and needs the
+// Every route but the health ones takes `Authorization: Bearer <token>` (auth.h), or the
+// session cookie POST /api/session exchanged for one (an opaque id in Redis that expires with
+// the token, HttpOnly, SameSite=Strict: what the page's EventSource sends), and needs the
 // scope its table row names; each request's database work is one transaction run as
 // hashinsight_app with app.tenant_id from the token, so another tenant's rows are invisible
 // (a 404, the same as a missing row). A write inserts its row, its outbox event and its
@@ -78,6 +80,13 @@ class Service {
   http::Response run_idempotent(Call& call, const std::string& key, const Work& work);
 
   http::Response health(bool full);
+
+  // Runs `fn` with a connected Redis client (under redis_mu_); kUnavailable when there is none.
+  Result<redis::Reply> redis_command(const std::vector<std::string>& argv);
+  // The token a request carries: its Bearer token, else the one its session cookie stands for.
+  std::string request_token(const http::Request& request);
+  http::Response create_session(http::Request& request);
+  http::Response delete_session(http::Request& request);
 
   ServiceOptions options_;
   Metrics& metrics_;

@@ -331,6 +331,36 @@ TEST_F(ApiTest, AnotherTenantsMinerIsAMissingOne) {
   EXPECT_EQ(audit->text(0, 1), "maintenance");
 }
 
+// The page's EventSource cannot send headers: POST /api/session trades the token for an
+// HttpOnly, SameSite=Strict cookie that every route accepts, until DELETE or the token's expiry.
+TEST_F(ApiTest, ASessionCookieStandsForItsTokenUntilItEnds) {
+  const std::string t = token("101", "1", {"portfolio:read"});
+  auto made = call("POST", "/api/session", "", auth(t));
+  ASSERT_EQ(made.status, 201) << made.body;
+  const std::string set = std::string(made.header("set-cookie").value_or(""));
+  EXPECT_NE(set.find("HttpOnly"), std::string::npos) << set;
+  EXPECT_NE(set.find("SameSite=Strict"), std::string::npos) << set;
+  const auto max_age = std::stol(set.substr(set.find("Max-Age=") + 8));
+  EXPECT_GT(max_age, 3500);  // the token's hour, less the test's seconds
+  EXPECT_LE(max_age, 3600);
+  const std::string cookie = set.substr(0, set.find(';'));  // hi_session=<id>
+  auto with_cookie = call("GET", "/api/miners", "", {{"Cookie", "theme=dark; " + cookie}});
+  EXPECT_EQ(with_cookie.status, 200) << with_cookie.body;
+  // The cookie carries the token's scopes, no more.
+  auto write =
+      call("POST", "/api/miners", R"({"model_id": 1, "quantity": 1})", {{"Cookie", cookie}});
+  EXPECT_EQ(write.status, 403) << write.body;
+  // A made-up id is nobody.
+  auto forged = call("GET", "/api/miners", "", {{"Cookie", "hi_session=" + std::string(64, 'a')}});
+  EXPECT_EQ(forged.status, 401);
+  auto ended = call("DELETE", "/api/session", "", {{"Cookie", cookie}});
+  EXPECT_EQ(ended.status, 204);
+  EXPECT_NE(std::string(ended.header("set-cookie").value_or("")).find("Max-Age=0"),
+            std::string::npos);
+  auto after = call("GET", "/api/miners", "", {{"Cookie", cookie}});
+  EXPECT_EQ(after.status, 401) << after.body;
+}
+
 // CDC never marks outbox rows processed: the backlog is what was committed after the relay's
 // last confirmed transaction, as its status hash says.
 TEST_F(ApiTest, TheOutboxBacklogIsWhatTheRelayHasNotConfirmed) {
