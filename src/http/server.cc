@@ -592,7 +592,7 @@ void Server::Impl::record(const std::string& route, const std::string& method, i
                                                  "HTTP requests answered", labels);
       fresh.latency =
           &options.metrics->histogram("hashinsight_http_request_duration_seconds",
-                                      "HTTP request header read to response written", labels);
+                                      "HTTP request header read to response ready to send", labels);
       it = route_metrics.emplace(key, fresh).first;
     }
     m = it->second;

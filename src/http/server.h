@@ -25,8 +25,9 @@
 // (Response::fail), has the shape of error.h.
 //
 // Metrics (when `metrics` is set): hashinsight_http_requests_total and
-// hashinsight_http_request_duration_seconds (header read -> response written to the socket, or
-// -> stream head sent), labelled route (the pattern; "unmatched" for 404s), method, status.
+// hashinsight_http_request_duration_seconds (header read -> response ready to send, the stream
+// head for a stream), labelled route (the pattern; "unmatched" for 404s), method, status. They
+// are recorded before the write, so a client that has its answer sees it counted.
 #pragma once
 
 #include <chrono>
