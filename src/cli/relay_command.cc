@@ -10,6 +10,7 @@
 #include "cli/common.h"
 #include "core/metrics.h"
 #include "core/strings.h"
+#include "http/part_endpoint.h"
 
 namespace hi::cli {
 
@@ -113,6 +114,9 @@ void add_relay_command(CLI::App& app, Flags& flags) {
   cmd->add_option_function<std::string>(
       "--capture", [&flags](const std::string& v) { flags.overrides["RELAY_CAPTURE_TABLES"] = v; },
       "tables to capture as cdc.<schema>.<table>: schema.table,... (RELAY_CAPTURE_TABLES)");
+  cmd->add_option_function<std::string>(
+      "--metrics-port", [&flags](const std::string& v) { flags.overrides["METRICS_PORT"] = v; },
+      "serve /metrics and /alive here (METRICS_PORT)");
   cmd->add_flag("--recreate-slot", *recreate,
                 "drop an invalidated slot, recreate it and republish the outbox from a snapshot");
   cmd->callback([&flags, recreate] {
@@ -122,6 +126,9 @@ void add_relay_command(CLI::App& app, Flags& flags) {
     options.recreate_slot = *recreate;
     Metrics metrics;
     Logger log("relay");
+    auto endpoint =
+        http::start_part_endpoint(static_cast<int>(cfg.integer("METRICS_PORT")), metrics, log);
+    if (!endpoint) fail(kExitFailure, "metrics endpoint: " + endpoint.error().message);
     std::stop_source stop;
     auto signals = stop_on_signals(stop);
     Status s;

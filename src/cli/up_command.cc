@@ -234,23 +234,34 @@ std::unique_ptr<bus::MockCluster> host_mock_kafka(const Config& cfg, const Logge
   return std::move(*m);
 }
 
-void add_parts(Supervisor& sup, const Config& cfg, const Logger& log) {
+// Every part, each long-running one with its /metrics port; returns {part: metrics URL}.
+nlohmann::json add_parts(Supervisor& sup, const Config& cfg, const Logger& log,
+                         const std::string& api_url) {
   const std::string exe = self_exe();
-  sup.add("relay", {exe, "relay"});
-  sup.add("worker-portfolio", {exe, "worker", "portfolio"});
-  sup.add("worker-intel", {exe, "worker", "intel"});
+  nlohmann::json metrics_urls = nlohmann::json::object();
+  auto add = [&](const std::string& name, std::vector<std::string> argv) {
+    const int port = free_port();
+    argv.insert(argv.end(), {"--metrics-port", std::to_string(port)});
+    sup.add(name, std::move(argv));
+    metrics_urls[name] = "http://127.0.0.1:" + std::to_string(port) + "/metrics";
+  };
+  add("relay", {exe, "relay"});
+  add("worker-portfolio", {exe, "worker", "portfolio"});
+  add("worker-intel", {exe, "worker", "intel"});
   // A part with nothing to read is not started (it would exit and be restarted forever).
   if (!cfg.str("RELAY_CAPTURE_TABLES").empty()) {
-    sup.add("worker-audit", {exe, "worker", "audit"});
+    add("worker-audit", {exe, "worker", "audit"});
   } else {
     log.info("worker audit not started: no captured tables (RELAY_CAPTURE_TABLES)", {});
   }
   if (cfg.is_set("CRM_WEBHOOK_URL")) {
-    sup.add("worker-crm", {exe, "worker", "crm"});
+    add("worker-crm", {exe, "worker", "crm"});
   } else {
     log.info("worker crm not started: CRM_WEBHOOK_URL is not set", {});
   }
-  sup.add("api", {exe, "api"});
+  sup.add("api", {exe, "api"});  // /metrics on its own port
+  metrics_urls["api"] = api_url + "/metrics";
+  return metrics_urls;
 }
 
 // Ready means every part answers: the relay reports streaming in its status hash.
@@ -332,11 +343,11 @@ int run_up(const Config& cfg) {
   env.push_back("KAFKA_BROKERS=" + kafka_brokers);
 
   Supervisor sup(dir / "logs", env, log);
-  add_parts(sup, cfg, log);
+  const std::string api_url = "http://127.0.0.1:" + std::to_string(ports.api);
+  const nlohmann::json metrics_urls = add_parts(sup, cfg, log, api_url);
   if (auto s = sup.start_all(); !s) fail(kExitFailure, s.error().message);
   wait_until_streaming(sup, servers.redis_url, dir, log);
 
-  const std::string api_url = "http://127.0.0.1:" + std::to_string(ports.api);
   nlohmann::json ready = {{"api_url", api_url},
                           {"dashboard_url", api_url + "/analytics/main"},
                           {"database_url", servers.database_url},
@@ -345,6 +356,7 @@ int run_up(const Config& cfg) {
                           {"bus", cfg.str("BUS")},
                           {"pid", ::getpid()},
                           {"parts", sup.pids()},
+                          {"metrics_urls", metrics_urls},
                           {"pg_port", ports.pg},
                           {"redis_port", ports.redis},
                           {"api_port", ports.api},

@@ -15,6 +15,7 @@
 #include "core/ids.h"
 #include "core/metrics.h"
 #include "core/strings.h"
+#include "http/part_endpoint.h"
 
 namespace hi::cli {
 namespace {
@@ -50,6 +51,7 @@ void add_worker_command(CLI::App& app, Flags& flags) {
   bind("--batch-size", "CONSUMER_BATCH_SIZE", "events per batch (CONSUMER_BATCH_SIZE)");
   bind("--max-attempts", "CONSUMER_MAX_ATTEMPTS",
        "attempts before an event is dead-lettered (CONSUMER_MAX_ATTEMPTS)");
+  bind("--metrics-port", "METRICS_PORT", "serve /metrics and /alive here (METRICS_PORT)");
   bind("--max-crashes", "CONSUMER_MAX_CRASHES",
        "deliveries that killed the consumer before a message is dead-lettered "
        "(CONSUMER_MAX_CRASHES)");
@@ -135,6 +137,9 @@ void add_worker_command(CLI::App& app, Flags& flags) {
     o.bus.client_id = o.consumer.consumer_name;
 
     Metrics metrics;
+    auto endpoint =
+        http::start_part_endpoint(static_cast<int>(cfg.integer("METRICS_PORT")), metrics, log);
+    if (!endpoint) fail(kExitFailure, "metrics endpoint: " + endpoint.error().message);
     std::stop_source stop;
     auto signals = stop_on_signals(stop);
     consume::Runtime runtime(o, *handler, metrics, log);

@@ -200,6 +200,26 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
     return r.ok() && r->status == 200;
   })) << "the API does not answer on "
       << ready["api_url"];
+  // Every long-running part serves Prometheus text where up.json says.
+  ASSERT_TRUE(ready.contains("metrics_urls")) << ready.dump();
+  for (const char* part : {"api", "relay", "worker-portfolio", "worker-intel"}) {
+    ASSERT_TRUE(ready["metrics_urls"].contains(part)) << part;
+  }
+  for (const auto& [part, url] : ready["metrics_urls"].items()) {
+    auto parsed = http::parse_url(url.get<std::string>());
+    ASSERT_TRUE(parsed.ok()) << url;
+    http::ClientRequest scrape;
+    scrape.url = *parsed;
+    std::string body;
+    EXPECT_TRUE(test::eventually([&] {
+      auto r = http::fetch(scrape);
+      if (!r.ok() || r->status != 200) return false;
+      body = r->body;
+      return true;
+    })) << part
+        << " does not serve " << url;
+    EXPECT_NE(body.find("hashinsight_"), std::string::npos) << part << ": " << body.substr(0, 200);
+  }
 
   // End to end through the supervised parts: a miner added in one transaction with its event
   // becomes the user's portfolio, with through_seq covering the event.
