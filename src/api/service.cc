@@ -87,17 +87,39 @@ bool is_sane_key(std::string_view key) {
          std::all_of(key.begin(), key.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
 }
 
-// Appends an audit_logs row of this request in its transaction.
-Status audit(Call& c, const std::string& action, const std::string& entity,
-             const std::string& entity_id, const json& before, const json& after) {
-  const json details = {{"before", before}, {"after", after}};
+// What every write records in its transaction besides its row: the outbox event (carrying the
+// request's Idempotency-Key) and the audit_logs row (who, what, before, after, from where).
+struct WriteRecord {
+  std::string kind;    // the event: "miner.added"
+  std::string action;  // the audit action: "miner.add"
+  std::string entity;  // the table written
+  std::string entity_id;
+  json payload;
+  json before;
+  json after;
+};
+
+Result<schema::EventRef> record_write(Call& c, const WriteRecord& w) {
+  const auto key = c.request.header("idempotency-key");
+  auto ev = schema::append_event(
+      c.db, {c.who.tenant_id, c.who.user_id, w.kind, w.entity_id, w.payload.dump(),
+             key ? std::optional<std::string>(std::string(*key)) : std::nullopt, std::nullopt});
+  if (!ev) return ev.error();
+  const json details = {{"before", w.before}, {"after", w.after}};
   auto r = c.db.exec(
       "INSERT INTO audit_logs (tenant_id, user_id, action, entity, entity_id, request_id, ip, "
       "details) VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, '')::inet, $8)",
-      {c.who.tenant_id, c.who.user_id, action, entity, entity_id, c.request.request_id,
+      {c.who.tenant_id, c.who.user_id, w.action, w.entity, w.entity_id, c.request.request_id,
        c.request.remote_address, details.dump()});
   if (!r) return r.error();
-  return {};
+  return ev;
+}
+
+// A query whose one cell is the JSON answer (built by PostgreSQL), as a response.
+Response json_query(Call& c, const std::string& sql, const pg::Params& params = {}) {
+  auto rows = c.db.exec(sql, params);
+  if (!rows) return db_failure(rows.error());
+  return Response::text(std::string(rows->text(0, 0)), "application/json");
 }
 
 // The row of user_miners `id` of the caller as JSON (null when not theirs or missing).
@@ -351,19 +373,19 @@ void Service::add_routes(http::Router& router) {
 
   router.add("GET", "/api/miner-models", [this](http::Request& r) {
     return guarded(r, "", false, [](Call& c) {
-      auto rows = c.db.exec(
+      return json_query(
+          c,
           "SELECT coalesce(json_agg(json_build_object('id', id, 'slug', slug, 'manufacturer', "
           "manufacturer, 'name', name, 'hashrate_ths', hashrate_ths, 'power_w', power_w, "
           "'efficiency_j_th', efficiency_j_th, 'release_year', release_year, 'price_usd', "
           "price_usd) ORDER BY id), '[]')::text FROM miner_models");
-      if (!rows) return db_failure(rows.error());
-      return Response::text(std::string(rows->text(0, 0)), "application/json");
     });
   });
 
   router.add("GET", "/api/miners", [this](http::Request& r) {
     return guarded(r, "portfolio:read", false, [](Call& c) {
-      auto rows = c.db.exec(
+      return json_query(
+          c,
           "SELECT coalesce(json_agg(json_build_object('id', m.id, 'model_id', m.model_id, "
           "'model', mm.slug, 'quantity', m.quantity, 'electricity_price_usd_kwh', "
           "m.electricity_price_usd_kwh, 'status', m.status, 'created_at', m.created_at, "
@@ -371,8 +393,6 @@ void Service::add_routes(http::Router& router) {
           "FROM user_miners m JOIN miner_models mm ON mm.id = m.model_id "
           "WHERE m.user_id = $1::bigint",
           {c.who.user_id});
-      if (!rows) return db_failure(rows.error());
-      return Response::text(std::string(rows->text(0, 0)), "application/json");
     });
   });
 
@@ -408,14 +428,9 @@ void Service::add_routes(http::Router& router) {
                             {"model_id", *model_id},
                             {"quantity", *quantity},
                             {"status", status.value_or("active")}};
-      const auto key = c.request.header("idempotency-key");
-      auto ev = schema::append_event(
-          c.db, {c.who.tenant_id, c.who.user_id, "miner.added", id, payload.dump(),
-                 key ? std::optional<std::string>(std::string(*key)) : std::nullopt, std::nullopt});
+      auto ev = record_write(
+          c, {"miner.added", "miner.add", "user_miners", id, payload, nullptr, *after});
       if (!ev) return db_failure(ev.error());
-      if (auto s = audit(c, "miner.add", "user_miners", id, nullptr, *after); !s) {
-        return db_failure(s.error());
-      }
       return Response::json(
           {{"id", std::stoll(id)}, {"event_id", ev->id}, {"seq", ev->seq}, {"miner", *after}}, 201);
     });
@@ -446,14 +461,9 @@ void Service::add_routes(http::Router& router) {
       if (!after) return db_failure(after.error());
       const json payload = {
           {"miner_id", std::stoll(id)}, {"from", (*before)["status"]}, {"to", *status}};
-      const auto key = c.request.header("idempotency-key");
-      auto ev = schema::append_event(
-          c.db, {c.who.tenant_id, c.who.user_id, "miner.status_changed", id, payload.dump(),
-                 key ? std::optional<std::string>(std::string(*key)) : std::nullopt, std::nullopt});
+      auto ev = record_write(
+          c, {"miner.status_changed", "miner.status", "user_miners", id, payload, *before, *after});
       if (!ev) return db_failure(ev.error());
-      if (auto s = audit(c, "miner.status", "user_miners", id, *before, *after); !s) {
-        return db_failure(s.error());
-      }
       return Response::json(
           {{"id", std::stoll(id)}, {"event_id", ev->id}, {"seq", ev->seq}, {"miner", *after}});
     });

@@ -13,6 +13,7 @@
 #include "core/ids.h"
 #include "core/net.h"
 #include "core/process.h"
+#include "pg/connection.h"
 
 namespace hi::cli {
 namespace fs = std::filesystem;
@@ -66,6 +67,18 @@ std::string read_or_create_secret(const std::string& dir, const std::string& nam
   }
   ::chmod(file.c_str(), 0600);
   return value;
+}
+
+pg::Connection connect_owner(const Config& cfg) {
+  const auto urls = stack_urls(cfg);
+  if (urls.database_url.empty()) {
+    fail(kExitUsage,
+         "DATABASE_URL is not set and no running stack was found (start one with "
+         "`hashinsight up`, or set DATABASE_URL)");
+  }
+  auto conn = pg::Connection::connect(urls.database_url);
+  if (!conn) fail(kExitUsage, "cannot reach DATABASE_URL: " + conn.error().message);
+  return std::move(*conn);
 }
 
 StackUrls stack_urls(const Config& cfg) {

@@ -16,6 +16,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/result.h"
+#include "pg/connection.h"
 
 namespace hi::cli {
 
@@ -60,6 +61,9 @@ struct StackUrls {
   std::string bus;
 };
 StackUrls stack_urls(const Config& cfg);
+
+// An owner connection to the stack's database; exit 2 with the reason when there is none.
+pg::Connection connect_owner(const Config& cfg);
 
 // A loopback TCP port that is free now (the kernel's choice).
 int free_port();

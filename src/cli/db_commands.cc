@@ -9,21 +9,6 @@
 #include "schema/seed.h"
 
 namespace hi::cli {
-namespace {
-
-pg::Connection connect_owner(const Config& cfg) {
-  const auto urls = stack_urls(cfg);
-  if (urls.database_url.empty()) {
-    fail(kExitUsage,
-         "DATABASE_URL is not set and no running stack was found (start one with "
-         "`hashinsight up`, or set DATABASE_URL)");
-  }
-  auto conn = pg::Connection::connect(urls.database_url);
-  if (!conn) fail(kExitUsage, "cannot reach DATABASE_URL: " + conn.error().message);
-  return std::move(*conn);
-}
-
-}  // namespace
 
 int apply_capture_tables(pg::Connection& owner, const Config& cfg, const Logger& log) {
   std::vector<std::string> tables;

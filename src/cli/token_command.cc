@@ -8,7 +8,6 @@
 #include "api/auth.h"
 #include "cli/common.h"
 #include "core/strings.h"
-#include "pg/connection.h"
 
 namespace hi::cli {
 namespace {
@@ -43,15 +42,9 @@ void add_token_command(CLI::App& app, Flags& flags) {
     const std::vector<std::string> wanted = split_list(tf->scopes);
     if (wanted.empty()) fail(kExitUsage, "--scopes names no scope");
 
-    const auto urls = stack_urls(cfg);
-    if (urls.database_url.empty()) {
-      fail(kExitUsage,
-           "DATABASE_URL is not set and no running stack was found: the user's roles decide "
-           "which scopes a token may carry");
-    }
-    auto conn = pg::Connection::connect(urls.database_url);
-    if (!conn) fail(kExitUsage, "cannot reach DATABASE_URL: " + conn.error().message);
-    auto granted = conn->exec(
+    // The user's roles decide which scopes a token may carry.
+    auto conn = connect_owner(cfg);
+    auto granted = conn.exec(
         "SELECT DISTINCT p.scope FROM users u "
         "LEFT JOIN user_roles ur ON ur.tenant_id = u.tenant_id AND ur.user_id = u.id "
         "LEFT JOIN role_permissions rp ON rp.role_id = ur.role_id "
