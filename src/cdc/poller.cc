@@ -1,6 +1,7 @@
 #include "cdc/poller.h"
 
 #include "core/backoff.h"
+#include "core/failpoint.h"
 #include "core/time.h"
 #include "pg/array.h"
 #include "pg/transaction.h"
@@ -67,6 +68,8 @@ Status Poller::run_once(std::stop_token stop, bus::Producer& producer) {
       if (!n) return n.error();
       continue;
     }
+    // Holding a claim longer (sleep) makes concurrent pollers' claims overlap in tests.
+    if (auto st = failpoint("poll.after_claim"); !st) return st;
     std::vector<std::string> ids;
     const int id_col = rows->column_index("id");
     const std::size_t before = acked_;

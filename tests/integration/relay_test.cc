@@ -424,8 +424,17 @@ TEST_F(RelayTest, RetentionDeletesRelayedRowsPastTheirAge) {
 }
 
 TEST_F(RelayTest, PollModeWithTwoPollersPublishesEachEventOnce) {
-  start({"RELAY_MODE=poll", "RELAY_POLL_BATCH=50"});
-  Process second = test::start_relay({"RELAY_MODE=poll", "RELAY_POLL_BATCH=50"}, log_ + ".2");
+  // Each claim is held 50 ms (a failpoint), so neither poller can drain the outbox alone
+  // before the other claims: both must take rows, and SKIP LOCKED must keep them apart.
+  const std::vector<std::string> env = {"RELAY_MODE=poll", "RELAY_POLL_BATCH=50",
+                                        "HI_FAILPOINTS=poll.after_claim=sleep(50)"};
+  start(env);
+  Process second = test::start_relay(env, log_ + ".2");
+  ASSERT_TRUE(eventually([&] {
+    std::ifstream in(log_ + ".2");
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return text.find("polling the outbox") != std::string::npos;
+  }));
   std::vector<std::string> ids;
   for (int i = 0; i < 40; ++i) {
     auto batch = test::write_events(app_, "110", "miner.added", 50);
