@@ -110,6 +110,7 @@ void add_commands(CLI::App& app, Flags& flags) {
   add_calc_command(app);
   add_token_command(app, flags);
   add_api_command(app, flags);
+  add_keys_command(app, flags);
 }
 
 int run_command_line(CLI::App& app, const std::function<void()>& parse, std::ostream& out,

@@ -98,6 +98,7 @@ void add_audit_command(CLI::App& app, Flags& flags);
 void add_bench_command(CLI::App& app, Flags& flags);
 void add_token_command(CLI::App& app, Flags& flags);
 void add_api_command(CLI::App& app, Flags& flags);
+void add_keys_command(CLI::App& app, Flags& flags);
 // `bench consume`, registered under the bench subcommand.
 void add_bench_consume(CLI::App& bench, Flags& flags);
 
