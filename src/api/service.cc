@@ -8,9 +8,10 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
-#include "api/validate.h"
+#include "api/internal/support.h"
 #include "core/ids.h"
 #include "core/time.h"
+#include "core/version.h"
 #include "pg/transaction.h"
 #include "schema/outbox.h"
 
@@ -19,9 +20,8 @@ namespace {
 
 using http::ErrorCode;
 using http::Response;
+using internal::db_failure;
 using nlohmann::json;
-
-constexpr const char* kMinerStatuses[] = {"active", "inactive", "maintenance", "sold"};
 
 std::string sha256_hex(std::string_view text) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
@@ -34,9 +34,6 @@ std::string sha256_hex(std::string_view text) {
   }
   return out;
 }
-
-// A database failure as the client sees it (the details go to the log).
-Response db_failure(const Error& e) { return Response::fail(http::api_error(e)); }
 
 // The bearer token of the request, or empty.
 std::string_view bearer(const http::Request& r) {
@@ -87,55 +84,6 @@ bool is_sane_key(std::string_view key) {
          std::all_of(key.begin(), key.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
 }
 
-// What every write records in its transaction besides its row: the outbox event (carrying the
-// request's Idempotency-Key) and the audit_logs row (who, what, before, after, from where).
-struct WriteRecord {
-  std::string kind;    // the event: "miner.added"
-  std::string action;  // the audit action: "miner.add"
-  std::string entity;  // the table written
-  std::string entity_id;
-  json payload;
-  json before;
-  json after;
-};
-
-Result<schema::EventRef> record_write(Call& c, const WriteRecord& w) {
-  const auto key = c.request.header("idempotency-key");
-  auto ev = schema::append_event(
-      c.db, {c.who.tenant_id, c.who.user_id, w.kind, w.entity_id, w.payload.dump(),
-             key ? std::optional<std::string>(std::string(*key)) : std::nullopt, std::nullopt});
-  if (!ev) return ev.error();
-  const json details = {{"before", w.before}, {"after", w.after}};
-  auto r = c.db.exec(
-      "INSERT INTO audit_logs (tenant_id, user_id, action, entity, entity_id, request_id, ip, "
-      "details) VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, '')::inet, $8)",
-      {c.who.tenant_id, c.who.user_id, w.action, w.entity, w.entity_id, c.request.request_id,
-       c.request.remote_address, details.dump()});
-  if (!r) return r.error();
-  return ev;
-}
-
-// A query whose one cell is the JSON answer (built by PostgreSQL), as a response.
-Response json_query(Call& c, const std::string& sql, const pg::Params& params = {}) {
-  auto rows = c.db.exec(sql, params);
-  if (!rows) return db_failure(rows.error());
-  return Response::text(std::string(rows->text(0, 0)), "application/json");
-}
-
-// The row of user_miners `id` of the caller as JSON (null when not theirs or missing).
-Result<json> miner_row(Call& c, const std::string& id, bool for_update) {
-  auto r = c.db.exec(
-      "SELECT json_build_object('id', id, 'model_id', model_id, 'quantity', quantity, "
-      "'electricity_price_usd_kwh', electricity_price_usd_kwh, 'status', status, "
-      "'created_at', created_at, 'updated_at', updated_at)::text FROM user_miners "
-      "WHERE id = $1::bigint AND user_id = $2::bigint" +
-          std::string(for_update ? " FOR UPDATE" : ""),
-      {id, c.who.user_id});
-  if (!r) return r.error();
-  if (r->empty()) return json(nullptr);
-  return json::parse(r->text(0, 0));
-}
-
 }  // namespace
 
 Service::Service(ServiceOptions options, Metrics& metrics, Logger log)
@@ -155,6 +103,12 @@ const std::vector<std::tuple<std::string, std::string, std::string>>& Service::r
       {"GET", "/api/miners", "portfolio:read"},
       {"GET", "/api/miner-models", ""},
       {"GET", "/api/portfolio", "portfolio:read"},
+      {"GET", "/api/portfolio/projection", "portfolio:read"},
+      {"GET", "/api/intelligence/forecast", "intel:read"},
+      {"POST", "/api/calculate", "calc:read"},
+      {"POST", "/api/intelligence/optimize/curtailment", "intel:read"},
+      {"POST", "/api/treasury/execute", "treasury:trade"},
+      {"POST", "/api/crm/customers", "crm:write"},
       {"GET", "/alive", "-"},
       {"GET", "/ready", "-"},
       {"GET", "/health", "-"},
@@ -371,131 +325,9 @@ void Service::add_routes(http::Router& router) {
   router.add("POST", "/api/session", [this](http::Request& r) { return create_session(r); });
   router.add("DELETE", "/api/session", [this](http::Request& r) { return delete_session(r); });
 
-  router.add("GET", "/api/miner-models", [this](http::Request& r) {
-    return guarded(r, "", false, [](Call& c) {
-      return json_query(
-          c,
-          "SELECT coalesce(json_agg(json_build_object('id', id, 'slug', slug, 'manufacturer', "
-          "manufacturer, 'name', name, 'hashrate_ths', hashrate_ths, 'power_w', power_w, "
-          "'efficiency_j_th', efficiency_j_th, 'release_year', release_year, 'price_usd', "
-          "price_usd) ORDER BY id), '[]')::text FROM miner_models");
-    });
-  });
-
-  router.add("GET", "/api/miners", [this](http::Request& r) {
-    return guarded(r, "portfolio:read", false, [](Call& c) {
-      return json_query(
-          c,
-          "SELECT coalesce(json_agg(json_build_object('id', m.id, 'model_id', m.model_id, "
-          "'model', mm.slug, 'quantity', m.quantity, 'electricity_price_usd_kwh', "
-          "m.electricity_price_usd_kwh, 'status', m.status, 'created_at', m.created_at, "
-          "'updated_at', m.updated_at) ORDER BY m.id), '[]')::text "
-          "FROM user_miners m JOIN miner_models mm ON mm.id = m.model_id "
-          "WHERE m.user_id = $1::bigint",
-          {c.who.user_id});
-    });
-  });
-
-  router.add("POST", "/api/miners", [this](http::Request& r) {
-    return guarded(r, "miners:write", true, [](Call& c) {
-      http::ApiError bad;
-      auto body = parse_object(c.request.body, &bad);
-      if (!body) return Response::fail(bad);
-      Fields f(*body, {"model_id", "quantity", "electricity_price_usd_kwh", "status"});
-      const auto model_id = f.integer("model_id", true, 1, 2'147'483'647);
-      const auto quantity = f.integer("quantity", true, 1, 100'000);
-      const auto price = f.number("electricity_price_usd_kwh", false, 0, 10);
-      const auto status = f.one_of("status", false, kMinerStatuses);
-      if (auto e = f.error()) return Response::fail(*e);
-      auto model =
-          c.db.exec("SELECT 1 FROM miner_models WHERE id = $1", {std::to_string(*model_id)});
-      if (!model) return db_failure(model.error());
-      if (model->empty()) {
-        return Response::fail(ErrorCode::kBadRequest, "unknown miner model", "model_id");
-      }
-      auto row = c.db.exec(
-          "INSERT INTO user_miners (tenant_id, user_id, model_id, quantity, "
-          "electricity_price_usd_kwh, status) VALUES ($1, $2, $3, $4, $5::numeric, $6) "
-          "RETURNING id",
-          {c.who.tenant_id, c.who.user_id, std::to_string(*model_id), std::to_string(*quantity),
-           price ? std::optional<std::string>(json(*price).dump()) : std::nullopt,
-           status.value_or("active")});
-      if (!row) return db_failure(row.error());
-      const std::string id(row->text(0, 0));
-      auto after = miner_row(c, id, false);
-      if (!after) return db_failure(after.error());
-      const json payload = {{"miner_id", std::stoll(id)},
-                            {"model_id", *model_id},
-                            {"quantity", *quantity},
-                            {"status", status.value_or("active")}};
-      auto ev = record_write(
-          c, {"miner.added", "miner.add", "user_miners", id, payload, nullptr, *after});
-      if (!ev) return db_failure(ev.error());
-      return Response::json(
-          {{"id", std::stoll(id)}, {"event_id", ev->id}, {"seq", ev->seq}, {"miner", *after}}, 201);
-    });
-  });
-
-  router.add("PATCH", "/api/miners/:id/status", [this](http::Request& r) {
-    return guarded(r, "miners:write", true, [](Call& c) {
-      const std::string id(c.request.param("id"));
-      if (id.empty() || id.size() > 18 || id.find_first_not_of("0123456789") != std::string::npos) {
-        return Response::fail(ErrorCode::kNotFound, "no miner " + id);
-      }
-      http::ApiError bad;
-      auto body = parse_object(c.request.body, &bad);
-      if (!body) return Response::fail(bad);
-      Fields f(*body, {"status"});
-      const auto status = f.one_of("status", true, kMinerStatuses);
-      if (auto e = f.error()) return Response::fail(*e);
-      auto before = miner_row(c, id, true);
-      if (!before) return db_failure(before.error());
-      if (before->is_null()) return Response::fail(ErrorCode::kNotFound, "no miner " + id);
-      if (auto u = c.db.exec(
-              "UPDATE user_miners SET status = $2, updated_at = now() WHERE id = $1::bigint",
-              {id, *status});
-          !u) {
-        return db_failure(u.error());
-      }
-      auto after = miner_row(c, id, false);
-      if (!after) return db_failure(after.error());
-      const json payload = {
-          {"miner_id", std::stoll(id)}, {"from", (*before)["status"]}, {"to", *status}};
-      auto ev = record_write(
-          c, {"miner.status_changed", "miner.status", "user_miners", id, payload, *before, *after});
-      if (!ev) return db_failure(ev.error());
-      return Response::json(
-          {{"id", std::stoll(id)}, {"event_id", ev->id}, {"seq", ev->seq}, {"miner", *after}});
-    });
-  });
-
-  router.add("GET", "/api/portfolio", [this](http::Request& r) {
-    return guarded(r, "portfolio:read", false, [](Call& c) {
-      auto row = c.db.exec(
-          "SELECT json_build_object('user_id', user_id::text, 'units', units, 'hashrate_ths', "
-          "hashrate_ths, 'power_kw', power_kw, 'revenue_btc_day', revenue_btc_day, "
-          "'revenue_usd_day', revenue_usd_day, 'cost_usd_day', cost_usd_day, 'profit_usd_day', "
-          "profit_usd_day, 'breakdown', breakdown, 'computed_at', computed_at, 'through_seq', "
-          "through_seq)::text FROM user_portfolio WHERE user_id = $1::bigint",
-          {c.who.user_id});
-      if (!row) return db_failure(row.error());
-      if (row->empty()) {
-        // Nothing computed yet: an empty portfolio, not an error.
-        return Response::json({{"user_id", c.who.user_id},
-                               {"units", 0},
-                               {"hashrate_ths", 0},
-                               {"power_kw", 0},
-                               {"revenue_btc_day", 0},
-                               {"revenue_usd_day", 0},
-                               {"cost_usd_day", 0},
-                               {"profit_usd_day", 0},
-                               {"breakdown", json::array()},
-                               {"computed_at", nullptr},
-                               {"through_seq", 0}});
-      }
-      return Response::text(std::string(row->text(0, 0)), "application/json");
-    });
-  });
+  add_miner_routes(router);
+  add_intelligence_routes(router);
+  add_business_routes(router);
 }
 
 // /ready (full = false): the database and Redis answer. /health: every check of CONTRACTS'
@@ -525,8 +357,18 @@ Response Service::health(bool full) {
             d && !d->empty()) {
           const std::int64_t parked = d->int64(0, 0);
           checks["dlq"] = {{"status", parked < options_.dlq_degraded ? "healthy" : "degraded"},
-                           {"parked", parked}};
+                           {"count", parked}};
           worsen(checks["dlq"]["status"]);
+        }
+        if (auto f = (*lease)->exec("SELECT hi_forecast_freshness_seconds()"); f && !f->empty()) {
+          // No forecast at all yet (no user has miners): nothing is stale.
+          const bool none = f->is_null(0, 0);
+          const double age = none ? 0 : f->float64(0, 0);
+          checks["forecast"] = {
+              {"status", age < static_cast<double>(options_.forecast_age_degraded_s) ? "healthy"
+                                                                                     : "degraded"},
+              {"freshness_sec", none ? json(nullptr) : json(std::round(age))}};
+          worsen(checks["forecast"]["status"]);
         }
       }
     }
@@ -564,11 +406,18 @@ Response Service::health(bool full) {
         }
         const bool streaming = fields.value("streaming", "0") == "1";
         const bool degraded_bus = fields.value("bus_degraded", "0") == "1";
+        const std::string last_ack = fields.value("last_ack_at", "");
+        json ack_age = nullptr;
+        if (auto at = parse_rfc3339_us(last_ack); at) {
+          ack_age = std::max<std::int64_t>(0, (unix_now_us() - *at) / 1000);
+        }
         rl = {{"status", !streaming     ? "unhealthy"
                          : degraded_bus ? "degraded"
                                         : "healthy"},
               {"lag_bytes", to_int(fields.value("lag_bytes", "0"))},
               {"wal_status", fields.value("wal_status", "")},
+              {"last_ack_age_ms", ack_age},
+              {"durable", fields.value("durable", "0") == "1"},
               {"in_flight", to_int(fields.value("in_flight", "0"))},
               {"last_ack_at", fields.value("last_ack_at", "")},
               {"confirmed_commit_at", fields.value("confirmed_commit_at", "")}};
@@ -599,6 +448,28 @@ Response Service::health(bool full) {
       checks["consumers"] = groups;
     }
   }
+  // The bus: what the relay publishes to and the workers read from.
+  if (options_.bus) {
+    std::lock_guard lock(bus_mu_);
+    const auto t0 = std::chrono::steady_clock::now();
+    Status up = unavailable("bus: no probe");
+    if (!bus_probe_) {
+      auto p = bus::make_probe(*options_.bus);
+      if (p)
+        bus_probe_ = std::move(*p);
+      else
+        up = p.error();
+    }
+    if (bus_probe_) up = bus_probe_->ping(std::chrono::milliseconds(1000));
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    json b = {{"status", up ? "healthy" : "unhealthy"},
+              {"kind", std::string(bus::to_string(options_.bus->kind))},
+              {"response_time_ms", std::round(ms * 100) / 100}};
+    if (!up) b["error"] = up.error().message;
+    checks["bus"] = b;
+    worsen(b["status"]);
+  }
   // The outbox backlog: events committed and not yet on the bus (CDC: after the relay's last
   // confirmed transaction; poll mode: rows not marked processed).
   if (full && checks["database"]["status"] != "unhealthy") {
@@ -620,14 +491,17 @@ Response Service::health(bool full) {
     }
   }
   if (!full) {
-    const bool ready =
-        checks["database"]["status"] != "unhealthy" && checks["redis"]["status"] != "unhealthy";
+    const bool ready = checks["database"]["status"] != "unhealthy" &&
+                       checks["redis"]["status"] != "unhealthy" &&
+                       (!checks.contains("bus") || checks["bus"]["status"] != "unhealthy");
     return Response::json({{"status", ready ? "ready" : "not_ready"}, {"checks", checks}},
                           ready ? 200 : 503);
   }
-  return Response::json(
-      {{"status", overall}, {"checks", checks}, {"time", format_rfc3339_us(unix_now_us())}},
-      overall == "unhealthy" ? 503 : 200);
+  return Response::json({{"status", overall},
+                         {"version", kVersion},
+                         {"checks", checks},
+                         {"time", format_rfc3339_us(unix_now_us())}},
+                        overall == "unhealthy" ? 503 : 200);
 }
 
 }  // namespace hi::api

@@ -27,6 +27,8 @@
 #include <tuple>
 
 #include "api/auth.h"
+#include "bus/bus.h"
+#include "consume/intel_worker.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "http/router.h"
@@ -43,11 +45,15 @@ struct ServiceOptions {
   std::size_t db_connections = 8;
   std::chrono::milliseconds db_wait{2000};             // for a pooled connection, then 503
   std::chrono::milliseconds idempotency_wait{10'000};  // for a duplicate's first, then 409
-  // Health thresholds (the original specification's): above them a check is degraded.
+  // The bus /ready and /health probe; none = not checked.
+  std::optional<bus::BusOptions> bus;
+  // Health thresholds (HEALTH_*; the original specification's): at or above them a check is
+  // degraded.
   double database_ms_degraded = 100;
   std::int64_t outbox_backlog_degraded = 1000;
   std::int64_t consumer_lag_degraded = 1000;
   std::int64_t dlq_degraded = 10;
+  std::int64_t forecast_age_degraded_s = 172'800;
 };
 
 // One request as a handler sees it: who asks, and the transaction it runs in.
@@ -81,6 +87,13 @@ class Service {
 
   http::Response health(bool full);
 
+  // The routes by area (miner_routes.cc, intel_routes.cc, business_routes.cc).
+  void add_miner_routes(http::Router& router);
+  void add_intelligence_routes(http::Router& router);
+  void add_business_routes(http::Router& router);
+  // The network series' forecast, fitted once per series for every request.
+  Result<consume::NetworkForecast> network_forecast(pg::Connection& db);
+
   // Runs `fn` with a connected Redis client (under redis_mu_); kUnavailable when there is none.
   Result<redis::Reply> redis_command(const std::vector<std::string>& argv);
   // The token a request carries: its Bearer token, else the one its session cookie stands for.
@@ -100,6 +113,12 @@ class Service {
   std::mutex keys_mu_;
   std::condition_variable keys_freed_;
   std::set<std::string> keys_running_;
+
+  std::mutex bus_mu_;
+  std::unique_ptr<bus::Probe> bus_probe_;
+
+  std::mutex forecast_mu_;
+  std::optional<consume::NetworkForecast> forecast_fit_;
 };
 
 }  // namespace hi::api

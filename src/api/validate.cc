@@ -51,7 +51,9 @@ std::optional<json> parse_object(std::string_view body, http::ApiError* error) {
   return j;
 }
 
-Fields::Fields(const json& body, std::initializer_list<std::string_view> allowed) : body_(body) {
+Fields::Fields(const json& body, std::initializer_list<std::string_view> allowed,
+               std::string prefix)
+    : body_(body), prefix_(std::move(prefix)) {
   for (const auto& [key, value] : body_.items()) {
     if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
       fault(key, "unknown field " + key);
@@ -61,9 +63,17 @@ Fields::Fields(const json& body, std::initializer_list<std::string_view> allowed
 }
 
 void Fields::fault(std::string_view name, std::string message) {
-  if (!error_) {
-    error_ = http::ApiError{http::ErrorCode::kBadRequest, std::move(message), std::string(name)};
+  if (error_) return;
+  if (!prefix_.empty()) {
+    // "quantity must be ..." reads "miners[3].quantity must be ..."; other messages say where.
+    if (message.compare(0, name.size(), name) == 0) {
+      message = prefix_ + message;
+    } else {
+      message += " (in " + prefix_.substr(0, prefix_.size() - 1) + ")";
+    }
   }
+  error_ =
+      http::ApiError{http::ErrorCode::kBadRequest, std::move(message), prefix_ + std::string(name)};
 }
 
 const json* Fields::get(std::string_view name, bool required) {

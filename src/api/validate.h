@@ -31,8 +31,10 @@ std::optional<nlohmann::json> parse_object(std::string_view body, http::ApiError
 
 class Fields {
  public:
-  // `allowed`: every field the body may carry; any other is an error.
-  Fields(const nlohmann::json& body, std::initializer_list<std::string_view> allowed);
+  // `allowed`: every field the body may carry; any other is an error. `prefix` names the body
+  // inside a larger one in error messages ("miners[3]." gives "miners[3].quantity").
+  Fields(const nlohmann::json& body, std::initializer_list<std::string_view> allowed,
+         std::string prefix = {});
 
   // An integer in [min, max] (no fraction, no string).
   std::optional<std::int64_t> integer(std::string_view name, bool required, std::int64_t min,
@@ -54,6 +56,7 @@ class Fields {
   void fault(std::string_view name, std::string message);
 
   const nlohmann::json& body_;
+  std::string prefix_;
   std::optional<http::ApiError> error_;
 };
 

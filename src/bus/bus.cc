@@ -1,9 +1,11 @@
 #include "bus/bus.h"
 
+#include <mutex>
 #include <optional>
 
 #include "bus/kafka.h"
 #include "bus/redis_streams.h"
+#include "redis/client.h"
 
 namespace hi::bus {
 
@@ -49,6 +51,35 @@ class StreamRetention final : public Retention {
 };
 
 }  // namespace
+
+class RedisProbe final : public Probe {
+ public:
+  explicit RedisProbe(std::string url) : url_(std::move(url)) {}
+  Status ping(std::chrono::milliseconds timeout) override {
+    std::lock_guard lock(mu_);
+    if (!client_) {
+      auto c = redis::Client::connect(url_, timeout);
+      if (!c) return c.error().wrap("bus");
+      client_ = std::move(*c);
+    }
+    auto r = client_->command({"PING"});
+    if (!r || r->str != "PONG") {
+      client_.reset();
+      return r ? unavailable("bus: PING answered " + r->str) : r.error().wrap("bus");
+    }
+    return {};
+  }
+
+ private:
+  std::string url_;
+  std::mutex mu_;
+  std::optional<redis::Client> client_;
+};
+
+Result<std::unique_ptr<Probe>> make_probe(const BusOptions& options) {
+  if (options.kind == BusKind::kKafka) return make_kafka_probe(options);
+  return std::unique_ptr<Probe>(new RedisProbe(options.redis_url));
+}
 
 Result<std::unique_ptr<Retention>> make_retention(const BusOptions& options) {
   if (options.kind == BusKind::kKafka) return std::unique_ptr<Retention>(new NoRetention());

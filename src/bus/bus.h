@@ -132,6 +132,15 @@ class Retention {
 };
 Result<std::unique_ptr<Retention>> make_retention(const BusOptions& options);
 
+// Whether the bus answers, for health checks: Redis a PING on the probe's own connection, Kafka
+// a metadata request (no topics) through one long-lived client. Thread-safe.
+class Probe {
+ public:
+  virtual ~Probe() = default;
+  virtual Status ping(std::chrono::milliseconds timeout) = 0;
+};
+Result<std::unique_ptr<Probe>> make_probe(const BusOptions& options);
+
 // Whether an event the bus acknowledged survives a crash of the machine: Redis with AOF and
 // appendfsync always; Kafka with acks=all (the producer's setting; replication is the
 // cluster's). `detail` says what was found ("appendonly=yes appendfsync=everysec").

@@ -750,6 +750,45 @@ void KafkaConsumer::on_error(int err_code, const char* reason) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The health probe: a producer handle that never produces, asked for the cluster's metadata.
+
+namespace {
+
+class KafkaProbe final : public Probe {
+ public:
+  explicit KafkaProbe(KafkaHandlePtr rk) : rk_(std::move(rk)) {}
+  Status ping(std::chrono::milliseconds timeout) override {
+    const rd_kafka_metadata_t* md = nullptr;
+    const rd_kafka_resp_err_t err =
+        rd_kafka_metadata(rk_.get(), 0, nullptr, &md, static_cast<int>(timeout.count()));
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return unavailable(std::string("bus: kafka metadata: ") + rd_kafka_err2str(err));
+    }
+    const int brokers = md->broker_cnt;
+    rd_kafka_metadata_destroy(md);
+    if (brokers == 0) return unavailable("bus: kafka answered with no brokers");
+    return {};
+  }
+
+ private:
+  KafkaHandlePtr rk_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Probe>> make_kafka_probe(const BusOptions& options) {
+  if (options.kafka_brokers.empty()) return invalid_argument("kafka probe: no brokers given");
+  ConfPtr conf(rd_kafka_conf_new());
+  if (Status s = set_properties(conf.get(), {{"bootstrap.servers", options.kafka_brokers},
+                                             {"client.id", options.client_id + "-probe"}});
+      !s) {
+    return s.error();
+  }
+  rd_kafka_conf_set_log_cb(conf.get(), log_callback);
+  auto rk = new_handle(RD_KAFKA_PRODUCER, std::move(conf));
+  if (!rk) return rk.error();
+  return std::unique_ptr<Probe>(new KafkaProbe(std::move(*rk)));
+}
 
 Result<std::unique_ptr<Producer>> make_kafka_producer(const BusOptions& options,
                                                       DeliveryHandler on_delivery,

@@ -50,6 +50,8 @@ using KafkaProperties = std::vector<std::pair<std::string, std::string>>;
 
 // Creates a KafkaProducer connected to options.kafka_brokers. Fails (kInvalidArgument) only on
 // a bad configuration; an unreachable cluster is not an error here (the producer retries).
+Result<std::unique_ptr<Probe>> make_kafka_probe(const BusOptions& options);
+
 Result<std::unique_ptr<Producer>> make_kafka_producer(const BusOptions& options,
                                                       DeliveryHandler on_delivery,
                                                       const KafkaProperties& overrides = {});

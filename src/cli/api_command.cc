@@ -43,6 +43,12 @@ void add_api_command(CLI::App& app, Flags& flags) {
                           ? cfg.str("JWT_SECRET")
                           : read_or_create_secret(data_dir(cfg), "jwt_secret", 32);
     o.db_connections = static_cast<std::size_t>(cfg.integer("API_WORKERS"));
+    o.bus = bus_options(cfg, urls);
+    o.database_ms_degraded = static_cast<double>(cfg.integer("HEALTH_DB_MS"));
+    o.outbox_backlog_degraded = cfg.integer("HEALTH_OUTBOX_BACKLOG");
+    o.consumer_lag_degraded = cfg.integer("HEALTH_CONSUMER_LAG");
+    o.dlq_degraded = cfg.integer("HEALTH_DLQ");
+    o.forecast_age_degraded_s = cfg.integer("HEALTH_FORECAST_AGE_S");
     Metrics metrics;
     api::Service service(o, metrics, log);
     http::Router router;

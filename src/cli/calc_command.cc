@@ -12,6 +12,7 @@
 #include "cli/common.h"
 #include "core/result.h"
 #include "mining/catalog.h"
+#include "mining/json.h"
 #include "mining/profitability.h"
 
 namespace hi::cli {
@@ -128,12 +129,7 @@ Result<Calculation> calculate(const CalcArgs& a) {
   return c;
 }
 
-nlohmann::json optional_json(const std::optional<double>& v) {
-  return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
-}
-
 nlohmann::json to_json(const Calculation& c) {
-  const Profitability& r = c.result;
   nlohmann::json j;
   j["model"] = {{"id", c.model->id},
                 {"slug", c.model->slug},
@@ -142,43 +138,9 @@ nlohmann::json to_json(const Calculation& c) {
                 {"hashrate_ths", c.model->hashrate_ths},
                 {"power_w", c.model->power_w},
                 {"efficiency_j_per_th", c.model->efficiency_j_per_th}};
-  j["inputs"] = {{"units", c.miner.units},
-                 {"btc_price_usd", c.network.btc_price_usd},
-                 {"difficulty", c.network.difficulty},
-                 {"network_hashrate_ehs", c.network.network_hashrate_ehs},
-                 {"block_reward_btc", c.network.block_reward_btc},
-                 {"fees_per_block_btc", c.network.fees_per_block_btc},
-                 {"electricity_usd_per_kwh", c.ops.electricity_usd_per_kwh},
-                 {"pool_fee_fraction", c.ops.pool_fee_fraction},
-                 {"hosting_fee_usd_per_unit_day", c.ops.hosting_fee_usd_per_unit_day},
-                 {"hashrate_decay_per_month", c.ops.hashrate_decay_per_month},
-                 {"age_months", c.ops.age_months},
-                 {"uptime_fraction", c.ops.uptime_fraction},
-                 {"curtailment_fraction", c.ops.curtailment_fraction},
-                 {"capex_usd", optional_json(c.ops.capex_usd)},
-                 {"algorithm", mining::algorithm_name(c.ops.algorithm)}};
-  j["result"] = {
-      {"effective_hashrate_ths", r.effective_hashrate_ths},
-      {"running_fraction", r.running_fraction},
-      {"energy_kwh_per_day", r.energy_kwh_per_day},
-      {"btc_per_day_difficulty", r.btc_per_day_difficulty},
-      {"btc_per_day_network_share", optional_json(r.btc_per_day_network_share)},
-      {"algorithm_divergence_fraction", optional_json(r.algorithm_divergence_fraction)},
-      {"gross_revenue_btc_per_day", r.gross_revenue_btc_per_day},
-      {"pool_fee_btc_per_day", r.pool_fee_btc_per_day},
-      {"revenue_btc_per_day", r.revenue_btc_per_day},
-      {"revenue_usd_per_day", r.revenue_usd_per_day},
-      {"electricity_cost_usd_per_day", r.electricity_cost_usd_per_day},
-      {"hosting_fee_usd_per_day", r.hosting_fee_usd_per_day},
-      {"cost_usd_per_day", r.cost_usd_per_day},
-      {"cost_btc_per_day", r.cost_btc_per_day},
-      {"profit_usd_per_day", r.profit_usd_per_day},
-      {"profit_btc_per_day", r.profit_btc_per_day},
-      {"hashprice_usd_per_th_day", r.hashprice_usd_per_th_day},
-      {"break_even_electricity_usd_per_kwh", optional_json(r.break_even_electricity_usd_per_kwh)},
-      {"break_even_btc_price_usd", optional_json(r.break_even_btc_price_usd)},
-      {"roi_days", optional_json(r.roi_days)},
-      {"roi_days_with_decay", optional_json(r.roi_days_with_decay)}};
+  j["inputs"] = mining::to_json(c.network, c.ops);
+  j["inputs"]["units"] = c.miner.units;
+  j["result"] = mining::to_json(c.result);
   return j;
 }
 

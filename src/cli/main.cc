@@ -3,6 +3,7 @@
 #include <csignal>
 
 #include "cli/common.h"
+#include "core/version.h"
 
 int main(int argc, char** argv) {
   // A peer that closes its socket while we write (Redis killed mid-pipeline, an HTTP client
@@ -11,7 +12,7 @@ int main(int argc, char** argv) {
   CLI::App app{"HashInsight CDC: outbox -> logical replication -> bus -> exactly-once consumers",
                "hashinsight"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "hashinsight 0.1.0");
+  app.set_version_flag("--version", std::string("hashinsight ") + hi::kVersion);
   hi::cli::Flags flags;
   hi::cli::add_commands(app, flags);
   return hi::cli::run_command_line(app, [&] { app.parse(argc, argv); });

@@ -24,6 +24,7 @@
 #include "cli/common.h"
 #include "cli/supervisor.h"
 #include "core/backoff.h"
+#include "core/failpoint.h"
 #include "core/ids.h"
 #include "core/process.h"
 #include "core/strings.h"
@@ -129,6 +130,8 @@ class KeptServer {
       return;
     }
     if (now < retry_at_) return;
+    // Tests hold a server down here to watch the stack without it (`sleep(MS)`).
+    (void)failpoint(name_ == "redis" ? "up.before_redis_restart" : "up.before_postgres_restart");
     auto s = Server::start(options_, log);
     if (!s) {
       const auto delay = backoff_.next();

@@ -38,7 +38,8 @@ std::string forecast_cache_key(std::string_view user_id) {
   return "forecast:" + std::string(user_id);
 }
 
-Result<const IntelHandler::Fitted*> IntelHandler::fitted(pg::Connection& conn) {
+Result<const NetworkForecast*> fit_network_forecast(pg::Connection& conn,
+                                                    std::optional<NetworkForecast>& cache) {
   auto r = conn.exec(
       "SELECT day::text, avg(btc_price_usd), avg(difficulty) FROM network_snapshots "
       "WHERE day > (SELECT max(day) FROM network_snapshots) - 90 GROUP BY day ORDER BY day");
@@ -53,26 +54,19 @@ Result<const IntelHandler::Fitted*> IntelHandler::fitted(pg::Connection& conn) {
   const std::string key = last_day + "/" + std::to_string(r->rows()) + "/" +
                           std::string(r->text(r->rows() - 1, 1)) + "/" +
                           std::string(r->text(r->rows() - 1, 2));
-  if (cache_ && cache_->series_key == key) return &*cache_;
+  if (cache && cache->series_key == key) return &*cache;
   auto p = mining::forecast_btc_price(price);
   if (!p) return p.error().wrap("btc price forecast");
   auto d = mining::forecast_difficulty(difficulty);
   if (!d) return d.error().wrap("difficulty forecast");
-  cache_ = Fitted{key, last_day, std::move(*p), std::move(*d)};
-  return &*cache_;
+  cache = NetworkForecast{key, last_day, std::move(*p), std::move(*d)};
+  return &*cache;
 }
 
-Result<ApplyOutcome> IntelHandler::apply(pg::Connection& conn, const TenantBatch& batch) {
-  auto f = fitted(conn);
-  if (!f) return f.error();
-  const Fitted& fit = **f;
-  std::vector<std::string> users;
-  for (const auto& u : batch.users) {
-    if (u.user_id.empty()) continue;
-    if (!is_decimal_id(u.user_id)) {
-      return invalid_argument("user_id '" + u.user_id + "' is not a user id");
-    }
-    users.push_back(u.user_id);
+Status write_forecasts(pg::Connection& conn, const std::string& tenant_id,
+                       const std::vector<std::string>& users, const NetworkForecast& fit) {
+  for (const auto& u : users) {
+    if (!is_decimal_id(u)) return invalid_argument("user_id '" + u + "' is not a user id");
   }
   auto in = load_inputs(conn, users);
   if (!in) return in.error();
@@ -88,7 +82,6 @@ Result<ApplyOutcome> IntelHandler::apply(pg::Connection& conn, const TenantBatch
     rows.push_back(row("", "difficulty", d.horizon_days, d.mean, d.lower_95, d.upper_95,
                        fit.difficulty.model));
   }
-  ApplyOutcome out;
   const std::string model =
       "portfolio at " + fit.price.model + " price, " + fit.difficulty.model + " difficulty";
   for (const auto& user : users) {
@@ -102,16 +95,28 @@ Result<ApplyOutcome> IntelHandler::apply(pg::Connection& conn, const TenantBatch
         return p->totals.profit_usd_per_day;
       };
       auto mid = value_at(pp[i].mean, dp[i].mean);
-      if (!mid) return mid.error().wrap("tenant " + batch.tenant_id);
+      if (!mid) return mid.error().wrap("tenant " + tenant_id);
       auto low = value_at(std::max(pp[i].lower_95, 1e-9), dp[i].upper_95);
       auto high = value_at(pp[i].upper_95, std::max(dp[i].lower_95, 1.0));
       if (!low || !high) return (!low ? low : high).error();
       rows.push_back(row(user, "profit_usd_day", pp[i].horizon_days, *mid, *low, *high, model));
     }
-    out.after_commit.push_back({"DEL", forecast_cache_key(user)});
   }
-  auto w = conn.exec(kUpsertSql, {batch.tenant_id, fit.last_day, rows.dump()});
+  auto w = conn.exec(kUpsertSql, {tenant_id, fit.last_day, rows.dump()});
   if (!w) return w.error().wrap("upsert forecast_daily");
+  return {};
+}
+
+Result<ApplyOutcome> IntelHandler::apply(pg::Connection& conn, const TenantBatch& batch) {
+  auto f = fit_network_forecast(conn, cache_);
+  if (!f) return f.error();
+  std::vector<std::string> users;
+  for (const auto& u : batch.users) {
+    if (!u.user_id.empty()) users.push_back(u.user_id);
+  }
+  if (auto s = write_forecasts(conn, batch.tenant_id, users, **f); !s) return s.error();
+  ApplyOutcome out;
+  for (const auto& user : users) out.after_commit.push_back({"DEL", forecast_cache_key(user)});
   return out;
 }
 

@@ -25,6 +25,25 @@ inline constexpr const char* kIntelGroup = "intel-group";
 
 std::string forecast_cache_key(std::string_view user_id);  // forecast:{uid}
 
+// The network series' forecast: BTC price in levels, difficulty in logs, fitted on the last 90
+// daily values of network_snapshots.
+struct NetworkForecast {
+  std::string series_key;  // last day + count + last values: what the fit depends on
+  std::string last_day;    // YYYY-MM-DD of the last observation (forecast day 1 is the next)
+  mining::SeriesForecast price;
+  mining::SeriesForecast difficulty;
+};
+
+// The forecast of today's series: `cache` when it was fitted on the same series, else a new
+// fit stored in `cache`. kFailedPrecondition when network_snapshots is empty.
+Result<const NetworkForecast*> fit_network_forecast(pg::Connection& conn,
+                                                    std::optional<NetworkForecast>& cache);
+
+// Upserts the tenant's price and difficulty rows and each of `users`' profit_usd_day rows
+// (inside the tenant's transaction). kInvalidArgument for a user id that is not a number.
+Status write_forecasts(pg::Connection& conn, const std::string& tenant_id,
+                       const std::vector<std::string>& users, const NetworkForecast& fit);
+
 class IntelHandler final : public Handler {
  public:
   bool reads_state() const override { return true; }
@@ -34,14 +53,7 @@ class IntelHandler final : public Handler {
                                                      const TenantBatch& batch) override;
 
  private:
-  struct Fitted {
-    std::string series_key;  // last day + count + last values: the cache key
-    std::string last_day;    // YYYY-MM-DD of the last observation
-    mining::SeriesForecast price;
-    mining::SeriesForecast difficulty;
-  };
-  Result<const Fitted*> fitted(pg::Connection& conn);
-  std::optional<Fitted> cache_;
+  std::optional<NetworkForecast> cache_;
 };
 
 }  // namespace hi::consume

@@ -5,12 +5,14 @@
 #include <signal.h>
 
 #include <cctype>
+#include <cmath>
 #include <ctime>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
+#include <tuple>
 #include <utility>
 
 #include "api/auth.h"
@@ -69,7 +71,8 @@ class ApiTest : public ::testing::Test {
     owner_ = TestServers::get().owner();
     ASSERT_TRUE(owner_
                     .exec("TRUNCATE user_miners, event_outbox, audit_logs, "
-                          "api_idempotency_records, user_event_seq")
+                          "api_idempotency_records, user_event_seq, treasury_trades, "
+                          "crm_customers, ops_schedule, forecast_daily, user_portfolio")
                     .ok());
   }
 
@@ -135,7 +138,7 @@ TEST_F(ApiTest, EveryRouteHasAScopeAndRefusesWhatItShould) {
   const std::string forged =
       api::issue_token(other, "101", "1", {"miners:write", "portfolio:read", "intel:read"},
                        std::chrono::hours(1), std::time(nullptr));
-  const std::string scopeless = token("101", "1", {"calc:read"});
+  const std::string scopeless = token("101", "1", {"unused:scope"});
   for (const auto& route : router.routes()) {
     const auto it = scopes.find({route.method, route.pattern});
     ASSERT_NE(it, scopes.end()) << route.method << " " << route.pattern << " has no scope row";
@@ -392,6 +395,289 @@ TEST_F(ApiTest, TheOutboxBacklogIsWhatTheRelayHasNotConfirmed) {
   EXPECT_EQ(h["checks"]["outbox"]["backlog"].get<std::int64_t>(), unprocessed->int64(0, 0));
 }
 
+// The latest network snapshot, read straight from the table: what every valuation uses.
+struct Snapshot {
+  double price, difficulty, hashrate_ehs, reward;  // reward = subsidy + fees per block
+};
+Snapshot latest_snapshot(pg::Connection& owner) {
+  auto r = owner.exec(
+      "SELECT btc_price_usd, difficulty, network_hashrate_ehs, block_reward_btc + "
+      "fees_btc_per_block FROM network_snapshots ORDER BY taken_at DESC LIMIT 1");
+  EXPECT_TRUE(r.ok() && r->rows() == 1);
+  return {r->float64(0, 0), r->float64(0, 1), r->float64(0, 2), r->float64(0, 3)};
+}
+
+TEST_F(ApiTest, BulkImportWritesEveryRowAndOneEvent) {
+  const std::string t = token("101", "1", {"miners:write"});
+  auto r = call("POST", "/api/miners/bulk",
+                R"({"miners": [{"model_id": 1, "quantity": 2}, {"model_id": 2, "quantity": 5,
+                    "status": "inactive"}, {"model_id": 1, "quantity": 7,
+                    "electricity_price_usd_kwh": 0.04}]})",
+                auth(t));
+  ASSERT_EQ(r.status, 201) << r.body;
+  const json b = body_of(r);
+  EXPECT_EQ(b["count"], 3);
+  ASSERT_EQ(b["ids"].size(), 3u);
+  auto rows = owner_.exec(
+      "SELECT count(*), sum(quantity), count(*) FILTER (WHERE status = 'inactive'), "
+      "min(id), max(id) FROM user_miners WHERE tenant_id = 1 AND user_id = 101");
+  ASSERT_TRUE(rows.ok());
+  EXPECT_EQ(rows->int64(0, 0), 3);
+  EXPECT_EQ(rows->int64(0, 1), 2 + 5 + 7);
+  EXPECT_EQ(rows->int64(0, 2), 1);
+  EXPECT_EQ(b["ids"][0].get<std::int64_t>(), rows->int64(0, 3));
+  EXPECT_EQ(b["ids"][2].get<std::int64_t>(), rows->int64(0, 4));
+  // ONE event for the import, carrying the count, and one audit row.
+  auto ev = owner_.exec("SELECT kind, payload->>'count', payload->>'units', seq FROM event_outbox");
+  ASSERT_TRUE(ev.ok());
+  ASSERT_EQ(ev->rows(), 1);
+  EXPECT_EQ(ev->text(0, 0), "miner.bulk_imported");
+  EXPECT_EQ(ev->text(0, 1), "3");
+  EXPECT_EQ(ev->text(0, 2), "14");
+  EXPECT_EQ(b["seq"].get<std::int64_t>(), ev->int64(0, 3));
+  EXPECT_EQ(count("audit_logs"), 1);
+
+  // One bad row refuses the whole import, naming the row and the field.
+  const auto miners = count("user_miners"), events = count("event_outbox");
+  struct Case {
+    std::string body, field;
+  };
+  std::string too_many = R"({"miners": [)";
+  for (int i = 0; i < 10'001; ++i) too_many += std::string(i ? "," : "") + "{}";
+  too_many += "]}";
+  for (const auto& c : std::vector<Case>{
+           {R"({"miners": [{"model_id": 1, "quantity": 1}, {"model_id": 1, "quantity": 0}]})",
+            "miners[1].quantity"},
+           {R"({"miners": [{"model_id": 1, "quantity": 1}, {"model_id": 1, "quantity": 1},
+               {"model_id": 999999, "quantity": 1}]})",
+            "miners[2].model_id"},
+           {R"({"miners": [{"model_id": 1, "quantity": 1, "colour": "red"}]})", "miners[0].colour"},
+           {R"({"miners": [7]})", "miners[0]"},
+           {R"({"miners": []})", "miners"},
+           {R"({"miners": {"model_id": 1}})", "miners"},
+           {too_many, "miners"}}) {
+    auto bad = call("POST", "/api/miners/bulk", c.body, auth(t));
+    EXPECT_EQ(bad.status, 400) << bad.body;
+    EXPECT_EQ(body_of(bad)["error"].value("field", ""), c.field) << bad.body;
+  }
+  EXPECT_EQ(count("user_miners"), miners);
+  EXPECT_EQ(count("event_outbox"), events);
+}
+
+TEST_F(ApiTest, TheProjectionValuesActiveMinersWithDecayingHashrate) {
+  ASSERT_TRUE(owner_
+                  .exec("INSERT INTO user_miners (tenant_id, user_id, model_id, quantity, "
+                        "electricity_price_usd_kwh, status) VALUES (1, 101, 1, 10, 0.05, "
+                        "'active'), (1, 101, 2, 99, 0.05, 'sold')")
+                  .ok());
+  auto m = owner_.exec("SELECT hashrate_ths, power_w FROM miner_models WHERE id = 1");
+  ASSERT_TRUE(m.ok());
+  const double ths = m->float64(0, 0), watts = m->float64(0, 1);
+  const Snapshot s = latest_snapshot(owner_);
+  // By hand: BTC/day = H/s x 86400 x reward / (difficulty x 2^32); cost = kW x 24 h x price.
+  const double revenue0 =
+      10 * ths * 1e12 * 86400 * s.reward / (s.difficulty * 4294967296.0) * s.price;
+  const double cost = 10 * watts / 1000 * 24 * 0.05;
+
+  const std::string t = token("101", "1", {"portfolio:read"});
+  auto r = get("/api/portfolio/projection?days=30&decay_per_month=0.02", t);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json b = body_of(r);
+  ASSERT_EQ(b["points"].size(), 30u);
+  double total = 0;
+  for (int d : {0, 15, 29}) {
+    const json& p = b["points"][d];
+    const double factor = std::pow(0.98, d / 30.4375);  // 30.4375 days a month
+    EXPECT_NEAR(p["revenue_usd_day"].get<double>(), revenue0 * factor, 1e-9 * revenue0) << d;
+    EXPECT_NEAR(p["cost_usd_day"].get<double>(), cost, 1e-9 * cost) << d;
+    EXPECT_NEAR(p["hashrate_ths"].get<double>(), 10 * ths * factor, 1e-9 * ths) << d;
+  }
+  for (const auto& p : b["points"]) total += p["profit_usd_day"].get<double>();
+  EXPECT_NEAR(b["total_profit_usd"].get<double>(), total, 1e-6 * std::abs(total) + 1e-9);
+  EXPECT_NEAR(b["points"][29]["cumulative_profit_usd"].get<double>(), total,
+              1e-6 * std::abs(total) + 1e-9);
+  for (const std::string q : {"days=0", "days=366", "days=abc", "days=2.5", "decay_per_month=-1"}) {
+    auto bad = get("/api/portfolio/projection?" + q, t);
+    EXPECT_EQ(bad.status, 400) << q << " " << bad.body;
+  }
+}
+
+TEST_F(ApiTest, TheForecastIsComputedOnFirstReadStoredAndThenRead) {
+  ASSERT_TRUE(owner_
+                  .exec("INSERT INTO user_miners (tenant_id, user_id, model_id, quantity, status) "
+                        "VALUES (1, 102, 1, 4, 'active')")
+                  .ok());
+  const std::string t = token("102", "1", {"intel:read"});
+  auto first = get("/api/intelligence/forecast", t);
+  ASSERT_EQ(first.status, 200) << first.body;
+  const json a = body_of(first);
+  EXPECT_TRUE(a["computed"].get<bool>());
+  for (const char* metric : {"btc_price_usd", "difficulty", "profit_usd_day"}) {
+    ASSERT_EQ(a["series"][metric]["points"].size(), 7u) << metric;
+  }
+  // Stored: the tenant's price and difficulty rows and this user's profit rows, for the seven
+  // days after the last observation.
+  auto rows = owner_.exec(
+      "SELECT count(*) FILTER (WHERE user_id IS NULL), count(*) FILTER (WHERE user_id = 102), "
+      "min(day)::text, (SELECT (max(day) + 1)::text FROM network_snapshots) "
+      "FROM forecast_daily WHERE tenant_id = 1");
+  ASSERT_TRUE(rows.ok());
+  EXPECT_EQ(rows->int64(0, 0), 14);
+  EXPECT_EQ(rows->int64(0, 1), 7);
+  EXPECT_EQ(rows->text(0, 2), rows->text(0, 3));
+  EXPECT_EQ(a["series"]["btc_price_usd"]["points"][0]["day"], std::string(rows->text(0, 3)));
+  auto v = owner_.exec(
+      "SELECT value FROM forecast_daily WHERE tenant_id = 1 AND user_id = 102 ORDER BY day");
+  ASSERT_TRUE(v.ok());
+  for (int i = 0; i < 7; ++i) {
+    EXPECT_DOUBLE_EQ(a["series"]["profit_usd_day"]["points"][i]["value"].get<double>(),
+                     v->float64(i, 0));
+  }
+  // The interval brackets the point forecast.
+  for (const auto& p : a["series"]["btc_price_usd"]["points"]) {
+    EXPECT_LE(p["lower_95"].get<double>(), p["value"].get<double>());
+    EXPECT_GE(p["upper_95"].get<double>(), p["value"].get<double>());
+  }
+  auto second = get("/api/intelligence/forecast", t);
+  ASSERT_EQ(second.status, 200) << second.body;
+  EXPECT_FALSE(body_of(second)["computed"].get<bool>());
+  EXPECT_EQ(body_of(second)["series"], a["series"]);
+}
+
+TEST_F(ApiTest, CalculateGivesBothAlgorithmsAndTheirDivergenceAndWritesNothing) {
+  const std::string t = token("101", "1", {"calc:read"});
+  const auto events = count("event_outbox"), audits = count("audit_logs");
+  auto r = call("POST", "/api/calculate",
+                R"({"hashrate_ths": 100, "power_w": 3000, "units": 2,
+                    "electricity_usd_per_kwh": 0.05, "btc_price_usd": 60000,
+                    "difficulty": 1e14, "network_hashrate_ehs": 700,
+                    "block_reward_btc": 3.125, "fees_per_block_btc": 0})",
+                auth(t));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json res = body_of(r)["result"];
+  // By hand: 200e12 H/s x 86400 s x 3.125 / (1e14 x 2^32) and 200e12 / 700e18 x 144 x 3.125.
+  const double by_difficulty = 200e12 * 86400 * 3.125 / (1e14 * 4294967296.0);
+  const double by_share = 200e12 / 700e18 * 144 * 3.125;
+  EXPECT_NEAR(res["btc_per_day_difficulty"].get<double>(), by_difficulty, 1e-15);
+  EXPECT_NEAR(res["btc_per_day_network_share"].get<double>(), by_share, 1e-15);
+  EXPECT_NEAR(res["algorithm_divergence_fraction"].get<double>(),
+              (by_share - by_difficulty) / by_difficulty, 1e-12);
+  EXPECT_NEAR(res["cost_usd_per_day"].get<double>(), 2 * 3.0 * 24 * 0.05, 1e-9);  // 7.2 USD
+  EXPECT_NEAR(res["revenue_usd_per_day"].get<double>(), by_difficulty * 60000, 1e-9);
+
+  // A catalogue model with the network taken from the latest snapshot.
+  auto m = call("POST", "/api/calculate", R"({"model_id": 1, "units": 3})", auth(t));
+  ASSERT_EQ(m.status, 200) << m.body;
+  const Snapshot s = latest_snapshot(owner_);
+  EXPECT_DOUBLE_EQ(body_of(m)["inputs"]["btc_price_usd"].get<double>(), s.price);
+  EXPECT_DOUBLE_EQ(body_of(m)["inputs"]["difficulty"].get<double>(), s.difficulty);
+  for (const auto& [body, field] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"units": 1})", "model_id"},
+           {R"({"model_id": 1, "hashrate_ths": 5})", "model_id"},
+           {R"({"model_id": 1, "pool_fee_fraction": 1.5})", "pool_fee_fraction"},
+           {R"({"model_id": 1, "algorithm": "guess"})", "algorithm"},
+           {R"({"model_id": 424242})", "model_id"}}) {
+    auto bad = call("POST", "/api/calculate", body, auth(t));
+    EXPECT_EQ(bad.status, 400) << body << " " << bad.body;
+    EXPECT_EQ(body_of(bad)["error"].value("field", ""), field) << body;
+  }
+  EXPECT_EQ(count("event_outbox"), events);
+  EXPECT_EQ(count("audit_logs"), audits);
+}
+
+TEST_F(ApiTest, CurtailmentStoresTheScheduleAndEmitsItsEvent) {
+  ASSERT_TRUE(owner_
+                  .exec("INSERT INTO user_miners (tenant_id, user_id, model_id, quantity, status) "
+                        "VALUES (1, 101, 1, 10, 'active')")
+                  .ok());
+  auto m = owner_.exec("SELECT hashrate_ths, power_w FROM miner_models WHERE id = 1");
+  ASSERT_TRUE(m.ok());
+  const double ths = m->float64(0, 0), kw = m->float64(0, 1) / 1000;
+  const Snapshot s = latest_snapshot(owner_);
+  // Four hours cost 5 USD/kWh, far above any miner's break-even; the rest cost 0.03.
+  json prices = json::array();
+  for (int h = 0; h < 24; ++h) prices.push_back(h >= 17 && h < 21 ? 5.0 : 0.03);
+  const json req = {
+      {"max_curtailment_hours", 4}, {"day", "2030-01-02"}, {"hourly_prices_usd_per_kwh", prices}};
+  const std::string t = token("101", "1", {"intel:read"});
+  http::Pairs h = auth(t);
+  h.emplace_back("Idempotency-Key", "curtail-1");
+  auto r = call("POST", "/api/intelligence/optimize/curtailment", req.dump(), h);
+  ASSERT_EQ(r.status, 201) << r.body;
+  const json b = body_of(r);
+  // By hand: one unit earns r per hour; in the four dear hours it costs kW x 5 to run.
+  const double r_unit =
+      ths * 1e12 * 86400 * s.reward / (s.difficulty * 4294967296.0) / 24 * s.price;
+  const double gain = 10 * 4 * (kw * 5.0 - r_unit);
+  ASSERT_GT(gain, 0);
+  EXPECT_EQ(b["plan"]["unit_hours_off"], 40);
+  EXPECT_EQ(b["plan"]["hours_with_curtailment"], 4);
+  EXPECT_NEAR(b["plan"]["profit_gain_usd"].get<double>(), gain, 1e-6 * gain);
+  for (int hour : {17, 18, 19, 20}) EXPECT_EQ(b["plan"]["schedule"][hour]["running_units"][0], 0);
+  EXPECT_EQ(b["plan"]["schedule"][3]["running_units"][0], 10);
+  auto row = owner_.exec(
+      "SELECT o.id, o.day::text, o.profit_usd, e.kind, e.payload->>'schedule_id', e.seq "
+      "FROM ops_schedule o JOIN event_outbox e ON e.entity_id = o.id::text WHERE o.user_id = 101");
+  ASSERT_TRUE(row.ok());
+  ASSERT_EQ(row->rows(), 1);
+  EXPECT_EQ(b["id"].get<std::int64_t>(), row->int64(0, 0));
+  EXPECT_EQ(row->text(0, 1), "2030-01-02");
+  EXPECT_NEAR(row->float64(0, 2), b["plan"]["total_profit_usd"].get<double>(), 1e-9);
+  EXPECT_EQ(row->text(0, 3), "ops.schedule_created");
+  EXPECT_EQ(row->text(0, 4), std::to_string(row->int64(0, 0)));
+  EXPECT_EQ(count("audit_logs"), 1);
+  // Idempotent: the same key replays, nothing more is written.
+  auto again = call("POST", "/api/intelligence/optimize/curtailment", req.dump(), h);
+  EXPECT_EQ(again.status, 201);
+  EXPECT_EQ(again.body, r.body);
+  EXPECT_EQ(count("event_outbox"), 1);
+  for (const auto& [body, field] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"max_curtailment_hours": 25})", "max_curtailment_hours"},
+           {R"({"max_curtailment_hours": 2, "day": "2030-02-30"})", "day"},
+           {R"({"max_curtailment_hours": 2, "hourly_prices_usd_per_kwh": [1, 2]})",
+            "hourly_prices_usd_per_kwh"}}) {
+    auto bad = call("POST", "/api/intelligence/optimize/curtailment", body, auth(t));
+    EXPECT_EQ(bad.status, 400) << body << " " << bad.body;
+    EXPECT_EQ(body_of(bad)["error"].value("field", ""), field) << body;
+  }
+  EXPECT_EQ(count("ops_schedule"), 1);
+}
+
+TEST_F(ApiTest, TreasuryTradesAndCrmCustomersEmitTheirEvents) {
+  const std::string t = token("101", "1", {"treasury:trade", "crm:write"});
+  auto trade = call("POST", "/api/treasury/execute",
+                    R"({"side": "buy", "amount_btc": 0.5, "price_usd": 60000})", auth(t));
+  ASSERT_EQ(trade.status, 201) << trade.body;
+  auto customer =
+      call("POST", "/api/crm/customers",
+           R"({"name": "O'Brien Mining; DROP TABLE x", "email": "ops@obrien.example"})", auth(t));
+  ASSERT_EQ(customer.status, 201) << customer.body;
+  auto rows = owner_.exec(
+      "SELECT (SELECT amount_btc::text || ' ' || price_usd::text || ' ' || side FROM "
+      "treasury_trades), (SELECT name FROM crm_customers), "
+      "(SELECT (payload->>'notional_usd')::numeric = 30000 FROM event_outbox "
+      "WHERE kind = 'treasury.trade_executed'), "
+      "(SELECT payload->>'name' FROM event_outbox WHERE kind = 'crm.customer_created')");
+  ASSERT_TRUE(rows.ok());
+  EXPECT_EQ(rows->text(0, 0), "0.50000000 60000.00 buy");
+  EXPECT_EQ(rows->text(0, 1), "O'Brien Mining; DROP TABLE x");
+  EXPECT_TRUE(rows->boolean(0, 2));  // notional 0.5 x 60,000
+  EXPECT_EQ(rows->text(0, 3), "O'Brien Mining; DROP TABLE x");
+  EXPECT_EQ(count("audit_logs"), 2);
+  for (const auto& [route, body, field] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"/api/treasury/execute", R"({"side": "short", "amount_btc": 1})", "side"},
+           {"/api/treasury/execute", R"({"side": "sell", "amount_btc": -1})", "amount_btc"},
+           {"/api/treasury/execute", R"({"side": "sell"})", "amount_btc"},
+           {"/api/crm/customers", R"({"name": ""})", "name"},
+           {"/api/crm/customers", R"({"name": "x", "email": "not-an-address"})", "email"}}) {
+    auto bad = call("POST", route, body, auth(t));
+    EXPECT_EQ(bad.status, 400) << body << " " << bad.body;
+    EXPECT_EQ(body_of(bad)["error"].value("field", ""), field) << body;
+  }
+  EXPECT_EQ(count("event_outbox"), 2);
+}
+
 TEST_F(ApiTest, HealthAndMetricsAnswerWithoutAToken) {
   auto alive = get("/alive");
   EXPECT_EQ(alive.status, 200);
@@ -403,6 +689,14 @@ TEST_F(ApiTest, HealthAndMetricsAnswerWithoutAToken) {
   EXPECT_EQ(h["checks"]["database"]["status"], "healthy") << health.body;
   EXPECT_EQ(h["checks"]["redis"]["status"], "healthy") << health.body;
   EXPECT_TRUE(h["checks"].contains("relay")) << health.body;
+  // The bus (Redis Streams here) answers; the shapes are CONTRACTS' "Health JSON".
+  EXPECT_EQ(h["checks"]["bus"]["status"], "healthy") << health.body;
+  EXPECT_EQ(h["checks"]["bus"]["kind"], "redis") << health.body;
+  EXPECT_TRUE(h["checks"]["bus"]["response_time_ms"].is_number()) << health.body;
+  EXPECT_TRUE(h["checks"]["dlq"]["count"].is_number()) << health.body;
+  EXPECT_TRUE(h["checks"]["forecast"].contains("freshness_sec")) << health.body;
+  EXPECT_FALSE(h.value("version", "").empty()) << health.body;
+  EXPECT_TRUE(body_of(ready)["checks"].contains("bus")) << ready.body;
   (void)get("/api/miner-models", token("105", "1", {"calc:read"}));
   auto metrics = get("/metrics");
   EXPECT_EQ(metrics.status, 200);
@@ -463,7 +757,9 @@ TEST_F(ApiTest, EveryExampleOfTheApiDocsAnswersAsDocumented) {
   ASSERT_TRUE(in) << "docs/api.md missing";
   std::map<std::string, std::string> vars = {
       {"API", "http://127.0.0.1:" + std::to_string(port_)},
-      {"TOKEN", token("101", "1", {"miners:write", "portfolio:read"})},
+      {"TOKEN", token("101", "1",
+                      {"miners:write", "portfolio:read", "intel:read", "calc:read",
+                       "treasury:trade", "crm:write"})},
       {"VIEWER", token("105", "1", {"portfolio:read"})},
       {"MINER_ID", "0"}};
   std::string line;

@@ -98,7 +98,9 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
   SpawnOptions o;
   o.argv = {test::hashinsight_binary(), "up", "--data-dir", data, "--port-base",
             std::to_string(base)};
-  o.env = {"DATABASE_URL=", "REDIS_URL=", "LOG_FORMAT=text"};
+  // Redis stays down 3 s when killed, long enough to see the API not ready without it.
+  o.env = {"DATABASE_URL=", "REDIS_URL=", "LOG_FORMAT=text",
+           "HI_FAILPOINTS=up.before_redis_restart=sleep(3000)"};
   o.output_path = dir.path() + "/up.out";
   auto up = Process::spawn(o);
   ASSERT_TRUE(up.ok());
@@ -264,6 +266,31 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
     const int redis_pid = std::stoi(info->str.substr(at + 11));
     ::kill(pg_pid, SIGKILL);
     ::kill(redis_pid, SIGKILL);
+    // /ready says so while Redis is down, and is 200 again once `up` has restarted it.
+    auto ready_url = http::parse_url(ready["api_url"].get<std::string>() + "/ready");
+    ASSERT_TRUE(ready_url.ok());
+    http::ClientRequest probe;
+    probe.url = *ready_url;
+    probe.timeout = std::chrono::seconds(5);
+    std::string seen;
+    EXPECT_TRUE(test::eventually(
+        [&] {
+          auto r = http::fetch(probe);
+          if (!r.ok()) return false;
+          seen = r->body;
+          const auto b = nlohmann::json::parse(r->body, nullptr, false);
+          return r->status == 503 && b.is_object() && b["checks"]["redis"]["status"] == "unhealthy";
+        },
+        std::chrono::seconds(10)))
+        << "last /ready: " << seen;
+    EXPECT_TRUE(test::eventually(
+        [&] {
+          auto r = http::fetch(probe);
+          if (r.ok()) seen = r->body;
+          return r.ok() && r->status == 200;
+        },
+        std::chrono::seconds(60)))
+        << "last /ready: " << seen;
     auto log_text = [&] {
       std::ifstream in(o.output_path);
       return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -1,0 +1,48 @@
+#include "api/internal/support.h"
+
+namespace hi::api::internal {
+
+using nlohmann::json;
+
+http::Response db_failure(const Error& e) { return http::Response::fail(http::api_error(e)); }
+
+Result<schema::EventRef> record_write(Call& c, const WriteRecord& w) {
+  const auto key = c.request.header("idempotency-key");
+  auto ev = schema::append_event(
+      c.db, {c.who.tenant_id, c.who.user_id, w.kind, w.entity_id, w.payload.dump(),
+             key ? std::optional<std::string>(std::string(*key)) : std::nullopt, std::nullopt});
+  if (!ev) return ev.error();
+  const json details = {{"before", w.before}, {"after", w.after}};
+  auto r = c.db.exec(
+      "INSERT INTO audit_logs (tenant_id, user_id, action, entity, entity_id, request_id, ip, "
+      "details) VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, '')::inet, $8)",
+      {c.who.tenant_id, c.who.user_id, w.action, w.entity, w.entity_id, c.request.request_id,
+       c.request.remote_address, details.dump()});
+  if (!r) return r.error();
+  return ev;
+}
+
+http::Response json_query(Call& c, const std::string& sql, const pg::Params& params) {
+  auto rows = c.db.exec(sql, params);
+  if (!rows) return db_failure(rows.error());
+  return http::Response::text(std::string(rows->text(0, 0)), "application/json");
+}
+
+http::Response write_response(json fields, const schema::EventRef& ev, int status) {
+  fields["event_id"] = ev.id;
+  fields["seq"] = ev.seq;
+  return http::Response::json(std::move(fields), status);
+}
+
+Result<Network> latest_network(pg::Connection& db) {
+  auto r = db.exec(
+      "SELECT btc_price_usd, difficulty, coalesce(network_hashrate_ehs, 0), block_reward_btc, "
+      "coalesce(fees_btc_per_block, 0), day::text FROM network_snapshots "
+      "ORDER BY taken_at DESC LIMIT 1");
+  if (!r) return r.error();
+  if (r->empty()) return failed_precondition("no network snapshot yet: run `hashinsight seed`");
+  return Network{r->float64(0, 0), r->float64(0, 1), r->float64(0, 2),
+                 r->float64(0, 3), r->float64(0, 4), std::string(r->text(0, 5))};
+}
+
+}  // namespace hi::api::internal
