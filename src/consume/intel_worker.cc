@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "consume/cache.h"
 #include "consume/portfolio_worker.h"
 
 namespace hi::consume {
@@ -19,6 +20,7 @@ SELECT $1::bigint, r.user_id, r.metric, ($2::date + r.h), r.value, r.lower_95, r
 ON CONFLICT (tenant_id, COALESCE(user_id, 0), metric, day) DO UPDATE SET
   value = EXCLUDED.value, lower_95 = EXCLUDED.lower_95, upper_95 = EXCLUDED.upper_95,
   model = EXCLUDED.model, fitted_at = EXCLUDED.fitted_at
+RETURNING (extract(epoch FROM fitted_at) * 1000000)::bigint
 )sql";
 
 json row(const std::string& user, const char* metric, int h, double value, double lo, double hi,
@@ -63,8 +65,9 @@ Result<const NetworkForecast*> fit_network_forecast(pg::Connection& conn,
   return &*cache;
 }
 
-Status write_forecasts(pg::Connection& conn, const std::string& tenant_id,
-                       const std::vector<std::string>& users, const NetworkForecast& fit) {
+Result<std::int64_t> write_forecasts(pg::Connection& conn, const std::string& tenant_id,
+                                     const std::vector<std::string>& users,
+                                     const NetworkForecast& fit) {
   for (const auto& u : users) {
     if (!is_decimal_id(u)) return invalid_argument("user_id '" + u + "' is not a user id");
   }
@@ -104,7 +107,7 @@ Status write_forecasts(pg::Connection& conn, const std::string& tenant_id,
   }
   auto w = conn.exec(kUpsertSql, {tenant_id, fit.last_day, rows.dump()});
   if (!w) return w.error().wrap("upsert forecast_daily");
-  return {};
+  return w->empty() ? std::int64_t{0} : w->int64(0, 0);  // one now() for every row
 }
 
 Result<ApplyOutcome> IntelHandler::apply(pg::Connection& conn, const TenantBatch& batch) {
@@ -114,17 +117,28 @@ Result<ApplyOutcome> IntelHandler::apply(pg::Connection& conn, const TenantBatch
   for (const auto& u : batch.users) {
     if (!u.user_id.empty()) users.push_back(u.user_id);
   }
-  if (auto s = write_forecasts(conn, batch.tenant_id, users, **f); !s) return s.error();
+  auto version = write_forecasts(conn, batch.tenant_id, users, **f);
+  if (!version) return version.error();
   ApplyOutcome out;
-  for (const auto& user : users) out.after_commit.push_back({"DEL", forecast_cache_key(user)});
+  for (const auto& user : users) {
+    out.after_commit.push_back(
+        cache_invalidation(forecast_cache_key(user), *version, kTombstoneTtl));
+  }
   return out;
 }
 
-Result<std::vector<RedisCommand>> IntelHandler::after_redelivery(pg::Connection& /*conn*/,
+Result<std::vector<RedisCommand>> IntelHandler::after_redelivery(pg::Connection& conn,
                                                                  const TenantBatch& batch) {
   std::vector<RedisCommand> out;
   for (const auto& u : batch.users) {
-    if (is_decimal_id(u.user_id)) out.push_back({"DEL", forecast_cache_key(u.user_id)});
+    if (!is_decimal_id(u.user_id)) continue;
+    // The tombstone stands for the rows already stored.
+    auto r = conn.exec(
+        "SELECT coalesce((extract(epoch FROM max(fitted_at)) * 1000000)::bigint, 0) "
+        "FROM forecast_daily WHERE user_id = $1::bigint",
+        {u.user_id});
+    if (!r) return r.error();
+    out.push_back(cache_invalidation(forecast_cache_key(u.user_id), r->int64(0, 0), kTombstoneTtl));
   }
   return out;
 }

@@ -1,5 +1,6 @@
 // The intel worker (group intel-group, topics events.miner and events.ops): refreshes the
-// forecast_daily rows of the users with new events and invalidates forecast:{uid}.
+// forecast_daily rows of the users with new events and invalidates forecast:{uid} (a tombstone
+// at the rows' fitted_at, consume/cache.h).
 //
 // Per tenant batch: the BTC price and difficulty series (last 90 daily values of
 // network_snapshots) are forecast 7 days ahead with ARIMA(1,1,1) (mining/forecast.h;
@@ -40,9 +41,12 @@ Result<const NetworkForecast*> fit_network_forecast(pg::Connection& conn,
                                                     std::optional<NetworkForecast>& cache);
 
 // Upserts the tenant's price and difficulty rows and each of `users`' profit_usd_day rows
-// (inside the tenant's transaction). kInvalidArgument for a user id that is not a number.
-Status write_forecasts(pg::Connection& conn, const std::string& tenant_id,
-                       const std::vector<std::string>& users, const NetworkForecast& fit);
+// (inside the tenant's transaction); returns their fitted_at in microseconds since the epoch
+// (the cache's through_seq, consume/cache.h). kInvalidArgument for a user id that is not a
+// number.
+Result<std::int64_t> write_forecasts(pg::Connection& conn, const std::string& tenant_id,
+                                     const std::vector<std::string>& users,
+                                     const NetworkForecast& fit);
 
 class IntelHandler final : public Handler {
  public:

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
+#include "consume/cache.h"
 #include "core/time.h"
 #include "pg/array.h"
 
@@ -78,7 +79,7 @@ std::vector<RedisCommand> invalidation(const std::string& tenant,
   const std::string channel = portfolio_channel(tenant);
   out.reserve(rows.size() * 2);
   for (const auto& w : rows) {
-    out.push_back({"DEL", portfolio_cache_key(w.user_id)});
+    out.push_back(cache_invalidation(portfolio_cache_key(w.user_id), w.through_seq, kTombstoneTtl));
     json notice = {{"tenant_id", tenant},
                    {"user_id", w.user_id},
                    {"through_seq", w.through_seq},

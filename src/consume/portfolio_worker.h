@@ -10,7 +10,8 @@
 // number of new events (the exactly-once check: after any crash, the sum of events_applied
 // equals the inbox rows).
 //
-// After the commit: DEL user_portfolio:{uid} (the API's SWR cache) and PUBLISH on
+// After the commit: a tombstone on user_portfolio:{uid} at the row's through_seq (the API's
+// SWR cache, consume/cache.h) and PUBLISH on
 // hi:portfolio:{tenant} one JSON notice per user, {"tenant_id","user_id","through_seq",
 // "computed_at","events_applied"}, which the API turns into a live page update. For a
 // redelivered event both go out again, with the stored row's figures.

@@ -57,9 +57,15 @@ class ConsumeFaultTest : public test::ConsumerFixture {
       ASSERT_EQ(row->rows(), 1) << u;
       EXPECT_EQ(row->int64(0, 0), raw.units) << u;
       EXPECT_NEAR(row->float64(0, 1), raw.power_kw, 1e-6) << u;
-      EXPECT_FALSE(cached("user_portfolio:" + u)) << u;
+      // The invalidation and the XACK follow the commit that wrote the inbox rows.
+      EXPECT_TRUE(
+          eventually([&] { return !cached("user_portfolio:" + u); }, std::chrono::seconds(10)))
+          << u;
     }
-    EXPECT_EQ(test::pending_entries(redis_, "events.miner", kGroup), 0);
+    EXPECT_TRUE(
+        eventually([&] { return test::pending_entries(redis_, "events.miner", kGroup) == 0; },
+                   std::chrono::seconds(10)))
+        << test::pending_entries(redis_, "events.miner", kGroup) << " pending";
   }
 };
 
@@ -409,12 +415,13 @@ TEST_F(ConsumeFaultTest, InvalidationRedisRefusesIsRetriedBeforeTheAcknowledgeme
   ASSERT_TRUE(sub->command({"AUTH", "watcher", "x"}).ok());
   ASSERT_TRUE(sub->command({"SUBSCRIBE", "hi:portfolio:1"}).ok());
   const std::size_t w = worker("portfolio");
-  // From now on Redis refuses DEL and PUBLISH to the workers (as a replica or an ACL would).
+  // From now on Redis refuses the invalidation (a script) and PUBLISH to the workers (as a
+  // replica or an ACL would).
   struct Restore {
     redis::Client& r;
     ~Restore() { (void)r.command({"ACL", "SETUSER", "default", "+@all"}); }
   } restore{redis_};
-  ASSERT_TRUE(redis_.command({"ACL", "SETUSER", "default", "-del", "-publish"}).ok());
+  ASSERT_TRUE(redis_.command({"ACL", "SETUSER", "default", "-del", "-eval", "-publish"}).ok());
   const auto events = test::outbox_events(app_, "1", "101", 1);
   test::publish(redis_, events);
   ASSERT_TRUE(eventually([&] { return test::inbox_rows(owner_, kGroup) == 1; }))

@@ -143,7 +143,13 @@ TEST_F(WorkersTest, IntelRefreshesForecastRowsAndInvalidatesTheCache) {
               7)
         << u;
   }
-  EXPECT_EQ(redis_.command({"EXISTS", "forecast:101"})->integer, 0);
+  // A tombstone at the rows' fitted_at (microseconds) replaced the cached entry.
+  EXPECT_EQ(
+      redis_.command({"GET", "forecast:101"})->str,
+      "{\"through_seq\":" +
+          std::to_string(scalar("SELECT (extract(epoch FROM max(fitted_at)) * 1000000)::bigint "
+                                "FROM forecast_daily WHERE user_id = 101")) +
+          ",\"invalidated\":true}");
   // Another event refreshes (upserts), never duplicates, the rows.
   test::publish(redis_, test::outbox_events(app_, "1", "101", 1));
   ASSERT_TRUE(eventually([&] { return test::inbox_rows(owner_, "intel-group") == 4; }));

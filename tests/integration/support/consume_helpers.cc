@@ -284,8 +284,10 @@ std::int64_t ConsumerFixture::scalar(const std::string& sql, const pg::Params& p
 }
 
 bool ConsumerFixture::cached(const std::string& key) {
-  auto r = redis_.command({"EXISTS", key});
-  return r.ok() && r->integer == 1;
+  // An invalidated entry is a tombstone (consume/cache.h): nothing a reader would serve.
+  auto r = redis_.command({"GET", key});
+  return r.ok() && r->type == redis::Reply::Type::kString &&
+         r->str.find("\"invalidated\":true") == std::string::npos;
 }
 
 }  // namespace hi::test

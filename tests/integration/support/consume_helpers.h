@@ -102,6 +102,7 @@ class ConsumerFixture : public ::testing::Test {
                      const std::vector<std::string>& env = {}, bool wait = true);
   // The first column of the first row of `sql` run by the owner; -1 for none or NULL.
   std::int64_t scalar(const std::string& sql, const pg::Params& params = {});
+  // Whether `key` holds a cache entry a reader would serve (not missing, not a tombstone).
   bool cached(const std::string& key);
 
   // Fast retries and polls for tests; fixtures add their own.
