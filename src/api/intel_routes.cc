@@ -27,7 +27,8 @@ constexpr const char* kAlgorithms[] = {"difficulty", "network_share"};
 // The forecast rows the caller may see: the tenant's price and difficulty rows and the caller's
 // profit rows, for the days after the last network observation.
 constexpr const char* kForecastSql = R"sql(
-SELECT metric, day::text, value, lower_95, upper_95, model, fitted_at::text
+SELECT metric, day::text, value, lower_95, upper_95, model, fitted_at::text,
+       (extract(epoch FROM fitted_at) * 1000000)::bigint
   FROM forecast_daily
  WHERE (user_id IS NULL OR user_id = $1::bigint)
    AND day > (SELECT max(day) FROM network_snapshots)
@@ -104,43 +105,49 @@ void Service::add_intelligence_routes(http::Router& router) {
   // Read from forecast_daily; computed and stored first when the caller has none for the
   // current series (the intel worker keeps it fresh afterwards).
   router.add("GET", "/api/intelligence/forecast", [this](http::Request& r) {
-    return guarded(r, "intel:read", false, [this](Call& c) {
-      auto rows = c.db.exec(kForecastSql, {c.who.user_id});
-      if (!rows) return db_failure(rows.error());
-      bool computed = false;
-      auto has_profit = [&] {
-        for (int i = 0; i < rows->rows(); ++i) {
-          if (rows->text(i, 0) == "profit_usd_day") return true;
-        }
-        return false;
-      };
-      if (!has_profit()) {
-        auto fit = network_forecast(c.db);
-        if (!fit) return db_failure(fit.error());
-        if (auto s = consume::write_forecasts(c.db, c.who.tenant_id, {c.who.user_id}, *fit); !s) {
-          return db_failure(s.error());
-        }
-        rows = c.db.exec(kForecastSql, {c.who.user_id});
-        if (!rows) return db_failure(rows.error());
-        computed = true;
-      }
-      json series = json::object();
-      std::string fitted_at;
-      for (int i = 0; i < rows->rows(); ++i) {
-        json& s = series[std::string(rows->text(i, 0))];
-        s["model"] = std::string(rows->text(i, 5));
-        s["points"].push_back(
-            {{"day", std::string(rows->text(i, 1))},
-             {"value", rows->float64(i, 2)},
-             {"lower_95", rows->is_null(i, 3) ? json(nullptr) : json(rows->float64(i, 3))},
-             {"upper_95", rows->is_null(i, 4) ? json(nullptr) : json(rows->float64(i, 4))}});
-        fitted_at = std::max(fitted_at, std::string(rows->text(i, 6)));
-      }
-      return Response::json({{"user_id", c.who.user_id},
+    return cached(
+        r, "intel:read", "forecast", consume::forecast_cache_key, options_.forecast_cache_ttl,
+        [this](Call& c) -> Result<Filled> {
+          auto rows = c.db.exec(kForecastSql, {c.who.user_id});
+          if (!rows) return rows.error();
+          bool computed = false;
+          auto has_profit = [&] {
+            for (int i = 0; i < rows->rows(); ++i) {
+              if (rows->text(i, 0) == "profit_usd_day") return true;
+            }
+            return false;
+          };
+          if (!has_profit()) {
+            auto fit = network_forecast(c.db);
+            if (!fit) return fit.error();
+            if (auto s = consume::write_forecasts(c.db, c.who.tenant_id, {c.who.user_id}, *fit);
+                !s) {
+              return s.error();
+            }
+            rows = c.db.exec(kForecastSql, {c.who.user_id});
+            if (!rows) return rows.error();
+            computed = true;
+          }
+          json series = json::object();
+          std::string fitted_at;
+          std::int64_t version = 0;  // the cache's through_seq: the newest fit, in microseconds
+          for (int i = 0; i < rows->rows(); ++i) {
+            version = std::max(version, rows->int64(i, 7));
+            json& s = series[std::string(rows->text(i, 0))];
+            s["model"] = std::string(rows->text(i, 5));
+            s["points"].push_back(
+                {{"day", std::string(rows->text(i, 1))},
+                 {"value", rows->float64(i, 2)},
+                 {"lower_95", rows->is_null(i, 3) ? json(nullptr) : json(rows->float64(i, 3))},
+                 {"upper_95", rows->is_null(i, 4) ? json(nullptr) : json(rows->float64(i, 4))}});
+            fitted_at = std::max(fitted_at, std::string(rows->text(i, 6)));
+          }
+          const json body = {{"user_id", c.who.user_id},
                              {"computed", computed},
                              {"fitted_at", fitted_at},
-                             {"series", series}});
-    });
+                             {"series", series}};
+          return Filled{body.dump(), version};
+        });
   });
 
   // Both revenue algorithms and their divergence for one setup; network figures not given are

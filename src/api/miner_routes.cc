@@ -103,19 +103,19 @@ std::optional<double> query_number(const http::Request& r, std::string_view name
   return d;
 }
 
-Response empty_portfolio(const std::string& user_id) {
+json empty_portfolio(const std::string& user_id) {
   // Nothing computed yet: an empty portfolio, not an error.
-  return Response::json({{"user_id", user_id},
-                         {"units", 0},
-                         {"hashrate_ths", 0},
-                         {"power_kw", 0},
-                         {"revenue_btc_day", 0},
-                         {"revenue_usd_day", 0},
-                         {"cost_usd_day", 0},
-                         {"profit_usd_day", 0},
-                         {"breakdown", json::array()},
-                         {"computed_at", nullptr},
-                         {"through_seq", 0}});
+  return json({{"user_id", user_id},
+               {"units", 0},
+               {"hashrate_ths", 0},
+               {"power_kw", 0},
+               {"revenue_btc_day", 0},
+               {"revenue_usd_day", 0},
+               {"cost_usd_day", 0},
+               {"profit_usd_day", 0},
+               {"breakdown", json::array()},
+               {"computed_at", nullptr},
+               {"through_seq", 0}});
 }
 
 }  // namespace
@@ -147,7 +147,7 @@ void Service::add_miner_routes(http::Router& router) {
   });
 
   router.add("POST", "/api/miners", [this](http::Request& r) {
-    return guarded(r, "miners:write", true, [](Call& c) {
+    return guarded(r, "miners:write", true, [this](Call& c) {
       http::ApiError bad;
       auto body = parse_object(c.request.body, &bad);
       if (!body) return Response::fail(bad);
@@ -159,6 +159,7 @@ void Service::add_miner_routes(http::Router& router) {
       if (*unknown != 0) {
         return Response::fail(ErrorCode::kBadRequest, "unknown miner model", "model_id");
       }
+      if (auto over = check_units(c, m->quantity)) return std::move(*over);
       auto row = c.db.exec(
           "INSERT INTO user_miners (tenant_id, user_id, model_id, quantity, "
           "electricity_price_usd_kwh, status) VALUES ($1, $2, $3, $4, $5::numeric, $6) "
@@ -184,7 +185,7 @@ void Service::add_miner_routes(http::Router& router) {
   // Up to kMaxBulkRows rows in one statement and ONE event (miner.bulk_imported): a consumer
   // recalculates once, not ten thousand times. Any bad row refuses the whole import.
   router.add("POST", "/api/miners/bulk", [this](http::Request& r) {
-    return guarded(r, "miners:write", true, [](Call& c) {
+    return guarded(r, "miners:write", true, [this](Call& c) {
       http::ApiError bad;
       auto body = parse_object(c.request.body, &bad);
       if (!body) return Response::fail(bad);
@@ -226,6 +227,7 @@ void Service::add_miner_routes(http::Router& router) {
           }
         }
       }
+      if (auto over = check_units(c, units)) return std::move(*over);
       auto ins = c.db.exec(
           "WITH ins AS (INSERT INTO user_miners (tenant_id, user_id, model_id, quantity, "
           "electricity_price_usd_kwh, status) "
@@ -282,19 +284,23 @@ void Service::add_miner_routes(http::Router& router) {
     });
   });
 
+  // Through the read cache (cache.cc): the worker's tombstone at the new through_seq makes
+  // the next read compute it.
   router.add("GET", "/api/portfolio", [this](http::Request& r) {
-    return guarded(r, "portfolio:read", false, [](Call& c) {
-      auto row = c.db.exec(
-          "SELECT json_build_object('user_id', user_id::text, 'units', units, 'hashrate_ths', "
-          "hashrate_ths, 'power_kw', power_kw, 'revenue_btc_day', revenue_btc_day, "
-          "'revenue_usd_day', revenue_usd_day, 'cost_usd_day', cost_usd_day, 'profit_usd_day', "
-          "profit_usd_day, 'breakdown', breakdown, 'computed_at', computed_at, 'through_seq', "
-          "through_seq)::text FROM user_portfolio WHERE user_id = $1::bigint",
-          {c.who.user_id});
-      if (!row) return db_failure(row.error());
-      if (row->empty()) return empty_portfolio(c.who.user_id);
-      return Response::text(std::string(row->text(0, 0)), "application/json");
-    });
+    return cached(r, "portfolio:read", "portfolio", consume::portfolio_cache_key,
+                  options_.portfolio_cache_ttl, [](Call& c) -> Result<Filled> {
+                    auto row = c.db.exec(
+                        "SELECT json_build_object('user_id', user_id::text, 'units', units, "
+                        "'hashrate_ths', hashrate_ths, 'power_kw', power_kw, 'revenue_btc_day', "
+                        "revenue_btc_day, 'revenue_usd_day', revenue_usd_day, 'cost_usd_day', "
+                        "cost_usd_day, 'profit_usd_day', profit_usd_day, 'breakdown', breakdown, "
+                        "'computed_at', computed_at, 'through_seq', through_seq)::text, "
+                        "through_seq FROM user_portfolio WHERE user_id = $1::bigint",
+                        {c.who.user_id});
+                    if (!row) return row.error();
+                    if (row->empty()) return Filled{empty_portfolio(c.who.user_id).dump(), 0};
+                    return Filled{std::string(row->text(0, 0)), row->int64(0, 1)};
+                  });
   });
 
   // The user's active miners valued day by day for `days` days at the latest network snapshot

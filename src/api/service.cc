@@ -57,6 +57,10 @@ std::int64_t to_int(std::string_view text, std::int64_t fallback = 0) {
 
 constexpr std::string_view kSessionCookie = "hi_session";
 
+// The cache check: below this hit rate, over at least this many reads, it is degraded.
+constexpr double kCacheHitRateHealthy = 0.5;
+constexpr std::int64_t kCacheLookupsToJudge = 100;
+
 // The value of cookie `name` in a Cookie header ("a=1; hi_session=abc"), or empty.
 std::string_view cookie(const http::Request& r, std::string_view name) {
   const auto h = r.header("cookie");
@@ -91,9 +95,21 @@ Service::Service(ServiceOptions options, Metrics& metrics, Logger log)
       metrics_(metrics),
       log_(std::move(log)),
       pool_(pg::Pool::Options{options_.database_url, options_.db_role,
-                              static_cast<int>(options_.db_connections), options_.db_wait}) {}
+                              static_cast<int>(options_.db_connections), options_.db_wait}) {
+  for (std::size_t i = 0; i < std::max<std::size_t>(1, options_.db_connections); ++i) {
+    redis_slots_.push_back(std::make_unique<RedisSlot>());
+  }
+  refresher_ = std::thread([this] { refresh_loop(); });
+}
 
-Service::~Service() = default;
+Service::~Service() {
+  {
+    std::lock_guard lock(refresh_mu_);
+    refresh_stop_ = true;
+  }
+  refresh_cv_.notify_all();
+  refresher_.join();
+}
 
 const std::vector<std::tuple<std::string, std::string, std::string>>& Service::route_scopes() {
   static const std::vector<std::tuple<std::string, std::string, std::string>> kRoutes = {
@@ -109,6 +125,10 @@ const std::vector<std::tuple<std::string, std::string, std::string>>& Service::r
       {"POST", "/api/intelligence/optimize/curtailment", "intel:read"},
       {"POST", "/api/treasury/execute", "treasury:trade"},
       {"POST", "/api/crm/customers", "crm:write"},
+      {"POST", "/api/hosting/miners", "miners:write"},
+      {"GET", "/api/hosting/miners", "portfolio:read"},
+      {"PUT", "/api/treasury/exchange-keys/:exchange", "treasury:trade"},
+      {"GET", "/api/treasury/exchange-keys/:exchange", "treasury:trade"},
       {"GET", "/alive", "-"},
       {"GET", "/ready", "-"},
       {"GET", "/health", "-"},
@@ -121,14 +141,16 @@ const std::vector<std::tuple<std::string, std::string, std::string>>& Service::r
 }
 
 Result<redis::Reply> Service::redis_command(const std::vector<std::string>& argv) {
-  std::lock_guard lock(redis_mu_);
-  if (!redis_) {
+  RedisSlot& slot =
+      *redis_slots_[std::hash<std::thread::id>{}(std::this_thread::get_id()) % redis_slots_.size()];
+  std::lock_guard lock(slot.mu);
+  if (!slot.client) {
     auto c = redis::Client::connect(options_.redis_url, std::chrono::milliseconds(1000));
     if (!c) return c.error();
-    redis_ = std::move(*c);
+    slot.client = std::move(*c);
   }
-  auto r = redis_->command(argv);
-  if (!r) redis_.reset();  // reconnect on the next call
+  auto r = slot.client->command(argv);
+  if (!r) slot.client.reset();  // reconnect on the next call
   return r;
 }
 
@@ -184,16 +206,16 @@ Response Service::delete_session(http::Request& request) {
 
 Response Service::guarded(http::Request& request, const std::string& scope, bool write,
                           const Work& work) {
-  const std::string token = request_token(request);
-  if (token.empty()) {
-    return Response::fail(ErrorCode::kUnauthorized,
-                          "an Authorization: Bearer token or a session cookie is required");
-  }
-  auto who = verify_token(options_.tokens, token, std::time(nullptr));
-  if (!who) return Response::fail(ErrorCode::kUnauthorized, who.error().message);
-  if (!scope.empty() && !who->has_scope(scope)) {
-    return Response::fail(ErrorCode::kForbidden, "this route needs the scope " + scope);
-  }
+  Admission in = admit(request, scope);
+  if (!in.who) return std::move(in.refusal);
+  Response response = run_guarded(request, *in.who, write, work);
+  for (auto& h : in.headers) response.headers.push_back(std::move(h));
+  return response;
+}
+
+Response Service::run_guarded(http::Request& request, const Principal& principal, bool write,
+                              const Work& work) {
+  const Principal* who = &principal;
   std::string key;
   if (write) {
     if (auto k = request.header("idempotency-key")) {
@@ -328,6 +350,7 @@ void Service::add_routes(http::Router& router) {
   add_miner_routes(router);
   add_intelligence_routes(router);
   add_business_routes(router);
+  add_secret_routes(router);
 }
 
 // /ready (full = false): the database and Redis answer. /health: every check of CONTRACTS'
@@ -469,6 +492,18 @@ Response Service::health(bool full) {
     if (!up) b["error"] = up.error().message;
     checks["bus"] = b;
     worsen(b["status"]);
+  }
+  // The read cache: degraded when, after enough reads to tell, most of them miss.
+  if (full) {
+    const std::int64_t lookups = cache_lookups_.load(std::memory_order_relaxed);
+    const double rate =
+        lookups == 0 ? 0 : static_cast<double>(cache_hits_.load()) / static_cast<double>(lookups);
+    checks["cache"] = {
+        {"status",
+         lookups < kCacheLookupsToJudge || rate >= kCacheHitRateHealthy ? "healthy" : "degraded"},
+        {"hit_rate", lookups == 0 ? json(nullptr) : json(std::round(rate * 1000) / 1000)},
+        {"lookups", lookups}};
+    worsen(checks["cache"]["status"]);
   }
   // The outbox backlog: events committed and not yet on the bus (CDC: after the relay's last
   // confirmed transaction; poll mode: rows not marked processed).

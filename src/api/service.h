@@ -17,14 +17,18 @@
 // arrives while the first runs waits for it, up to 10 s, then 409).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <tuple>
+#include <unordered_map>
 
 #include "api/auth.h"
 #include "bus/bus.h"
@@ -34,6 +38,7 @@
 #include "http/router.h"
 #include "pg/pool.h"
 #include "redis/client.h"
+#include "vault/vault.h"
 
 namespace hi::api {
 
@@ -45,6 +50,9 @@ struct ServiceOptions {
   std::size_t db_connections = 8;
   std::chrono::milliseconds db_wait{2000};             // for a pooled connection, then 503
   std::chrono::milliseconds idempotency_wait{10'000};  // for a duplicate's first, then 409
+  // Where the master keys of stored secrets live (DIR/secrets); empty = the secret routes
+  // answer 503.
+  std::string secrets_dir;
   // The bus /ready and /health probe; none = not checked.
   std::optional<bus::BusOptions> bus;
   // Health thresholds (HEALTH_*; the original specification's): at or above them a check is
@@ -54,6 +62,12 @@ struct ServiceOptions {
   std::int64_t consumer_lag_degraded = 1000;
   std::int64_t dlq_degraded = 10;
   std::int64_t forecast_age_degraded_s = 172'800;
+  // The read-through cache (CACHE_*_TTL_S): an entry younger than this is fresh; older, it is
+  // served stale and refreshed once in the background; it expires at twice this.
+  std::chrono::seconds portfolio_cache_ttl{600};
+  std::chrono::seconds forecast_cache_ttl{1800};
+  // How long a user's plan (limits) is reused before it is read again.
+  std::chrono::seconds plan_cache_ttl{60};
 };
 
 // One request as a handler sees it: who asks, and the transaction it runs in.
@@ -78,11 +92,48 @@ class Service {
  private:
   using Work = std::function<http::Response(Call&)>;
 
+  // What a user's subscription allows (limits.cc); none = unlimited.
+  struct Plan {
+    std::string name;
+    std::optional<std::int64_t> max_units;
+    std::optional<std::int64_t> requests_per_minute;
+    std::int64_t loaded_ns = 0;
+  };
+  // An authenticated, authorised request within its plan's rate, or the refusal; `headers`
+  // (RateLimit-*) go on whatever the request answers.
+  struct Admission {
+    std::optional<Principal> who;
+    http::Response refusal;
+    std::vector<std::pair<std::string, std::string>> headers;
+  };
+  Admission admit(http::Request& request, const std::string& scope);
+  Result<Plan> plan_of(const Principal& who);
+  // Within a write's transaction: 409 when adding `units` would exceed the plan's max_miners
+  // (units = sum of quantities); serialises a user's adds on the users row.
+  std::optional<http::Response> check_units(Call& call, std::int64_t units);
+
+  // A cached GET (cache.cc, consume/cache.h): the entry at `key` when fresh; when stale, it too,
+  // refreshed once in the background; when missing, `fill` in a tenant transaction, stored.
+  struct Filled {
+    std::string body;  // the JSON answer
+    std::int64_t through_seq = 0;
+  };
+  using Fill = std::function<Result<Filled>(Call&)>;
+  using KeyOf = std::string (*)(std::string_view user_id);
+  http::Response cached(http::Request& request, const std::string& scope, const std::string& cache,
+                        KeyOf key_of, std::chrono::seconds ttl, Fill fill);
+  // Runs `fill` for `who` in a tenant transaction and stores it (compare-and-set).
+  Result<Filled> fill_entry(const Principal& who, const std::string& key, std::chrono::seconds ttl,
+                            const Fill& fill, http::Request* request);
+  void refresh_loop();
+
   // Authenticates, checks `scope`, runs `work` in a tenant transaction (committed when the
   // response is a success), with the Idempotency-Key protocol when `write` and the header is
   // present.
   http::Response guarded(http::Request& request, const std::string& scope, bool write,
                          const Work& work);
+  http::Response run_guarded(http::Request& request, const Principal& who, bool write,
+                             const Work& work);
   http::Response run_idempotent(Call& call, const std::string& key, const Work& work);
 
   http::Response health(bool full);
@@ -91,6 +142,7 @@ class Service {
   void add_miner_routes(http::Router& router);
   void add_intelligence_routes(http::Router& router);
   void add_business_routes(http::Router& router);
+  void add_secret_routes(http::Router& router);  // secret_routes.cc
   // The network series' forecast, fitted once per series for every request.
   Result<consume::NetworkForecast> network_forecast(pg::Connection& db);
 
@@ -116,6 +168,34 @@ class Service {
 
   std::mutex bus_mu_;
   std::unique_ptr<bus::Probe> bus_probe_;
+
+  // Users' plans (limits.cc), reused for plan_cache_ttl.
+  std::mutex plans_mu_;
+  std::unordered_map<std::string, Plan> plans_;  // by tenant/user
+
+  // Redis connections: one per slot, a thread uses the slot its id hashes to.
+  struct RedisSlot {
+    std::mutex mu;
+    std::optional<redis::Client> client;
+  };
+  std::vector<std::unique_ptr<RedisSlot>> redis_slots_;
+
+  // Background refreshes of stale entries: a bounded queue, one thread, one refresh per key.
+  std::mutex refresh_mu_;
+  std::condition_variable refresh_cv_;
+  std::deque<std::pair<std::string, std::function<void()>>> refresh_queue_;  // key, job
+  std::set<std::string> refreshing_;
+  bool refresh_stop_ = false;
+  std::atomic<std::int64_t> cache_hits_{0};
+  std::atomic<std::int64_t> cache_lookups_{0};
+  std::thread refresher_;
+
+  // The master keys (opened on first use; thread-safe once open).
+  std::mutex key_ring_mu_;
+  std::unique_ptr<vault::KeyRing> key_ring_;  // guarded by key_ring_mu_
+  // key_ring_, opened (creating version 1 if need be) on the first call that succeeds; an error
+  // when options_.secrets_dir is empty or cannot be opened (secret_routes.cc).
+  Result<const vault::KeyRing*> key_ring();
 
   std::mutex forecast_mu_;
   std::optional<consume::NetworkForecast> forecast_fit_;

@@ -44,11 +44,17 @@ void add_api_command(CLI::App& app, Flags& flags) {
                           : read_or_create_secret(data_dir(cfg), "jwt_secret", 32);
     o.db_connections = static_cast<std::size_t>(cfg.integer("API_WORKERS"));
     o.bus = bus_options(cfg, urls);
+    o.secrets_dir = data_dir(cfg) + "/secrets";
     o.database_ms_degraded = static_cast<double>(cfg.integer("HEALTH_DB_MS"));
     o.outbox_backlog_degraded = cfg.integer("HEALTH_OUTBOX_BACKLOG");
     o.consumer_lag_degraded = cfg.integer("HEALTH_CONSUMER_LAG");
     o.dlq_degraded = cfg.integer("HEALTH_DLQ");
     o.forecast_age_degraded_s = cfg.integer("HEALTH_FORECAST_AGE_S");
+    o.portfolio_cache_ttl = std::chrono::seconds(cfg.integer("CACHE_PORTFOLIO_TTL_S"));
+    o.forecast_cache_ttl = std::chrono::seconds(cfg.integer("CACHE_FORECAST_TTL_S"));
+    // Before any thread starts (the service's refresher): they inherit the blocked signals.
+    std::stop_source stop;
+    auto signals = stop_on_signals(stop);
     Metrics metrics;
     api::Service service(o, metrics, log);
     http::Router router;
@@ -58,8 +64,6 @@ void add_api_command(CLI::App& app, Flags& flags) {
     so.port = static_cast<std::uint16_t>(cfg.integer("HTTP_PORT"));
     so.workers = o.db_connections;
     so.metrics = &metrics;
-    std::stop_source stop;
-    auto signals = stop_on_signals(stop);
     auto server = http::Server::start(so, std::move(router), log);
     if (!server) fail(kExitFailure, "api: " + server.error().message);
     log.info("api listening", {{"address", so.address}, {"port", (*server)->port()}});

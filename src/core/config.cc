@@ -77,6 +77,13 @@ constexpr SettingSpec kSettings[] = {
     {"JWT_SECRET", "",
      "HMAC secret of API tokens; empty = generated into DATA_DIR/secrets on first run", K::kString,
      0, 0, "", "api"},
+    {"CACHE_PORTFOLIO_TTL_S", "600",
+     "GET /api/portfolio: a cached answer younger than this is fresh; older it is served stale "
+     "and refreshed once; it expires at twice this",
+     K::kInt, 1, 86400, "", "api"},
+    {"CACHE_FORECAST_TTL_S", "1800",
+     "GET /api/intelligence/forecast: as CACHE_PORTFOLIO_TTL_S, for the forecast", K::kInt, 1,
+     86400, "", "api"},
     {"HEALTH_DB_MS", "100", "health: a database answering slower than this (ms) is degraded",
      K::kInt, 1, 60000, "", "api"},
     {"HEALTH_OUTBOX_BACKLOG", "1000",

@@ -20,6 +20,7 @@
 #include "core/metrics.h"
 #include "http/client.h"
 #include "schema/seed.h"
+#include "support/api_fixture.h"
 #include "support/relay_helpers.h"
 #include "support/servers.h"
 
@@ -29,95 +30,7 @@ namespace {
 using nlohmann::json;
 using test::TestServers;
 
-constexpr const char* kSecret = "api-test-secret";
-
-class ApiTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    auto owner = TestServers::get().owner();
-    ASSERT_TRUE(schema::seed(owner, Logger("test")).ok());
-    port_ = test::free_port();
-    log_ = new std::string(TestServers::get().dir() + "/api.log");
-    SpawnOptions o;
-    o.argv = {test::hashinsight_binary(), "api"};
-    o.env = {"DATABASE_URL=" + TestServers::get().database_url(),
-             "REDIS_URL=" + TestServers::get().redis_url(),
-             std::string("JWT_SECRET=") + kSecret,
-             "HTTP_PORT=" + std::to_string(port_),
-             "API_WORKERS=4",
-             "HI_DATA_DIR=",
-             "LOG_FORMAT=text"};
-    o.output_path = *log_;
-    auto p = Process::spawn(o);
-    ASSERT_TRUE(p.ok());
-    api_ = new Process(std::move(*p));
-    auto alive = http::parse_url("http://127.0.0.1:" + std::to_string(port_) + "/alive");
-    ASSERT_TRUE(alive.ok());
-    http::ClientRequest probe;
-    probe.url = *alive;
-    ASSERT_TRUE(test::eventually([&] {
-      auto r = http::fetch(probe);  // refused until the server listens
-      return r.ok() && r->status == 200;
-    })) << log_text();
-  }
-  static void TearDownTestSuite() {
-    if (api_ == nullptr) return;
-    api_->signal(SIGTERM);
-    EXPECT_EQ(api_->wait_for(std::chrono::seconds(20)).value_or(-1), 0) << log_text();
-    delete api_;
-    api_ = nullptr;
-  }
-  void SetUp() override {
-    owner_ = TestServers::get().owner();
-    ASSERT_TRUE(owner_
-                    .exec("TRUNCATE user_miners, event_outbox, audit_logs, "
-                          "api_idempotency_records, user_event_seq, treasury_trades, "
-                          "crm_customers, ops_schedule, forecast_daily, user_portfolio")
-                    .ok());
-  }
-
-  static std::string log_text() {
-    std::ifstream in(*log_);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  }
-
-  static http::ClientResponse call(const std::string& method, const std::string& path,
-                                   const std::string& body = "", http::Pairs headers = {}) {
-    auto url = http::parse_url("http://127.0.0.1:" + std::to_string(port_) + path);
-    EXPECT_TRUE(url.ok());
-    http::ClientRequest r;
-    r.method = method;
-    r.url = *url;
-    r.body = body;
-    r.headers = std::move(headers);
-    r.timeout = std::chrono::seconds(20);
-    auto res = http::fetch(r);
-    EXPECT_TRUE(res.ok()) << (res.ok() ? "" : res.error().message);
-    return res.ok() ? *res : http::ClientResponse{};
-  }
-  static http::ClientResponse get(const std::string& path, const std::string& token = "") {
-    return call("GET", path, "", token.empty() ? http::Pairs{} : auth(token));
-  }
-  static http::Pairs auth(const std::string& token) {
-    return {{"Authorization", "Bearer " + token}};
-  }
-  static std::string token(const std::string& user, const std::string& tenant,
-                           std::vector<std::string> scopes) {
-    api::TokenOptions o;
-    o.secret = kSecret;
-    return api::issue_token(o, user, tenant, scopes, std::chrono::hours(1), std::time(nullptr));
-  }
-  std::int64_t count(const std::string& table) {
-    auto r = owner_.exec("SELECT count(*) FROM " + table);
-    return r.ok() ? r->int64(0, 0) : -1;
-  }
-  static json body_of(const http::ClientResponse& r) { return json::parse(r.body, nullptr, false); }
-
-  static inline int port_ = 0;
-  static inline Process* api_ = nullptr;
-  static inline std::string* log_ = nullptr;
-  pg::Connection owner_;
-};
+class ApiTest : public test::ApiFixture {};
 
 // ---------------------------------------------------------------------------------------------
 
@@ -538,10 +451,20 @@ TEST_F(ApiTest, TheForecastIsComputedOnFirstReadStoredAndThenRead) {
     EXPECT_LE(p["lower_95"].get<double>(), p["value"].get<double>());
     EXPECT_GE(p["upper_95"].get<double>(), p["value"].get<double>());
   }
+  // Read again: the cached answer (fresh), the same bytes.
   auto second = get("/api/intelligence/forecast", t);
   ASSERT_EQ(second.status, 200) << second.body;
-  EXPECT_FALSE(body_of(second)["computed"].get<bool>());
-  EXPECT_EQ(body_of(second)["series"], a["series"]);
+  EXPECT_EQ(second.header("x-cache").value_or(""), "fresh");
+  EXPECT_EQ(second.body, first.body);
+  // Without the cache entry: read from the stored rows, not computed again.
+  ASSERT_TRUE(redis::Client::connect(TestServers::get().redis_url())
+                  ->command({"DEL", "forecast:102"})
+                  .ok());
+  auto third = get("/api/intelligence/forecast", t);
+  ASSERT_EQ(third.status, 200) << third.body;
+  EXPECT_EQ(third.header("x-cache").value_or(""), "miss");
+  EXPECT_FALSE(body_of(third)["computed"].get<bool>());
+  EXPECT_EQ(body_of(third)["series"], a["series"]);
 }
 
 TEST_F(ApiTest, CalculateGivesBothAlgorithmsAndTheirDivergenceAndWritesNothing) {
