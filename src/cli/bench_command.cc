@@ -381,6 +381,7 @@ void add_bench_command(CLI::App& app, Flags& flags) {
       ->check(CLI::Range(0.1, 86400.0));
   relay->callback([&flags, opt] { throw Exit{run_relay_bench(load_config(flags), *opt)}; });
   add_bench_consume(*bench, flags);
+  add_bench_api(*bench, flags);
 }
 
 }  // namespace hi::cli

@@ -38,34 +38,6 @@ struct ConsumeBenchOptions {
   bool no_durable = false;
 };
 
-constexpr long kFirstUser = 1'000'000;
-
-Status create_users(pg::Connection& owner, int users) {
-  const std::string n = std::to_string(users);
-  const std::string first = std::to_string(kFirstUser);
-  const char* sqls[] = {
-      "DELETE FROM user_portfolio WHERE user_id >= $1::bigint",
-      "DELETE FROM user_miners WHERE user_id >= $1::bigint",
-      "DELETE FROM user_subscriptions WHERE user_id >= $1::bigint",
-      "DELETE FROM users WHERE id >= $1::bigint",
-      "INSERT INTO users (id, tenant_id, email, display_name, electricity_price_usd_kwh) "
-      "SELECT $1::bigint + g, 1 + g % 2, 'bench' || g || '@bench.example', 'Bench ' || g, "
-      "0.04 + (g % 7) * 0.01 FROM generate_series(0, $2::int - 1) g",
-      "INSERT INTO user_subscriptions (tenant_id, user_id, plan_id) SELECT tenant_id, id, "
-      "(SELECT id FROM subscription_plans WHERE max_miners IS NULL ORDER BY id LIMIT 1) "
-      "FROM users WHERE id >= $1::bigint",
-      "INSERT INTO user_miners (tenant_id, user_id, model_id, quantity, status) "
-      "SELECT u.tenant_id, u.id, 1 + (u.id + k * 7) % 40, 1 + (u.id + k) % 10, "
-      "CASE WHEN k = 2 THEN 'maintenance' ELSE 'active' END "
-      "FROM users u CROSS JOIN generate_series(0, 2) k WHERE u.id >= $1::bigint"};
-  for (const char* sql : sqls) {
-    const bool two = std::string_view(sql).find("$2") != std::string_view::npos;
-    auto r = two ? owner.exec(sql, {first, n}) : owner.exec(sql, {first});
-    if (!r) return r.error().wrap("bench users");
-  }
-  return {};
-}
-
 std::string envelope(const std::string& id, const std::string& tenant, const std::string& user,
                      std::int64_t seq, const std::string& now) {
   std::string v;
@@ -84,7 +56,7 @@ int run_consume_bench(const Config& cfg, const ConsumeBenchOptions& opt) {
   if (!stack) fail(kExitFailure, "bench consume: " + stack.error().message);
   auto owner = pg::Connection::connect((*stack)->database_url());
   if (!owner) fail(kExitFailure, owner.error().message);
-  if (auto s = create_users(*owner, opt.users); !s) fail(kExitFailure, s.error().message);
+  if (auto s = create_bench_users(*owner, opt.users); !s) fail(kExitFailure, s.error().message);
   for (const char* sql :
        {"DELETE FROM consumer_inbox WHERE consumer_name = 'portfolio-recalc-group'",
         "DELETE FROM event_dlq"}) {
@@ -117,7 +89,7 @@ int run_consume_bench(const Config& cfg, const ConsumeBenchOptions& opt) {
   const std::string now = format_rfc3339_us(unix_now_us());
   for (long i = 0; i < opt.events; ++i) {
     const auto u = static_cast<std::size_t>(rng() % static_cast<std::uint64_t>(opt.users));
-    const std::string user = std::to_string(kFirstUser + static_cast<long>(u));
+    const std::string user = std::to_string(kFirstBenchUser + static_cast<long>(u));
     const std::string tenant = (u % 2 == 0) ? "1" : "2";
     const std::string id = uuid_v7();
     messages.push_back({"events.miner",
@@ -231,7 +203,7 @@ int run_consume_bench(const Config& cfg, const ConsumeBenchOptions& opt) {
   auto check = owner->exec(
       "SELECT (SELECT COALESCE(sum(events_applied), 0) FROM user_portfolio WHERE user_id >= $1),"
       "       (SELECT count(*) FROM consumer_inbox WHERE consumer_name = $2)",
-      {std::to_string(kFirstUser), consume::kPortfolioGroup});
+      {std::to_string(kFirstBenchUser), consume::kPortfolioGroup});
   if (!check) fail(kExitFailure, check.error().message);
   json out = {
       {"bench", "consume"},

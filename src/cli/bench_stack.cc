@@ -65,6 +65,33 @@ Result<std::unique_ptr<BenchStack>> BenchStack::start(const Config& cfg, bool du
   return s;
 }
 
+Status create_bench_users(pg::Connection& owner, int users) {
+  const std::string n = std::to_string(users);
+  const std::string first = std::to_string(kFirstBenchUser);
+  const char* sqls[] = {
+      "DELETE FROM user_portfolio WHERE user_id >= $1::bigint",
+      "DELETE FROM user_miners WHERE user_id >= $1::bigint",
+      "DELETE FROM user_subscriptions WHERE user_id >= $1::bigint",
+      "DELETE FROM users WHERE id >= $1::bigint",
+      "INSERT INTO users (id, tenant_id, email, display_name, electricity_price_usd_kwh) "
+      "SELECT $1::bigint + g, 1 + g % 2, 'bench' || g || '@bench.example', 'Bench ' || g, "
+      "0.04 + (g % 7) * 0.01 FROM generate_series(0, $2::int - 1) g",
+      "INSERT INTO user_subscriptions (tenant_id, user_id, plan_id) SELECT tenant_id, id, "
+      "(SELECT id FROM subscription_plans WHERE max_miners IS NULL AND requests_per_minute IS NULL "
+      "ORDER BY id LIMIT 1) "
+      "FROM users WHERE id >= $1::bigint",
+      "INSERT INTO user_miners (tenant_id, user_id, model_id, quantity, status) "
+      "SELECT u.tenant_id, u.id, 1 + (u.id + k * 7) % 40, 1 + (u.id + k) % 10, "
+      "CASE WHEN k = 2 THEN 'maintenance' ELSE 'active' END "
+      "FROM users u CROSS JOIN generate_series(0, 2) k WHERE u.id >= $1::bigint"};
+  for (const char* sql : sqls) {
+    const bool two = std::string_view(sql).find("$2") != std::string_view::npos;
+    auto r = two ? owner.exec(sql, {first, n}) : owner.exec(sql, {first});
+    if (!r) return r.error().wrap("bench users");
+  }
+  return {};
+}
+
 BenchStack::~BenchStack() {
   redis_.reset();
   pg_.reset();

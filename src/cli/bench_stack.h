@@ -9,6 +9,7 @@
 
 #include "core/config.h"
 #include "core/result.h"
+#include "pg/connection.h"
 #include "pg/local_server.h"
 #include "redis/local_server.h"
 
@@ -34,6 +35,12 @@ class BenchStack {
   std::unique_ptr<pg::LocalServer> pg_;
   std::unique_ptr<redis::LocalServer> redis_;
 };
+
+// The bench users: ids from kFirstBenchUser on, tenant 1 + (id - kFirstBenchUser) % 2 (the seeded
+// tenants), the unlimited plan (max_miners and requests_per_minute NULL), three user_miners rows
+// each. create_bench_users() replaces them (their portfolios, miners and subscriptions too).
+inline constexpr long kFirstBenchUser = 1'000'000;
+Status create_bench_users(pg::Connection& owner, int users);
 
 // Progress on stderr, only when it is a terminal (benchmarks print one JSON line on stdout).
 class Progress {

@@ -101,5 +101,7 @@ void add_api_command(CLI::App& app, Flags& flags);
 void add_keys_command(CLI::App& app, Flags& flags);
 // `bench consume`, registered under the bench subcommand.
 void add_bench_consume(CLI::App& bench, Flags& flags);
+// `bench api`, registered under the bench subcommand (bench_api.cc).
+void add_bench_api(CLI::App& bench, Flags& flags);
 
 }  // namespace hi::cli
