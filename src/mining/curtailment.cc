@@ -194,6 +194,12 @@ Result<CurtailmentPlan> optimize_curtailment(const CurtailmentRequest& req) {
   if (n == 0) return summarise(req, e, running, "glpk");
 
   std::lock_guard<std::mutex> lock(glpk_mutex());
+  // GLPK creates an environment per thread on first use and frees it only on glp_free_env():
+  // free it after each solve (after `lp` below is deleted), or every thread that ever solved
+  // (the API's workers) keeps its own.
+  struct FreeEnv {
+    ~FreeEnv() { glp_free_env(); }
+  } free_env;
   const int previous_term = glp_term_out(GLP_OFF);
   GlpProbPtr lp(glp_create_prob());
   glp_set_obj_dir(lp.get(), GLP_MAX);
