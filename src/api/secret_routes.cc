@@ -11,6 +11,7 @@
 #include "api/internal/support.h"
 #include "api/service.h"
 #include "api/validate.h"
+#include "core/strings.h"
 #include "vault/vault.h"
 
 namespace hi::api {
@@ -33,17 +34,6 @@ constexpr std::size_t kMinSecret = 8, kMaxSecret = 512;
 // The schemes miners speak to pools with.
 constexpr std::string_view kPoolSchemes[] = {"stratum+tcp://", "stratum+ssl://", "stratum+tls://",
                                              "stratum2+tcp://", "stratum2+ssl://"};
-
-std::string hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char b : bytes) {
-    out += kDigits[b >> 4];
-    out += kDigits[b & 0xf];
-  }
-  return out;
-}
 
 bool printable_ascii(std::string_view s) {
   for (unsigned char c : s) {
@@ -177,7 +167,7 @@ void Service::add_secret_routes(http::Router& router) {
           "decode($9, 'hex'), $10) ON CONFLICT (tenant_id, serial) DO NOTHING RETURNING " +
               std::string(kHostedMinerJson) + "::text",
           {std::to_string(id), c.who.tenant_id, c.who.user_id, std::to_string(*model_id), *serial,
-           site, *url, *worker, hex(*blob), std::to_string(*vault::blob_version(*blob))});
+           site, *url, *worker, hex_encode(*blob), std::to_string(*vault::blob_version(*blob))});
       if (!row) return db_failure(row.error());
       if (row->empty()) {
         return Response::fail(ErrorCode::kConflict,
@@ -271,9 +261,14 @@ void Service::add_secret_routes(http::Router& router) {
         // seals: the row's version is the older one, so `keys rotate` still re-wraps it.
         const std::uint32_t version =
             std::min(*vault::blob_version(*key_blob), *vault::blob_version(*secret_blob));
-        const pg::Params values = {
-            std::to_string(id), c.who.tenant_id,   c.who.user_id, exchange,
-            hex(*key_blob),     hex(*secret_blob), last4,         std::to_string(version)};
+        const pg::Params values = {std::to_string(id),
+                                   c.who.tenant_id,
+                                   c.who.user_id,
+                                   exchange,
+                                   hex_encode(*key_blob),
+                                   hex_encode(*secret_blob),
+                                   last4,
+                                   std::to_string(version)};
         auto row =
             exists ? c.db.exec(
                          "UPDATE exchange_keys SET key_enc = decode($5, 'hex'), secret_enc = "

@@ -10,6 +10,7 @@
 
 #include "api/internal/support.h"
 #include "core/ids.h"
+#include "core/strings.h"
 #include "core/time.h"
 #include "core/version.h"
 #include "pg/transaction.h"
@@ -26,13 +27,7 @@ using nlohmann::json;
 std::string sha256_hex(std::string_view text) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : digest) {
-    out.push_back(kHex[b >> 4]);
-    out.push_back(kHex[b & 15]);
-  }
-  return out;
+  return hex_encode(std::string_view(reinterpret_cast<const char*>(digest), sizeof digest));
 }
 
 // The bearer token of the request, or empty.
@@ -98,6 +93,16 @@ Service::Service(ServiceOptions options, Metrics& metrics, Logger log)
                               static_cast<int>(options_.db_connections), options_.db_wait}) {
   for (std::size_t i = 0; i < std::max<std::size_t>(1, options_.db_connections); ++i) {
     redis_slots_.push_back(std::make_unique<RedisSlot>());
+  }
+  for (const char* cache : {"portfolio", "forecast"}) {
+    auto result = [&](const char* r) {
+      return &metrics_.counter("hashinsight_api_cache_total", "Cached reads by cache and result",
+                               {{"cache", cache}, {"result", r}});
+    };
+    cache_counters_[cache] = {
+        result("fresh"), result("stale"), result("miss"),
+        &metrics_.counter("hashinsight_api_cache_refreshes_total",
+                          "Background refreshes of stale entries", {{"cache", cache}})};
   }
   refresher_ = std::thread([this] { refresh_loop(); });
 }
@@ -400,18 +405,12 @@ Response Service::health(bool full) {
   }
   // Redis (and the statuses the relay and the consumer groups publish there).
   {
-    std::lock_guard lock(redis_mu_);
     const auto t0 = std::chrono::steady_clock::now();
-    if (!redis_) {
-      if (auto c = redis::Client::connect(options_.redis_url, std::chrono::milliseconds(500))) {
-        redis_ = std::move(*c);
-      }
-    }
     json rd;
-    auto pong = redis_ ? redis_->command({"PING"}) : Result<redis::Reply>(unavailable("no client"));
-    if (!pong || pong->str != "PONG") {
+    auto pong = redis_command({"PING"});
+    const bool redis_up = pong && pong->str == "PONG";
+    if (!redis_up) {
       rd = {{"status", "unhealthy"}, {"error", pong ? pong->str : pong.error().message}};
-      redis_.reset();
     } else {
       const double ms =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -419,8 +418,8 @@ Response Service::health(bool full) {
     }
     checks["redis"] = rd;
     worsen(rd["status"]);
-    if (full && redis_) {
-      auto relay = redis_->command({"HGETALL", "hi:status:relay"});
+    if (full && redis_up) {
+      auto relay = redis_command({"HGETALL", "hi:status:relay"});
       json rl = {{"status", "unhealthy"}, {"error", "the relay publishes no status"}};
       if (relay && relay->elements.size() >= 2) {
         json fields = json::object();
@@ -453,13 +452,13 @@ Response Service::health(bool full) {
       std::string cursor = "0";
       do {
         auto page =
-            redis_->command({"SCAN", cursor, "MATCH", "hi:status:consumer:*", "COUNT", "1000"});
+            redis_command({"SCAN", cursor, "MATCH", "hi:status:consumer:*", "COUNT", "1000"});
         if (!page || page->elements.size() < 2) break;
         cursor = page->elements[0].str;
         for (const auto& k : page->elements[1].elements) keys.push_back(k.str);
       } while (cursor != "0");
       for (const auto& key : keys) {
-        auto lag = redis_->command({"HGET", key, "lag"});
+        auto lag = redis_command({"HGET", key, "lag"});
         if (!lag || lag->type != redis::Reply::Type::kString) continue;
         const std::int64_t n = to_int(lag->str, -1);
         const std::string status =

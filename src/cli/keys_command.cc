@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "cli/common.h"
+#include "core/strings.h"
 #include "pg/array.h"
 #include "pg/connection.h"
 #include "pg/transaction.h"
@@ -177,7 +178,8 @@ class Rotation {
       bool ok = true;
       for (std::size_t c = 0; c < table.columns.size() && ok; ++c) {
         const std::string record = table.columns[c].record_id(id);
-        auto blob = from_hex(rows->text(r, static_cast<int>(c) + 1));
+        // encode(..., 'hex') always decodes; an empty blob would be refused as truncated.
+        const std::string blob = hex_decode(rows->text(r, static_cast<int>(c) + 1)).value_or("");
         auto next = vault::rewrap(ring_, blob, record);
         if (!next) {
           // The message names the record and the version, never the secret.
@@ -192,7 +194,7 @@ class Rotation {
         // meanwhile: the row records the lowest of its blobs' versions.
         const std::uint32_t v = *vault::blob_version(*next);
         row_version = row_version == 0 ? v : std::min(row_version, v);
-        rewrapped.push_back(to_hex(*next));
+        rewrapped.push_back(hex_encode(*next));
       }
       if (!ok) continue;
       ids.add(id);
@@ -226,30 +228,6 @@ class Rotation {
     std::fprintf(stderr, "\rkeys rotate: %s %lld/%lld", table.name, static_cast<long long>(done_),
                  static_cast<long long>(total_));
     std::fflush(stderr);
-  }
-
-  static std::string from_hex(std::string_view hex) {
-    auto nibble = [](char c) -> int {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      return 0;
-    };
-    std::string out(hex.size() / 2, '\0');
-    for (std::size_t i = 0; i < out.size(); ++i) {
-      out[i] = static_cast<char>(nibble(hex[2 * i]) * 16 + nibble(hex[2 * i + 1]));
-    }
-    return out;
-  }
-
-  static std::string to_hex(std::string_view bytes) {
-    static constexpr char kDigits[] = "0123456789abcdef";
-    std::string out;
-    out.reserve(bytes.size() * 2);
-    for (unsigned char b : bytes) {
-      out += kDigits[b >> 4];
-      out += kDigits[b & 0xf];
-    }
-    return out;
   }
 
   pg::Connection& conn_;

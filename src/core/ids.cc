@@ -7,6 +7,8 @@
 #include <mutex>
 #include <stdexcept>
 
+#include "core/strings.h"
+
 namespace hi {
 namespace {
 
@@ -71,14 +73,7 @@ std::string uuid_v7() {
 std::string random_hex(std::size_t bytes) {
   std::string raw(bytes, '\0');
   fill_random(raw.data(), bytes);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes * 2);
-  for (unsigned char c : raw) {
-    out += kHex[c >> 4];
-    out += kHex[c & 0xF];
-  }
-  return out;
+  return hex_encode(raw);
 }
 
 }  // namespace hi

@@ -1,6 +1,7 @@
 // Small string helpers shared by the configuration and the command line.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,5 +18,11 @@ std::string_view trim(std::string_view text);
 // A URL fit for a log or a terminal: "postgresql://user:secret@host/db" ->
 // "postgresql://user:***@host/db". URLs without a password are returned as they are.
 std::string redact_url(std::string_view url);
+
+// Lowercase hex of `bytes` ("\x01\xab" -> "01ab"): digests, ids, bytea through
+// encode()/decode(..., 'hex').
+std::string hex_encode(std::string_view bytes);
+// The bytes of lowercase or uppercase hex; nullopt for an odd length or a non-hex digit.
+std::optional<std::string> hex_decode(std::string_view hex);
 
 }  // namespace hi

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "core/process.h"
+#include "core/strings.h"
 #include "support/api_fixture.h"
 #include "vault/vault.h"
 
@@ -23,13 +24,7 @@ using test::TestServers;
 // Every plaintext sent carries this marker, so a leak is easy to grep for.
 constexpr const char* kMarker = "S3CRET-";
 
-std::string unhex(std::string_view text) {
-  std::string out;
-  for (std::size_t i = 0; i + 1 < text.size(); i += 2) {
-    out += static_cast<char>(std::stoi(std::string(text.substr(i, 2)), nullptr, 16));
-  }
-  return out;
-}
+std::string unhex(std::string_view text) { return hex_decode(text).value_or(""); }
 
 std::string miner_body(const std::string& serial, const std::string& password) {
   return json{{"serial", serial},

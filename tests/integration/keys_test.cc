@@ -15,6 +15,7 @@
 
 #include "core/log.h"
 #include "core/process.h"
+#include "core/strings.h"
 #include "pg/connection.h"
 #include "pg/transaction.h"
 #include "schema/seed.h"
@@ -30,23 +31,7 @@ using test::TestServers;
 // Every plaintext carries this marker, so a leak is easy to find in any dump.
 constexpr const char* kMarker = "PLAINTEXT-";
 
-std::string hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : bytes) {
-    out += kDigits[b >> 4];
-    out += kDigits[b & 0xf];
-  }
-  return out;
-}
-
-std::string unhex(std::string_view text) {
-  std::string out;
-  for (std::size_t i = 0; i + 1 < text.size(); i += 2) {
-    out += static_cast<char>(std::stoi(std::string(text.substr(i, 2)), nullptr, 16));
-  }
-  return out;
-}
+std::string unhex(std::string_view text) { return hex_decode(text).value_or(""); }
 
 CommandResult run(const std::string& data_dir, std::vector<std::string> args) {
   SpawnOptions o;
@@ -87,7 +72,7 @@ class Writer {
           "INSERT INTO miners (id, tenant_id, user_id, model_id, serial, pool_url, pool_worker, "
           "credentials_enc, key_version) VALUES ($1, $2, $3, (SELECT min(id) FROM miner_models), "
           "$4, 'stratum+tcp://pool.example:3333', $5, decode($6, 'hex'), $7)",
-          {std::to_string(id), tenant, user, serial, "worker." + serial, hex(*blob),
+          {std::to_string(id), tenant, user, serial, "worker." + serial, hex_encode(*blob),
            std::to_string(*vault::blob_version(*blob))});
       if (!ins) return ins.error();
       return ok_status();
@@ -104,7 +89,7 @@ class Writer {
       if (!blob) return blob.error();
       auto up = c.exec(
           "UPDATE miners SET credentials_enc = decode($1, 'hex'), key_version = $2 WHERE id = $3",
-          {hex(*blob), std::to_string(*vault::blob_version(*blob)), std::to_string(id)});
+          {hex_encode(*blob), std::to_string(*vault::blob_version(*blob)), std::to_string(id)});
       if (!up) return up.error();
       if (up->affected() != 1) return internal_error("miner " + std::to_string(id) + " not found");
       return ok_status();
@@ -146,14 +131,14 @@ class Writer {
                             "UPDATE exchange_keys SET key_enc = decode($1, 'hex'), secret_enc = "
                             "decode($2, 'hex'), key_last4 = 'ABCD', key_version = $3, updated_at "
                             "= now() WHERE id = $4",
-                            {hex(*key_blob), hex(*secret_blob), std::to_string(version),
-                             std::to_string(id)})
+                            {hex_encode(*key_blob), hex_encode(*secret_blob),
+                             std::to_string(version), std::to_string(id)})
                       : c.exec(
                             "INSERT INTO exchange_keys (id, tenant_id, user_id, exchange, key_enc, "
                             "secret_enc, key_last4, key_version) VALUES ($1, $2, $3, $4, "
                             "decode($5, 'hex'), decode($6, 'hex'), 'ABCD', $7)",
-                            {std::to_string(id), tenant, user, exchange, hex(*key_blob),
-                             hex(*secret_blob), std::to_string(version)});
+                            {std::to_string(id), tenant, user, exchange, hex_encode(*key_blob),
+                             hex_encode(*secret_blob), std::to_string(version)});
       if (!w) return w.error();
       return ok_status();
     });
@@ -239,7 +224,7 @@ class KeysTest : public ::testing::Test {
     const std::string rows(text->text(0, 0));
     EXPECT_GT(rows.size(), 1000u);
     EXPECT_EQ(rows.find(kMarker), std::string::npos);
-    EXPECT_EQ(rows.find(hex(kMarker)), std::string::npos);
+    EXPECT_EQ(rows.find(hex_encode(kMarker)), std::string::npos);
 
     std::string bindir = "/usr/lib/postgresql/15/bin";
     SpawnOptions pg_config;
@@ -258,7 +243,7 @@ class KeysTest : public ::testing::Test {
     ASSERT_EQ(dump->status, 0) << dump->output.substr(0, 2000);
     EXPECT_NE(dump->output.find("COPY public.exchange_keys"), std::string::npos);
     EXPECT_EQ(dump->output.find(kMarker), std::string::npos);
-    EXPECT_EQ(dump->output.find(hex(kMarker)), std::string::npos);
+    EXPECT_EQ(dump->output.find(hex_encode(kMarker)), std::string::npos);
   }
 
   test::TempDir dir_;
@@ -381,7 +366,7 @@ TEST_F(KeysTest, AnInterruptedRotateIsFinishedWithoutAnotherVersion) {
     ASSERT_TRUE(owner_
                     .exec("UPDATE miners SET credentials_enc = decode($1, 'hex'), key_version = 2 "
                           "WHERE id = $2",
-                          {hex(*next), std::to_string(id)})
+                          {hex_encode(*next), std::to_string(id)})
                     .ok());
   }
 

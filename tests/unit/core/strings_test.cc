@@ -33,5 +33,16 @@ TEST(RedactUrl, HidesOnlyThePassword) {
   EXPECT_EQ(redact_url("not a url"), "not a url");
 }
 
+TEST(Strings, HexRoundTripsEveryByte) {
+  EXPECT_EQ(hex_encode(std::string("\x00\x01\xab\xff", 4)), "0001abff");
+  EXPECT_EQ(hex_encode(""), "");
+  std::string all;
+  for (int b = 0; b < 256; ++b) all += static_cast<char>(b);
+  EXPECT_EQ(hex_decode(hex_encode(all)), all);
+  EXPECT_EQ(hex_decode("0001ABff"), std::string("\x00\x01\xab\xff", 4));
+  EXPECT_FALSE(hex_decode("abc").has_value());  // odd length
+  EXPECT_FALSE(hex_decode("0g").has_value());   // not a digit
+}
+
 }  // namespace
 }  // namespace hi
