@@ -8,8 +8,6 @@
 // Checks what auth.h promises: no input crashes or throws; a token is accepted only when it is
 // signed with the key, its header says HS256, and its claims hold (sub and tenant strings of
 // digits, scopes strings, iss and aud ours, exp in the future).
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -19,6 +17,7 @@
 
 #include "api/auth.h"
 #include "fuzz_support.h"
+#include "hand_token.h"
 
 namespace {
 
@@ -27,28 +26,6 @@ using hi::fuzz::next_line;
 using nlohmann::json;
 
 constexpr std::int64_t kNow = 1'800'000'000;
-
-std::string b64url(std::string_view in) {
-  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(in.data()),
-                                static_cast<int>(in.size()));
-  out.resize(static_cast<std::size_t>(n));
-  for (char& c : out) {
-    if (c == '+') c = '-';
-    if (c == '/') c = '_';
-  }
-  while (!out.empty() && out.back() == '=') out.pop_back();
-  return out;
-}
-
-std::string hmac(const std::string& input, const std::string& key) {
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac, &len);
-  return b64url(std::string_view(reinterpret_cast<const char*>(mac), len));
-}
 
 bool digits(const std::string& s) {
   return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
@@ -66,8 +43,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string header(next_line(rest));
   const std::string claims(next_line(rest));
   const bool sign = next_line(rest) == "sign";
-  const std::string signed_part = b64url(header) + "." + b64url(claims);
-  const std::string token = signed_part + "." + hmac(signed_part, sign ? "fuzz-key" : "other");
+  const std::string signed_part = hi::test::b64url(header) + "." + hi::test::b64url(claims);
+  const std::string token =
+      signed_part + "." + hi::test::hmac_b64url(signed_part, sign ? "fuzz-key" : "other");
   auto who = hi::api::verify_token(options, token, kNow);
   if (!who.ok()) return 0;
   check(sign, "a token signed with another key was accepted");

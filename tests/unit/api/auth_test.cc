@@ -4,9 +4,10 @@
 
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include <nlohmann/json.hpp>
+
+#include "hand_token.h"
 
 namespace hi::api {
 namespace {
@@ -16,20 +17,6 @@ using nlohmann::json;
 constexpr std::int64_t kNow = 1'800'000'000;
 const TokenOptions kOptions{"test-secret-of-32-bytes-000000000", "hashinsight", "hashinsight-api",
                             std::chrono::seconds(30)};
-
-std::string b64url(std::string_view in) {
-  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(in.data()),
-                                static_cast<int>(in.size()));
-  out.resize(static_cast<std::size_t>(n));
-  for (char& c : out) {
-    if (c == '+') c = '-';
-    if (c == '/') c = '_';
-  }
-  while (!out.empty() && out.back() == '=') out.pop_back();
-  return out;
-}
 
 std::string unb64url(std::string in) {
   for (char& c : in) {
@@ -46,19 +33,11 @@ std::string unb64url(std::string in) {
   return out;
 }
 
-std::string sign(const std::string& input, const std::string& key, const EVP_MD* md) {
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(md, key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac, &len);
-  return b64url(std::string_view(reinterpret_cast<const char*>(mac), len));
-}
-
 // header.payload.signature, HMAC over the first two with `md`.
 std::string make(const json& header, const json& payload, const std::string& key = kOptions.secret,
                  const EVP_MD* md = EVP_sha256()) {
-  const std::string input = b64url(header.dump()) + "." + b64url(payload.dump());
-  return input + "." + sign(input, key, md);
+  const std::string input = test::b64url(header.dump()) + "." + test::b64url(payload.dump());
+  return input + "." + test::hmac_b64url(input, key, md);
 }
 
 json claims() {
@@ -104,7 +83,7 @@ TEST(Auth, AnIssuedTokenVerifiesWithItsClaims) {
   EXPECT_EQ(payload["exp"], kNow + 3600);
   // The signature is HMAC-SHA256 of the first two parts with the secret.
   EXPECT_EQ(token.substr(token.rfind('.') + 1),
-            sign(token.substr(0, token.rfind('.')), kOptions.secret, EVP_sha256()));
+            test::hmac_b64url(token.substr(0, token.rfind('.')), kOptions.secret, EVP_sha256()));
 }
 
 TEST(Auth, AHandMadeTokenWithTheRightKeyVerifies) {
@@ -119,14 +98,17 @@ TEST(Auth, MissingAndMalformedTokensAreRefused) {
   EXPECT_NE(refusal("a.b").find("malformed"), std::string::npos);
   EXPECT_NE(refusal("a.b.c.d").find("malformed"), std::string::npos);
   EXPECT_NE(refusal("!!!.???.***").find("malformed"), std::string::npos);
-  EXPECT_NE(refusal(b64url("[1,2]") + "." + b64url("{}") + ".sig").find("malformed"),
+  EXPECT_NE(refusal(test::b64url("[1,2]") + "." + test::b64url("{}") + ".sig").find("malformed"),
             std::string::npos);
   EXPECT_NE(refusal(std::string(10000, 'a')).find("malformed"), std::string::npos);
   // Bytes outside base64url (the fuzzer's finding: the library's decoder indexes a table with
   // them unchecked) are refused before any decoding.
-  EXPECT_NE(refusal("ey\xff\xfe." + b64url("{}") + ".c2ln").find("malformed"), std::string::npos);
-  EXPECT_NE(refusal(b64url(kHs256.dump()) + ".e30=.c2ln").find("malformed"), std::string::npos);
-  EXPECT_NE(refusal(b64url(kHs256.dump()) + ".e30.c2 ln").find("malformed"), std::string::npos);
+  EXPECT_NE(refusal("ey\xff\xfe." + test::b64url("{}") + ".c2ln").find("malformed"),
+            std::string::npos);
+  EXPECT_NE(refusal(test::b64url(kHs256.dump()) + ".e30=.c2ln").find("malformed"),
+            std::string::npos);
+  EXPECT_NE(refusal(test::b64url(kHs256.dump()) + ".e30.c2 ln").find("malformed"),
+            std::string::npos);
 }
 
 TEST(Auth, BadSignaturesAreRefused) {
@@ -139,15 +121,15 @@ TEST(Auth, BadSignaturesAreRefused) {
   const std::string good = make(kHs256, claims());
   json other = claims();
   other["tenant"] = "2";
-  const std::string forged =
-      good.substr(0, good.find('.')) + "." + b64url(other.dump()) + good.substr(good.rfind('.'));
+  const std::string forged = good.substr(0, good.find('.')) + "." + test::b64url(other.dump()) +
+                             good.substr(good.rfind('.'));
   EXPECT_NE(refusal(forged).find("signature"), std::string::npos);
 }
 
 TEST(Auth, OnlyHs256IsAccepted) {
   // alg none, with and without a signature part.
-  const std::string unsigned_input =
-      b64url(json{{"alg", "none"}, {"typ", "JWT"}}.dump()) + "." + b64url(claims().dump());
+  const std::string unsigned_input = test::b64url(json{{"alg", "none"}, {"typ", "JWT"}}.dump()) +
+                                     "." + test::b64url(claims().dump());
   refusal(unsigned_input + ".");
   EXPECT_NE(refusal(unsigned_input + ".x").find("HS256"), std::string::npos);
   // Correctly signed with the right key, but another algorithm.
