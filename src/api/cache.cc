@@ -81,13 +81,15 @@ Response Service::cached(http::Request& request, const std::string& scope, const
                          KeyOf key_of, std::chrono::seconds ttl, Fill fill) {
   Admission in = admit(request, scope);
   if (!in.who) return std::move(in.refusal);
+  const CacheCounters& counters = cache_counters_.at(cache);
   auto finish = [&](Response r, const char* result) {
-    metrics_
-        .counter("hashinsight_api_cache_total", "Cached reads by cache and result",
-                 {{"cache", cache}, {"result", result}})
-        .Increment();
+    const std::string_view what = result;
+    (what == "fresh"   ? counters.fresh
+     : what == "stale" ? counters.stale
+                       : counters.miss)
+        ->Increment();
     cache_lookups_.fetch_add(1, std::memory_order_relaxed);
-    if (std::string_view(result) != "miss") cache_hits_.fetch_add(1, std::memory_order_relaxed);
+    if (what != "miss") cache_hits_.fetch_add(1, std::memory_order_relaxed);
     r.headers.emplace_back("X-Cache", result);
     for (auto& h : in.headers) r.headers.push_back(std::move(h));
     return r;
@@ -115,15 +117,12 @@ Response Service::cached(http::Request& request, const std::string& scope, const
             {"SET", "hi:fill:" + key, "1", "NX", "PX", std::to_string(kRefreshLease.count())});
         if (lease && lease->type == redis::Reply::Type::kStatus) {
           std::lock_guard lock(refresh_mu_);
-          refresh_queue_.emplace_back(key, [this, who = *in.who, key, ttl, fill, cache] {
+          refresh_queue_.emplace_back(key, [this, who = *in.who, key, ttl, fill, &counters] {
             auto r = fill_entry(who, key, ttl, fill, nullptr);
             if (!r) {
               log_.warn("cache refresh failed", {{"key", key}, {"error", r.error().message}});
             } else {
-              metrics_
-                  .counter("hashinsight_api_cache_refreshes_total",
-                           "Background refreshes of stale entries", {{"cache", cache}})
-                  .Increment();
+              counters.refreshes->Increment();
             }
             (void)redis_command({"DEL", "hi:fill:" + key});
           });

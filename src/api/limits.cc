@@ -39,6 +39,12 @@ return {1, math.floor((now - allow_at) / interval), 0, math.ceil(next_tat - now)
 
 constexpr std::int64_t kPeriodMs = 60'000;
 
+// The plan id of user $1: their current subscription's, else the free plan's.
+#define HI_PLAN_ID_OF_USER                                                                      \
+  "coalesce((SELECT plan_id FROM user_subscriptions WHERE user_id = $1::bigint AND "            \
+  "(expires_at IS NULL OR expires_at > now())), (SELECT id FROM subscription_plans WHERE name " \
+  "= 'free'))"
+
 }  // namespace
 
 Service::Admission Service::admit(http::Request& request, const std::string& scope) {
@@ -115,10 +121,8 @@ Result<Service::Plan> Service::plan_of(const Principal& who) {
   pg::Transaction tx(**lease);
   if (auto s = tx.begin(who.tenant_id); !s) return s.error();
   auto r = (*lease)->exec(
-      "SELECT name, max_miners, requests_per_minute FROM subscription_plans WHERE id = "
-      "coalesce((SELECT plan_id FROM user_subscriptions WHERE user_id = $1::bigint AND "
-      "(expires_at IS NULL OR expires_at > now())), "
-      "(SELECT id FROM subscription_plans WHERE name = 'free'))",
+      "SELECT name, max_miners, requests_per_minute FROM subscription_plans WHERE id "
+      "= " HI_PLAN_ID_OF_USER,
       {who.user_id});
   if (!r) return r.error();
   if (auto s = tx.commit(); !s) return s.error();
@@ -141,9 +145,7 @@ std::optional<Response> Service::check_units(Call& c, std::int64_t units) {
   auto r = c.db.exec(
       "SELECT p.name, p.max_miners, (SELECT coalesce(sum(quantity), 0) FROM user_miners "
       "WHERE user_id = $1::bigint) FROM (SELECT 1 FROM users WHERE id = $1::bigint FOR UPDATE) u "
-      "LEFT JOIN subscription_plans p ON p.id = coalesce((SELECT plan_id FROM "
-      "user_subscriptions WHERE user_id = $1::bigint AND (expires_at IS NULL OR expires_at > "
-      "now())), (SELECT id FROM subscription_plans WHERE name = 'free'))",
+      "LEFT JOIN subscription_plans p ON p.id = " HI_PLAN_ID_OF_USER,
       {c.who.user_id});
   if (!r) return internal::db_failure(r.error());
   if (r->empty() || r->is_null(0, 1)) return std::nullopt;  // unlimited

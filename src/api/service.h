@@ -22,6 +22,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -146,7 +147,7 @@ class Service {
   // The network series' forecast, fitted once per series for every request.
   Result<consume::NetworkForecast> network_forecast(pg::Connection& db);
 
-  // Runs `fn` with a connected Redis client (under redis_mu_); kUnavailable when there is none.
+  // One command on this thread's Redis connection (redis_slots_), connecting when needed.
   Result<redis::Reply> redis_command(const std::vector<std::string>& argv);
   // The token a request carries: its Bearer token, else the one its session cookie stands for.
   std::string request_token(const http::Request& request);
@@ -157,8 +158,6 @@ class Service {
   Metrics& metrics_;
   Logger log_;
   pg::Pool pool_;
-  std::mutex redis_mu_;
-  std::optional<redis::Client> redis_;
 
   // Idempotency keys being written by this process: duplicates wait here, holding no
   // database connection.
@@ -186,6 +185,15 @@ class Service {
   std::deque<std::pair<std::string, std::function<void()>>> refresh_queue_;  // key, job
   std::set<std::string> refreshing_;
   bool refresh_stop_ = false;
+  // hashinsight_api_cache_total by cache and result, and the refreshes, resolved once: the
+  // read path does not look metrics up (read-only after construction).
+  struct CacheCounters {
+    prometheus::Counter* fresh = nullptr;
+    prometheus::Counter* stale = nullptr;
+    prometheus::Counter* miss = nullptr;
+    prometheus::Counter* refreshes = nullptr;
+  };
+  std::map<std::string, CacheCounters, std::less<>> cache_counters_;
   std::atomic<std::int64_t> cache_hits_{0};
   std::atomic<std::int64_t> cache_lookups_{0};
   std::thread refresher_;
