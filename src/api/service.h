@@ -110,7 +110,8 @@ class Service {
   Admission admit(http::Request& request, const std::string& scope);
   Result<Plan> plan_of(const Principal& who);
   // Within a write's transaction: 409 when adding `units` would exceed the plan's max_miners
-  // (units = sum of quantities); serialises a user's adds on the users row.
+  // (units = sum of quantities); serialises a user's adds on the users row. Nothing to check
+  // for a plan without a unit limit (a limit added to it applies within plan_cache_ttl).
   std::optional<http::Response> check_units(Call& call, std::int64_t units);
 
   // A cached GET (cache.cc, consume/cache.h): the entry at `key` when fresh; when stale, it too,
