@@ -385,9 +385,9 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
     }
     if (!ready_again) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  ASSERT_TRUE(ready_again);
   std::ifstream log(o.output_path);
   std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  ASSERT_TRUE(ready_again) << text;
   const auto first = text.find("initdb");
   EXPECT_NE(first, std::string::npos);
   EXPECT_EQ(text.find("initdb", first + 1), std::string::npos) << "initdb ran twice";
