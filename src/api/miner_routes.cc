@@ -12,7 +12,6 @@
 #include "consume/portfolio_worker.h"
 #include "core/time.h"
 #include "mining/profitability.h"
-#include "pg/array.h"
 
 namespace hi::api {
 namespace {
@@ -61,16 +60,6 @@ std::optional<NewMiner> read_miner(const json& body, Fields& f) {
   (void)body;
   if (f.error()) return std::nullopt;
   return NewMiner{*model_id, *quantity, price, status.value_or("active")};
-}
-
-// The first of `ids` that is not a miner model, or 0.
-Result<std::int64_t> unknown_model(Call& c, const std::set<std::int64_t>& ids) {
-  auto r = c.db.exec(
-      "SELECT coalesce(min(x), 0) FROM unnest($1::bigint[]) x "
-      "WHERE NOT EXISTS (SELECT 1 FROM miner_models m WHERE m.id = x)",
-      {pg::array_literal(std::vector<std::int64_t>(ids.begin(), ids.end()))});
-  if (!r) return r.error();
-  return r->int64(0, 0);
 }
 
 // YYYY-MM-DD of today + `days` (UTC).
@@ -154,7 +143,7 @@ void Service::add_miner_routes(http::Router& router) {
       Fields f(*body, {"model_id", "quantity", "electricity_price_usd_kwh", "status"});
       const auto m = read_miner(*body, f);
       if (auto e = f.error()) return Response::fail(*e);
-      auto unknown = unknown_model(c, {m->model_id});
+      auto unknown = internal::first_unknown_model(c.db, {m->model_id});
       if (!unknown) return db_failure(unknown.error());
       if (*unknown != 0) {
         return Response::fail(ErrorCode::kBadRequest, "unknown miner model", "model_id");
@@ -217,7 +206,7 @@ void Service::add_miner_routes(http::Router& router) {
                         {"price", m->price ? json(*m->price) : json(nullptr)},
                         {"status", m->status}});
       }
-      auto unknown = unknown_model(c, models);
+      auto unknown = internal::first_unknown_model(c.db, models);
       if (!unknown) return db_failure(unknown.error());
       if (*unknown != 0) {
         for (std::size_t i = 0; i < rows.size(); ++i) {

@@ -140,10 +140,9 @@ void Service::add_secret_routes(http::Router& router) {
         return Response::fail(ErrorCode::kBadRequest, "pool.worker must be one line",
                               "pool.worker");
       }
-      auto model = c.db.exec("SELECT EXISTS (SELECT 1 FROM miner_models WHERE id = $1::integer)",
-                             {std::to_string(*model_id)});
-      if (!model) return db_failure(model.error());
-      if (!model->boolean(0, 0)) {
+      auto unknown = internal::first_unknown_model(c.db, {*model_id});
+      if (!unknown) return db_failure(unknown.error());
+      if (*unknown != 0) {
         return Response::fail(ErrorCode::kBadRequest, "unknown miner model", "model_id");
       }
       auto ring = key_ring();

@@ -1,5 +1,7 @@
 #include "api/internal/support.h"
 
+#include "pg/array.h"
+
 namespace hi::api::internal {
 
 using nlohmann::json;
@@ -32,6 +34,15 @@ http::Response write_response(json fields, const schema::EventRef& ev, int statu
   fields["event_id"] = ev.id;
   fields["seq"] = ev.seq;
   return http::Response::json(std::move(fields), status);
+}
+
+Result<std::int64_t> first_unknown_model(pg::Connection& db, const std::set<std::int64_t>& ids) {
+  auto r = db.exec(
+      "SELECT coalesce(min(x), 0) FROM unnest($1::bigint[]) x "
+      "WHERE NOT EXISTS (SELECT 1 FROM miner_models m WHERE m.id = x)",
+      {pg::array_literal(std::vector<std::int64_t>(ids.begin(), ids.end()))});
+  if (!r) return r.error();
+  return r->int64(0, 0);
 }
 
 Result<Network> latest_network(pg::Connection& db) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 
 #include "api/service.h"
@@ -33,6 +34,9 @@ http::Response json_query(Call& c, const std::string& sql, const pg::Params& par
 
 // The answer of a write: `fields` plus the event's id and the caller's seq.
 http::Response write_response(nlohmann::json fields, const schema::EventRef& ev, int status);
+
+// The first of `ids` that is not a miner_models row, or 0 when all are.
+Result<std::int64_t> first_unknown_model(pg::Connection& db, const std::set<std::int64_t>& ids);
 
 // The latest network_snapshots row, the reference every valuation uses.
 struct Network {
