@@ -79,7 +79,7 @@ Result<Service::Filled> Service::fill_entry(const Principal& who, const std::str
 
 Response Service::cached(http::Request& request, const std::string& scope, const std::string& cache,
                          KeyOf key_of, std::chrono::seconds ttl, Fill fill) {
-  Admission in = admit(request, scope);
+  Admission in = admit(request, scope, key_of);
   if (!in.who) return std::move(in.refusal);
   const CacheCounters& counters = cache_counters_.at(cache);
   auto finish = [&](Response r, const char* result) {
@@ -95,9 +95,8 @@ Response Service::cached(http::Request& request, const std::string& scope, const
     return r;
   };
   const std::string key = key_of(in.who->user_id);
-  auto stored = redis_command({"GET", key});
-  if (stored && stored->type == redis::Reply::Type::kString) {
-    if (const auto entry = read_entry(stored->str)) {
+  if (in.read && in.read->type == redis::Reply::Type::kString) {
+    if (const auto entry = read_entry(in.read->str)) {
       const std::int64_t age_ms = unix_ms() - entry->stored_at;
       const std::string body(entry->body);
       if (age_ms < std::chrono::milliseconds(ttl).count()) {

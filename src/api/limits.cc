@@ -18,9 +18,10 @@ namespace {
 using http::ErrorCode;
 using http::Response;
 
-// KEYS[1] the user's key; ARGV[1] requests per period, ARGV[2] the period in ms.
-// Returns {allowed (0/1), remaining, retry_after_ms, reset_ms}.
-constexpr const char* kRateLimitScript = R"lua(
+// KEYS[1] the user's key, KEYS[2] (optional) a key to read when the request is allowed;
+// ARGV[1] requests per period, ARGV[2] the period in ms. Returns {allowed (0/1), remaining,
+// retry_after_ms, reset_ms, KEYS[2]'s value (false = nil, also when refused or not asked)}.
+const redis::Script kRateLimitScript(R"lua(
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -31,11 +32,13 @@ if tat < now then tat = now end
 local next_tat = tat + interval
 local allow_at = next_tat - period
 if now < allow_at then
-  return {0, 0, math.ceil(allow_at - now), math.ceil(tat - now)}
+  return {0, 0, math.ceil(allow_at - now), math.ceil(tat - now), false}
 end
-redis.call('SET', KEYS[1], tostring(next_tat), 'PX', math.ceil(next_tat - now))
-return {1, math.floor((now - allow_at) / interval), 0, math.ceil(next_tat - now)}
-)lua";
+redis.call('SET', KEYS[1], tostring(next_tat), 'PX', math.max(1, math.ceil(next_tat - now)))
+local read = false
+if KEYS[2] then read = redis.call('GET', KEYS[2]) end
+return {1, math.floor((now - allow_at) / interval), 0, math.ceil(next_tat - now), read}
+)lua");
 
 constexpr std::int64_t kPeriodMs = 60'000;
 
@@ -47,7 +50,8 @@ constexpr std::int64_t kPeriodMs = 60'000;
 
 }  // namespace
 
-Service::Admission Service::admit(http::Request& request, const std::string& scope) {
+Service::Admission Service::admit(http::Request& request, const std::string& scope,
+                                  KeyOf read_key) {
   Admission a;
   const std::string token = request_token(request);
   if (token.empty()) {
@@ -71,34 +75,46 @@ Service::Admission Service::admit(http::Request& request, const std::string& sco
     a.refusal.headers.emplace_back("Retry-After", "1");
     return a;
   }
-  if (plan->requests_per_minute) {
-    const std::int64_t limit = *plan->requests_per_minute;
-    auto r =
-        redis_command({"EVAL", kRateLimitScript, "1", "rl:" + who->tenant_id + ":" + who->user_id,
-                       std::to_string(limit), std::to_string(kPeriodMs)});
-    if (!r || r->is_error() || r->elements.size() != 4) {
-      // The limiter is down with Redis: fail closed, like every other Redis-backed check.
-      a.refusal = Response::fail(ErrorCode::kUnavailable, "the rate limiter is unavailable");
-      a.refusal.headers.emplace_back("Retry-After", "1");
-      return a;
+  const std::string key = read_key != nullptr ? read_key(who->user_id) : std::string();
+  if (!plan->requests_per_minute) {
+    if (read_key != nullptr) {
+      if (auto r = redis_command({"GET", key}); r && !r->is_error()) a.read = std::move(*r);
     }
-    const bool allowed = r->elements[0].integer == 1;
-    const std::int64_t remaining = r->elements[1].integer;
-    const std::int64_t retry_ms = r->elements[2].integer;
-    const std::int64_t reset_ms = r->elements[3].integer;
-    a.headers = {{"RateLimit-Limit", std::to_string(limit)},
-                 {"RateLimit-Remaining", std::to_string(std::max<std::int64_t>(0, remaining))},
-                 {"RateLimit-Reset", std::to_string((reset_ms + 999) / 1000)},
-                 {"RateLimit-Policy", std::to_string(limit) + ";w=60"}};
-    if (!allowed) {
-      a.refusal =
-          Response::fail(ErrorCode::kRateLimited, "plan " + plan->name + " allows " +
-                                                      std::to_string(limit) + " requests a minute");
-      a.refusal.headers = a.headers;
-      a.refusal.headers.emplace_back("Retry-After", std::to_string((retry_ms + 999) / 1000));
-      return a;
-    }
+    a.who = std::move(*who);
+    return a;
   }
+  const std::int64_t limit = *plan->requests_per_minute;
+  const std::string user_key = "rl:" + who->tenant_id + ":" + who->user_id;
+  const std::string limit_text = std::to_string(limit);
+  const std::string period_text = std::to_string(kPeriodMs);
+  auto r = on_redis([&](redis::Client& c) {
+    return read_key != nullptr
+               ? c.eval(kRateLimitScript, {user_key, key}, {limit_text, period_text})
+               : c.eval(kRateLimitScript, {user_key}, {limit_text, period_text});
+  });
+  if (!r || r->is_error() || r->elements.size() != 5) {
+    // The limiter is down with Redis: fail closed, like every other Redis-backed check.
+    log_.warn("rate limiter failed", {{"error", !r ? r.error().message : r->str}});
+    a.refusal = Response::fail(ErrorCode::kUnavailable, "the rate limiter is unavailable");
+    a.refusal.headers.emplace_back("Retry-After", "1");
+    return a;
+  }
+  const bool allowed = r->elements[0].integer == 1;
+  const std::int64_t remaining = r->elements[1].integer;
+  const std::int64_t retry_ms = r->elements[2].integer;
+  const std::int64_t reset_ms = r->elements[3].integer;
+  a.headers = {{"RateLimit-Limit", limit_text},
+               {"RateLimit-Remaining", std::to_string(std::max<std::int64_t>(0, remaining))},
+               {"RateLimit-Reset", std::to_string((reset_ms + 999) / 1000)},
+               {"RateLimit-Policy", limit_text + ";w=60"}};
+  if (!allowed) {
+    a.refusal = Response::fail(ErrorCode::kRateLimited, "plan " + plan->name + " allows " +
+                                                            limit_text + " requests a minute");
+    a.refusal.headers = a.headers;
+    a.refusal.headers.emplace_back("Retry-After", std::to_string((retry_ms + 999) / 1000));
+    return a;
+  }
+  if (read_key != nullptr) a.read = std::move(r->elements[4]);
   a.who = std::move(*who);
   return a;
 }

@@ -145,18 +145,26 @@ const std::vector<std::tuple<std::string, std::string, std::string>>& Service::r
   return kRoutes;
 }
 
-Result<redis::Reply> Service::redis_command(const std::vector<std::string>& argv) {
-  RedisSlot& slot =
-      *redis_slots_[std::hash<std::thread::id>{}(std::this_thread::get_id()) % redis_slots_.size()];
+Result<redis::Reply> Service::on_redis(
+    const std::function<Result<redis::Reply>(redis::Client&)>& call) {
+  // Each thread keeps the slot it was first given (round robin): hashing thread ids would put
+  // threads whose ids share a stride (page-aligned addresses) on one connection.
+  static std::atomic<std::size_t> next_slot{0};
+  thread_local const std::size_t thread_slot = next_slot.fetch_add(1, std::memory_order_relaxed);
+  RedisSlot& slot = *redis_slots_[thread_slot % redis_slots_.size()];
   std::lock_guard lock(slot.mu);
   if (!slot.client) {
     auto c = redis::Client::connect(options_.redis_url, std::chrono::milliseconds(1000));
     if (!c) return c.error();
     slot.client = std::move(*c);
   }
-  auto r = slot.client->command(argv);
+  auto r = call(*slot.client);
   if (!r) slot.client.reset();  // reconnect on the next call
   return r;
+}
+
+Result<redis::Reply> Service::redis_command(const std::vector<std::string>& argv) {
+  return on_redis([&](redis::Client& c) { return c.command(argv); });
 }
 
 std::string Service::request_token(const http::Request& request) {

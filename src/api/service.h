@@ -106,8 +106,14 @@ class Service {
     std::optional<Principal> who;
     http::Response refusal;
     std::vector<std::pair<std::string, std::string>> headers;
+    // The value at admit()'s `read_key`, read in the limiter's round trip; unset when Redis
+    // could not be read (or no key was asked for).
+    std::optional<redis::Reply> read;
   };
-  Admission admit(http::Request& request, const std::string& scope);
+  using KeyOf = std::string (*)(std::string_view user_id);
+  // With `read_key`, also reads (GET) the caller's key in the same Redis round trip as the rate
+  // limit: a cached read costs one round trip.
+  Admission admit(http::Request& request, const std::string& scope, KeyOf read_key = nullptr);
   Result<Plan> plan_of(const Principal& who);
   // Within a write's transaction: 409 when adding `units` would exceed the plan's max_miners
   // (units = sum of quantities); serialises a user's adds on the users row. Nothing to check
@@ -121,7 +127,6 @@ class Service {
     std::int64_t through_seq = 0;
   };
   using Fill = std::function<Result<Filled>(Call&)>;
-  using KeyOf = std::string (*)(std::string_view user_id);
   http::Response cached(http::Request& request, const std::string& scope, const std::string& cache,
                         KeyOf key_of, std::chrono::seconds ttl, Fill fill);
   // Runs `fill` for `who` in a tenant transaction and stores it (compare-and-set).
@@ -148,7 +153,9 @@ class Service {
   // The network series' forecast, fitted once per series for every request.
   Result<consume::NetworkForecast> network_forecast(pg::Connection& db);
 
-  // One command on this thread's Redis connection (redis_slots_), connecting when needed.
+  // `call` with this thread's Redis connection (redis_slots_), connecting when needed.
+  Result<redis::Reply> on_redis(const std::function<Result<redis::Reply>(redis::Client&)>& call);
+  // One command on this thread's Redis connection.
   Result<redis::Reply> redis_command(const std::vector<std::string>& argv);
   // The token a request carries: its Bearer token, else the one its session cookie stands for.
   std::string request_token(const http::Request& request);

@@ -3,8 +3,8 @@
 // same database.
 //
 // One stack (BenchStack: a private durable PostgreSQL and Redis, or the given servers), N bench
-// users on the unlimited plan, and `hashinsight api` (this binary) as a child process on a free
-// loopback port, as in production. Three runs of S seconds, one after the other:
+// users on the plan "bench" (bench_stack.h), and `hashinsight api` (this binary) as a child process
+// on a free loopback port, as in production. Three runs of S seconds, one after the other:
 //  1. pgbench, 8 clients: per transaction the one outbox row that POST /api/miners commits
 //     (bench/outbox_insert.sql) -> pgbench_tps, the database's own rate for one-row commits;
 //  2. wrk POST /api/miners (bench/post_miner.lua): a user_miners row, its outbox event and its

@@ -76,17 +76,22 @@ Status create_bench_users(pg::Connection& owner, int users) {
       "INSERT INTO users (id, tenant_id, email, display_name, electricity_price_usd_kwh) "
       "SELECT $1::bigint + g, 1 + g % 2, 'bench' || g || '@bench.example', 'Bench ' || g, "
       "0.04 + (g % 7) * 0.01 FROM generate_series(0, $2::int - 1) g",
-      "INSERT INTO user_subscriptions (tenant_id, user_id, plan_id) SELECT tenant_id, id, "
-      "(SELECT id FROM subscription_plans WHERE max_miners IS NULL AND requests_per_minute IS NULL "
-      "ORDER BY id LIMIT 1) "
+      // No unit limit and a request rate no run reaches: the limiter runs on every request,
+      // as it does for a paying user, and never refuses.
+      "INSERT INTO subscription_plans (id, name, max_miners, requests_per_minute, "
+      "price_usd_month) VALUES (900, 'bench', NULL, 10000000, 0) ON CONFLICT (id) DO UPDATE "
+      "SET max_miners = NULL, requests_per_minute = EXCLUDED.requests_per_minute",
+      "INSERT INTO user_subscriptions (tenant_id, user_id, plan_id) SELECT tenant_id, id, 900 "
       "FROM users WHERE id >= $1::bigint",
       "INSERT INTO user_miners (tenant_id, user_id, model_id, quantity, status) "
       "SELECT u.tenant_id, u.id, 1 + (u.id + k * 7) % 40, 1 + (u.id + k) % 10, "
       "CASE WHEN k = 2 THEN 'maintenance' ELSE 'active' END "
       "FROM users u CROSS JOIN generate_series(0, 2) k WHERE u.id >= $1::bigint"};
   for (const char* sql : sqls) {
-    const bool two = std::string_view(sql).find("$2") != std::string_view::npos;
-    auto r = two ? owner.exec(sql, {first, n}) : owner.exec(sql, {first});
+    const std::string_view text(sql);
+    auto r = text.find("$2") != text.npos   ? owner.exec(sql, {first, n})
+             : text.find("$1") != text.npos ? owner.exec(sql, {first})
+                                            : owner.exec(sql);
     if (!r) return r.error().wrap("bench users");
   }
   return {};

@@ -37,8 +37,9 @@ class BenchStack {
 };
 
 // The bench users: ids from kFirstBenchUser on, tenant 1 + (id - kFirstBenchUser) % 2 (the seeded
-// tenants), the unlimited plan (max_miners and requests_per_minute NULL), three user_miners rows
-// each. create_bench_users() replaces them (their portfolios, miners and subscriptions too).
+// tenants), the plan "bench" (no max_miners, a requests_per_minute no run reaches: the limiter
+// runs and never refuses), three user_miners rows each. create_bench_users() replaces them (their
+// portfolios, miners and subscriptions too).
 inline constexpr long kFirstBenchUser = 1'000'000;
 Status create_bench_users(pg::Connection& owner, int users);
 

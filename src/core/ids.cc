@@ -1,9 +1,10 @@
 #include "core/ids.h"
 
+#include <pthread.h>
 #include <sys/random.h>
 
 #include <chrono>
-#include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <stdexcept>
 
@@ -12,7 +13,7 @@
 namespace hi {
 namespace {
 
-void fill_random(void* buf, std::size_t n) {
+void fill_random_uncached(void* buf, std::size_t n) {
   auto* p = static_cast<unsigned char*>(buf);
   while (n > 0) {
     const ssize_t got = getrandom(p, n, 0);
@@ -20,6 +21,30 @@ void fill_random(void* buf, std::size_t n) {
     p += got;
     n -= static_cast<std::size_t>(got);
   }
+}
+
+// Small draws come from a per-thread buffer of the kernel's randomness, refilled 256 bytes at a
+// time: one system call per 32 ids instead of one per id. A forked child starts with an empty
+// buffer, so parent and child never hand out the same bytes.
+thread_local unsigned char random_pool[256];
+thread_local std::size_t random_left = 0;
+const int kForkReset = ::pthread_atfork(nullptr, nullptr, [] { random_left = 0; });
+
+void fill_random(void* buf, std::size_t n) {
+  (void)kForkReset;
+  constexpr std::size_t kSize = sizeof random_pool;
+  if (n <= kSize / 4) {
+    if (random_left < n) {
+      fill_random_uncached(random_pool, kSize);
+      random_left = kSize;
+    }
+    unsigned char* from = random_pool + kSize - random_left;
+    std::memcpy(buf, from, n);
+    std::memset(from, 0, n);  // handed out once
+    random_left -= n;
+    return;
+  }
+  fill_random_uncached(buf, n);
 }
 
 }  // namespace
@@ -31,11 +56,14 @@ std::string uuid_v7_from(std::uint64_t unix_ms, std::uint16_t rand_a, std::uint6
   b[7] = static_cast<unsigned char>(rand_a & 0xFF);
   b[8] = static_cast<unsigned char>(0x80 | ((rand_b >> 56) & 0x3F));
   for (int i = 9; i < 16; ++i) b[i] = static_cast<unsigned char>(rand_b >> (8 * (15 - i)));
-  char out[37];
-  std::snprintf(out, sizeof out,
-                "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-                b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-                b[15]);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(36);
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
+    out.push_back(kHex[b[i] >> 4]);
+    out.push_back(kHex[b[i] & 0x0F]);
+  }
   return out;
 }
 

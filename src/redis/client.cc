@@ -1,9 +1,12 @@
 #include "redis/client.h"
 
 #include <hiredis/hiredis.h>
+#include <openssl/sha.h>
 
 #include <charconv>
 #include <utility>
+
+#include "core/strings.h"
 
 namespace hi::redis {
 
@@ -174,6 +177,27 @@ Result<Reply> Client::command(std::span<const std::string_view> argv) {
 Result<Reply> Client::command(const std::vector<std::string>& argv) {
   std::vector<std::string_view> views(argv.begin(), argv.end());
   return command(std::span<const std::string_view>(views));
+}
+
+Script::Script(std::string source) : source_(std::move(source)) {
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  ::SHA1(reinterpret_cast<const unsigned char*>(source_.data()), source_.size(), digest);
+  sha1_ = hex_encode(std::string_view(reinterpret_cast<const char*>(digest), sizeof digest));
+}
+
+Result<Reply> Client::eval(const Script& script, std::span<const std::string_view> keys,
+                           std::span<const std::string_view> args) {
+  const std::string count = std::to_string(keys.size());
+  std::vector<std::string_view> argv;
+  argv.reserve(3 + keys.size() + args.size());
+  argv.insert(argv.end(), {"EVALSHA", script.sha1(), count});
+  argv.insert(argv.end(), keys.begin(), keys.end());
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto r = command(std::span<const std::string_view>(argv));
+  if (!r || !r->is_error() || !r->str.starts_with("NOSCRIPT")) return r;
+  argv[0] = "EVAL";
+  argv[1] = script.source();
+  return command(std::span<const std::string_view>(argv));
 }
 
 void Client::append(std::span<const std::string_view> argv) {

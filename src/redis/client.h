@@ -49,6 +49,23 @@ struct ContextCloser {
   void operator()(redisContext* c) const noexcept;
 };
 
+// A Lua script, run by its SHA1 (EVALSHA) so the body crosses the wire and is hashed by the
+// server only once per connection's server (Client::eval sends it in full when the server
+// answers NOSCRIPT: after a restart, or the first time).
+//
+//   static const redis::Script kLimit(R"lua(return redis.call('INCR', KEYS[1]))lua");
+//   auto r = client.eval(kLimit, {key}, {});
+class Script {
+ public:
+  explicit Script(std::string source);
+  const std::string& source() const { return source_; }
+  const std::string& sha1() const { return sha1_; }  // lowercase hex, as SCRIPT LOAD prints
+
+ private:
+  std::string source_;
+  std::string sha1_;
+};
+
 class Client {
  public:
   static Result<Client> connect(const std::string& url,
@@ -64,6 +81,15 @@ class Client {
     return command(std::span<const std::string_view>(argv.begin(), argv.size()));
   }
   Result<Reply> command(const std::vector<std::string>& argv);
+
+  // Runs `script` with `keys` and `args`: EVALSHA, then EVAL when the server lacks the script.
+  Result<Reply> eval(const Script& script, std::span<const std::string_view> keys,
+                     std::span<const std::string_view> args);
+  Result<Reply> eval(const Script& script, std::initializer_list<std::string_view> keys,
+                     std::initializer_list<std::string_view> args) {
+    return eval(script, std::span<const std::string_view>(keys.begin(), keys.size()),
+                std::span<const std::string_view>(args.begin(), args.size()));
+  }
 
   // Pipelining: append() buffers commands, flush() sends them all and reads every reply, one
   // per appended command, in order. A pipeline never reconnects midway: when the connection

@@ -158,5 +158,30 @@ TEST_F(StreamRetentionTest, ReclaimedEntriesCarryTheirDeliveryCount) {
   }
 }
 
+// A script runs by its SHA1, which must be the server's own name for it (SCRIPT LOAD returns
+// it), and runs again after the server forgot it (SCRIPT FLUSH, as after a restart).
+TEST(RedisScript, RunsByItsShaAndAgainAfterTheServerForgetsIt) {
+  auto c = redis::Client::connect(test::TestServers::get().redis_url());
+  ASSERT_TRUE(c.ok());
+  const redis::Script script("return {KEYS[1], ARGV[1], redis.call('INCR', KEYS[1])}");
+  ASSERT_TRUE(c->command({"DEL", "script-counter"}).ok());
+  ASSERT_TRUE(c->command({"SCRIPT", "FLUSH"}).ok());
+  auto first = c->eval(script, {"script-counter"}, {"a"});
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  ASSERT_EQ(first->elements.size(), 3u) << first->str;
+  EXPECT_EQ(first->elements[1].str, "a");
+  EXPECT_EQ(first->elements[2].integer, 1);
+
+  auto loaded = c->command({"SCRIPT", "LOAD", script.source()});
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->str, script.sha1());
+
+  ASSERT_TRUE(c->command({"SCRIPT", "FLUSH"}).ok());
+  auto again = c->eval(script, {"script-counter"}, {"b"});
+  ASSERT_TRUE(again.ok());
+  ASSERT_EQ(again->elements.size(), 3u) << again->str;
+  EXPECT_EQ(again->elements[2].integer, 2);
+}
+
 }  // namespace
 }  // namespace hi
