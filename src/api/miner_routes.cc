@@ -92,21 +92,6 @@ std::optional<double> query_number(const http::Request& r, std::string_view name
   return d;
 }
 
-json empty_portfolio(const std::string& user_id) {
-  // Nothing computed yet: an empty portfolio, not an error.
-  return json({{"user_id", user_id},
-               {"units", 0},
-               {"hashrate_ths", 0},
-               {"power_kw", 0},
-               {"revenue_btc_day", 0},
-               {"revenue_usd_day", 0},
-               {"cost_usd_day", 0},
-               {"profit_usd_day", 0},
-               {"breakdown", json::array()},
-               {"computed_at", nullptr},
-               {"through_seq", 0}});
-}
-
 }  // namespace
 
 void Service::add_miner_routes(http::Router& router) {
@@ -278,17 +263,9 @@ void Service::add_miner_routes(http::Router& router) {
   router.add("GET", "/api/portfolio", [this](http::Request& r) {
     return cached(r, "portfolio:read", "portfolio", consume::portfolio_cache_key,
                   options_.portfolio_cache_ttl, [](Call& c) -> Result<Filled> {
-                    auto row = c.db.exec(
-                        "SELECT json_build_object('user_id', user_id::text, 'units', units, "
-                        "'hashrate_ths', hashrate_ths, 'power_kw', power_kw, 'revenue_btc_day', "
-                        "revenue_btc_day, 'revenue_usd_day', revenue_usd_day, 'cost_usd_day', "
-                        "cost_usd_day, 'profit_usd_day', profit_usd_day, 'breakdown', breakdown, "
-                        "'computed_at', computed_at, 'through_seq', through_seq)::text, "
-                        "through_seq FROM user_portfolio WHERE user_id = $1::bigint",
-                        {c.who.user_id});
-                    if (!row) return row.error();
-                    if (row->empty()) return Filled{empty_portfolio(c.who.user_id).dump(), 0};
-                    return Filled{std::string(row->text(0, 0)), row->int64(0, 1)};
+                    auto views = internal::portfolio_views(c.db, {c.who.user_id});
+                    if (!views) return views.error();
+                    return Filled{std::move(views->front().json), views->front().through_seq};
                   });
   });
 

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/internal/support.h"
+#include "api/web_assets.h"
 #include "core/ids.h"
 #include "core/strings.h"
 #include "core/time.h"
@@ -105,6 +106,41 @@ Service::Service(ServiceOptions options, Metrics& metrics, Logger log)
                           "Background refreshes of stale entries", {{"cache", cache}})};
   }
   refresher_ = std::thread([this] { refresh_loop(); });
+  if (!options_.redis_url.empty()) {
+    LiveHub::Options live;
+    live.redis_url = options_.redis_url;
+    live.heartbeat = options_.stream_heartbeat;
+    live_ = std::make_unique<LiveHub>(
+        live,
+        [this](const std::string& tenant,
+               const std::vector<std::string>& users) -> Result<std::vector<PortfolioView>> {
+          auto lease = pool_.acquire();
+          if (!lease) return lease.error();
+          pg::Transaction tx(**lease);
+          if (auto s = tx.begin(tenant); !s) return s.error();
+          auto views = internal::portfolio_views(**lease, users);
+          if (!views) return views.error();
+          if (auto s = tx.commit(); !s) return s.error();
+          return views;
+        },
+        metrics_, Logger("api.live"));
+  }
+}
+
+Response Service::open_stream(http::Request& request) {
+  Admission in = admit(request, "portfolio:read");
+  if (!in.who) return std::move(in.refusal);
+  if (!live_) return Response::fail(ErrorCode::kUnavailable, "live updates need Redis");
+  // EventSource sends the id of the last event it saw when it reconnects.
+  std::int64_t last = -1;
+  if (auto h = request.header("last-event-id")) {
+    std::int64_t v = 0;
+    const auto* end = h->data() + h->size();
+    if (std::from_chars(h->data(), end, v).ptr == end && v >= 0) last = v;
+  }
+  Response r = Response::streaming(live_->open(in.who->tenant_id, in.who->user_id, last));
+  for (auto& h : in.headers) r.headers.push_back(std::move(h));
+  return r;
 }
 
 Service::~Service() {
@@ -139,6 +175,9 @@ const std::vector<std::tuple<std::string, std::string, std::string>>& Service::r
       {"GET", "/health", "-"},
       {"GET", "/api/health", "-"},
       {"GET", "/metrics", "-"},
+      {"GET", "/api/portfolio/stream", "portfolio:read"},
+      {"GET", "/analytics/main", "-"},
+      {"GET", "/analytics/assets/:file", "-"},
       {"POST", "/api/session", ""},
       {"DELETE", "/api/session", ""},
   };
@@ -359,6 +398,9 @@ void Service::add_routes(http::Router& router) {
 
   router.add("POST", "/api/session", [this](http::Request& r) { return create_session(r); });
   router.add("DELETE", "/api/session", [this](http::Request& r) { return delete_session(r); });
+
+  router.add("GET", "/api/portfolio/stream", [this](http::Request& r) { return open_stream(r); });
+  add_dashboard_routes(router, options_.web_dir);
 
   add_miner_routes(router);
   add_intelligence_routes(router);

@@ -32,6 +32,7 @@
 #include <unordered_map>
 
 #include "api/auth.h"
+#include "api/live.h"
 #include "bus/bus.h"
 #include "consume/intel_worker.h"
 #include "core/log.h"
@@ -69,6 +70,10 @@ struct ServiceOptions {
   std::chrono::seconds forecast_cache_ttl{1800};
   // How long a user's plan (limits) is reused before it is read again.
   std::chrono::seconds plan_cache_ttl{60};
+  // GET /api/portfolio/stream (live.h): the heartbeat comment's period.
+  std::chrono::milliseconds stream_heartbeat{15'000};
+  // The dashboard's files are read from here instead of the embedded copy (web_assets.h).
+  std::string web_dir;
 };
 
 // One request as a handler sees it: who asks, and the transaction it runs in.
@@ -215,6 +220,11 @@ class Service {
 
   std::mutex forecast_mu_;
   std::optional<consume::NetworkForecast> forecast_fit_;
+
+  // Live pushes; none without Redis. Last: stopped before what its reads use.
+  std::unique_ptr<LiveHub> live_;
+  // GET /api/portfolio/stream.
+  http::Response open_stream(http::Request& request);
 };
 
 }  // namespace hi::api

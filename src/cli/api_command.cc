@@ -52,6 +52,8 @@ void add_api_command(CLI::App& app, Flags& flags) {
     o.forecast_age_degraded_s = cfg.integer("HEALTH_FORECAST_AGE_S");
     o.portfolio_cache_ttl = std::chrono::seconds(cfg.integer("CACHE_PORTFOLIO_TTL_S"));
     o.forecast_cache_ttl = std::chrono::seconds(cfg.integer("CACHE_FORECAST_TTL_S"));
+    o.stream_heartbeat = std::chrono::milliseconds(cfg.integer("STREAM_HEARTBEAT_MS"));
+    o.web_dir = cfg.str("WEB_DIR");
     // Before any thread starts (the service's refresher): they inherit the blocked signals.
     std::stop_source stop;
     auto signals = stop_on_signals(stop);

@@ -84,6 +84,13 @@ constexpr SettingSpec kSettings[] = {
     {"CACHE_FORECAST_TTL_S", "1800",
      "GET /api/intelligence/forecast: as CACHE_PORTFOLIO_TTL_S, for the forecast", K::kInt, 1,
      86400, "", "api"},
+    {"WEB_DIR", "",
+     "serve the dashboard's files from this directory (web/) instead of the copy built into the "
+     "binary: for working on the page",
+     K::kString, 0, 0, "", "api"},
+    {"STREAM_HEARTBEAT_MS", "15000",
+     "GET /api/portfolio/stream: a comment line this often keeps idle streams open", K::kInt, 100,
+     3600000, "", "api"},
     {"HEALTH_DB_MS", "100", "health: a database answering slower than this (ms) is degraded",
      K::kInt, 1, 60000, "", "api"},
     {"HEALTH_OUTBOX_BACKLOG", "1000",

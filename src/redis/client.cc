@@ -2,7 +2,9 @@
 
 #include <hiredis/hiredis.h>
 #include <openssl/sha.h>
+#include <poll.h>
 
+#include <cerrno>
 #include <charconv>
 #include <utility>
 
@@ -253,6 +255,29 @@ Result<std::vector<Reply>> Client::flush() {
   }
   if (out.size() != expected) return internal_error("redis pipeline: reply count mismatch");
   return out;
+}
+
+Result<std::optional<Reply>> Client::receive(std::chrono::milliseconds wait) {
+  if (!ctx_) return unavailable("redis receive: not connected");
+  void* raw = nullptr;
+  // A reply already read into hiredis's buffer comes first; otherwise wait for the socket, so
+  // that a quiet channel costs no read timeout (which would end the connection).
+  if (redisGetReplyFromReader(ctx_.get(), &raw) != REDIS_OK) {
+    auto s = fail("redis receive");
+    return s.error();
+  }
+  if (raw == nullptr) {
+    pollfd p{ctx_->fd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, static_cast<int>(wait.count()));
+    if (ready == 0) return std::optional<Reply>();
+    if (ready < 0 && errno == EINTR) return std::optional<Reply>();
+    if (ready < 0 || redisGetReply(ctx_.get(), &raw) != REDIS_OK || raw == nullptr) {
+      auto s = fail("redis receive");
+      return s.error();
+    }
+  }
+  ReplyPtr r(static_cast<redisReply*>(raw));
+  return std::optional<Reply>(convert(r.get()));
 }
 
 void Client::set_timeout(std::chrono::milliseconds timeout) {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -100,6 +101,11 @@ class Client {
   void append(const std::vector<std::string>& argv);
   std::size_t pending() const { return pending_; }
   Result<std::vector<Reply>> flush();
+
+  // Pub/sub: the next message pushed on this connection (after SUBSCRIBE or PSUBSCRIBE sent with
+  // command()), waiting up to `wait`; none when nothing came in time. An Error when the
+  // connection broke (the caller subscribes again on a new connection).
+  Result<std::optional<Reply>> receive(std::chrono::milliseconds wait);
 
   // Blocking read timeout for subsequent commands (XREADGROUP BLOCK needs a longer one).
   void set_timeout(std::chrono::milliseconds timeout);

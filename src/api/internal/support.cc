@@ -1,5 +1,7 @@
 #include "api/internal/support.h"
 
+#include <unordered_map>
+
 #include "pg/array.h"
 
 namespace hi::api::internal {
@@ -54,6 +56,46 @@ Result<Network> latest_network(pg::Connection& db) {
   if (r->empty()) return failed_precondition("no network snapshot yet: run `hashinsight seed`");
   return Network{r->float64(0, 0), r->float64(0, 1), r->float64(0, 2),
                  r->float64(0, 3), r->float64(0, 4), std::string(r->text(0, 5))};
+}
+
+Result<std::vector<PortfolioView>> portfolio_views(pg::Connection& db,
+                                                   const std::vector<std::string>& users) {
+  auto rows = db.exec(
+      "SELECT user_id::text, json_build_object('user_id', user_id::text, 'units', units, "
+      "'hashrate_ths', hashrate_ths, 'power_kw', power_kw, 'revenue_btc_day', revenue_btc_day, "
+      "'revenue_usd_day', revenue_usd_day, 'cost_usd_day', cost_usd_day, 'profit_usd_day', "
+      "profit_usd_day, 'breakdown', breakdown, 'computed_at', computed_at, 'through_seq', "
+      "through_seq)::text, through_seq FROM user_portfolio WHERE user_id = ANY($1::bigint[])",
+      {pg::array_literal(users)});
+  if (!rows) return rows.error();
+  std::unordered_map<std::string_view, int> row_of;
+  for (int i = 0; i < rows->rows(); ++i) row_of.emplace(rows->text(i, 0), i);
+  std::vector<PortfolioView> out;
+  out.reserve(users.size());
+  for (const auto& user : users) {
+    PortfolioView v;
+    v.user_id = user;
+    if (auto it = row_of.find(user); it != row_of.end()) {
+      v.json = std::string(rows->text(it->second, 1));
+      v.through_seq = rows->int64(it->second, 2);
+    } else {
+      // Nothing computed yet: an empty portfolio, not an error.
+      v.json = nlohmann::json({{"user_id", user},
+                               {"units", 0},
+                               {"hashrate_ths", 0},
+                               {"power_kw", 0},
+                               {"revenue_btc_day", 0},
+                               {"revenue_usd_day", 0},
+                               {"cost_usd_day", 0},
+                               {"profit_usd_day", 0},
+                               {"breakdown", nlohmann::json::array()},
+                               {"computed_at", nullptr},
+                               {"through_seq", 0}})
+                   .dump();
+    }
+    out.push_back(std::move(v));
+  }
+  return out;
 }
 
 }  // namespace hi::api::internal

@@ -5,7 +5,9 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <vector>
 
+#include "api/live.h"
 #include "api/service.h"
 #include "core/result.h"
 #include "http/message.h"
@@ -48,5 +50,11 @@ struct Network {
   std::string day;
 };
 Result<Network> latest_network(pg::Connection& db);
+
+// GET /api/portfolio's answer for each of `users` (user ids as text) in the caller's tenant
+// transaction, in the order given: the user_portfolio row as JSON, or an empty portfolio
+// (through_seq 0) for a user the worker has not computed yet. The live stream pushes the same.
+Result<std::vector<PortfolioView>> portfolio_views(pg::Connection& db,
+                                                   const std::vector<std::string>& users);
 
 }  // namespace hi::api::internal

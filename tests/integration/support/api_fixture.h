@@ -37,7 +37,7 @@ class ApiFixture : public ::testing::Test {
     o.env = {"DATABASE_URL=" + TestServers::get().database_url(),
              "REDIS_URL=" + TestServers::get().redis_url(),
              std::string("JWT_SECRET=") + kApiJwtSecret, "HTTP_PORT=" + std::to_string(port_),
-             "API_WORKERS=4",
+             "API_WORKERS=4", "STREAM_HEARTBEAT_MS=500",
              // A data directory of its own: the master keys of stored secrets live there.
              "HI_DATA_DIR=" + data_dir(), "LOG_FORMAT=text"};
     o.output_path = *log_;

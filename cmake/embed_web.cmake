@@ -1,0 +1,23 @@
+# Writes OUTPUT: a C++ source holding the dashboard's files (ASSETS: a list of
+# "served-name=path" pairs) as raw string literals, so the API serves the page with no files
+# beside the binary and no internet. Invoked by src/api/CMakeLists.txt.
+set(body "// Generated from web/ by cmake/embed_web.cmake; do not edit.\n")
+string(APPEND body "#include \"api/web_assets.h\"\n\nnamespace hi::api {\n\n")
+string(APPEND body "std::span<const WebAsset> web_assets() {\n  static const WebAsset kAll[] = {\n")
+string(REPLACE "|" ";" pairs "${ASSETS}")
+foreach(pair IN LISTS pairs)
+  string(REGEX MATCH "^[^=]+" name "${pair}")
+  string(REGEX REPLACE "^[^=]+=" "" path "${pair}")
+  if(NOT EXISTS "${path}")
+    message(FATAL_ERROR "${path} is missing: run scripts/bootstrap (it runs npm ci in web/)")
+  endif()
+  file(READ "${path}" text)
+  string(FIND "${text}" ")__hi_web__\"" clash)
+  if(NOT clash EQUAL -1)
+    message(FATAL_ERROR "${path} contains the raw string delimiter")
+  endif()
+  string(APPEND body "      {\"${name}\", R\"__hi_web__(${text})__hi_web__\"},\n")
+endforeach()
+string(APPEND body "  };\n  return kAll;\n}\n\n}  // namespace hi::api\n")
+file(WRITE "${OUTPUT}.tmp" "${body}")
+execute_process(COMMAND ${CMAKE_COMMAND} -E copy_if_different "${OUTPUT}.tmp" "${OUTPUT}")
