@@ -91,8 +91,6 @@ class TempDir {
   std::string path_;
 };
 
-std::string exe() { return fs::read_symlink("/proc/self/exe").string(); }
-
 std::optional<std::string> find_in_path(const std::string& name) {
   const char* path = std::getenv("PATH");
   std::istringstream dirs(path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin");
@@ -355,7 +353,7 @@ int run_api_bench(const Config& cfg, const ApiBenchOptions& opt) {
   // The API, as `up` runs it.
   const int port = free_port();
   SpawnOptions api_spawn;
-  api_spawn.argv = {exe(), "api"};
+  api_spawn.argv = {self_exe(), "api"};
   api_spawn.env = {"DATABASE_URL=" + (*stack)->database_url(),
                    "REDIS_URL=" + (*stack)->redis_url(),
                    "JWT_SECRET=" + token_options.secret,

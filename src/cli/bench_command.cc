@@ -44,8 +44,6 @@ struct RelayBenchOptions {
   bool no_durable = false;
 };
 
-std::string exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
-
 pg::Lsn current_lsn(pg::Connection& c) {
   auto r = c.exec("SELECT pg_current_wal_insert_lsn()::text");
   return r ? pg::Lsn::parse(r->text(0, 0)).value_or(pg::Lsn{}) : pg::Lsn{};
@@ -159,7 +157,7 @@ void set_up(RelayBench& b, const Config& cfg) {
       "INSERT INTO relay_settings (name, value) VALUES ('backfill:hashinsight_outbox', 'done') "
       "ON CONFLICT (name) DO UPDATE SET value = 'done'");
 
-  b.relay.argv = {exe(), "relay"};
+  b.relay.argv = {self_exe(), "relay"};
   b.relay.env = {"DATABASE_URL=" + b.stack->database_url(),
                  "REDIS_URL=" + b.stack->redis_url(),
                  "BUS=" + b.bus,

@@ -49,6 +49,12 @@ std::string data_dir(const Config& cfg) {
   return fs::absolute("var").string();
 }
 
+std::string self_exe() {
+  std::error_code ec;
+  auto p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string("hashinsight") : p.string();
+}
+
 std::string read_or_create_secret(const std::string& dir, const std::string& name,
                                   std::size_t bytes) {
   const fs::path file = fs::path(dir) / "secrets" / name;

@@ -68,6 +68,9 @@ pg::Connection connect_owner(const Config& cfg);
 // A loopback TCP port that is free now (the kernel's choice).
 int free_port();
 
+// This program's path (/proc/self/exe), to run its subcommands as child processes.
+std::string self_exe();
+
 // The bus settings of the configuration (relay_command.cc).
 bus::BusOptions bus_options(const Config& cfg, const StackUrls& urls);
 

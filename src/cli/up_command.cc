@@ -94,12 +94,6 @@ Ports choose_ports(const Config& cfg, const nlohmann::json& previous) {
   return p;
 }
 
-std::string self_exe() {
-  std::error_code ec;
-  auto p = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string("hashinsight") : p.string();
-}
-
 std::int64_t now_ms() { return mono_now_ns() / 1'000'000; }
 
 // A private server that `up` keeps running: restarted on the same port when it dies, with
