@@ -122,13 +122,6 @@ std::string read_file(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-// `v` rounded to `digits` decimals (divided, not multiplied, by the power of ten, so that the
-// JSON shows 0.47 rather than 0.47000000000000003).
-double round_to(double v, int digits) {
-  const double p = std::pow(10.0, digits);
-  return std::round(v * p) / p;
-}
-
 // Runs a load generator for about `seconds`, showing progress, and returns its exit status and
 // output (stdout and stderr).
 CommandResult run_timed(SpawnOptions o, int seconds, const std::string& label,

@@ -380,6 +380,7 @@ void add_bench_command(CLI::App& app, Flags& flags) {
   relay->callback([&flags, opt] { throw Exit{run_relay_bench(load_config(flags), *opt)}; });
   add_bench_consume(*bench, flags);
   add_bench_api(*bench, flags);
+  add_bench_sse(*bench, flags);
 }
 
 }  // namespace hi::cli

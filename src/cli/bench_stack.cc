@@ -3,9 +3,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <thread>
 
 #include "cli/common.h"
 #include "core/log.h"
@@ -104,6 +108,65 @@ BenchStack::~BenchStack() {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }
+}
+
+Result<std::unique_ptr<UpStack>> UpStack::start(const std::vector<std::string>& env) {
+  std::unique_ptr<UpStack> s(new UpStack());
+  char tmpl[] = "/tmp/hashinsight-bench-up-XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) return unavailable("bench: cannot create a temporary directory");
+  s->dir_ = tmpl;
+  ::chmod(tmpl, 0755);  // the postgres user must traverse it when we are root
+  SpawnOptions o;
+  o.argv = {self_exe(), "up", "--data-dir", s->dir_ + "/data"};
+  o.env = env;
+  o.env.push_back("LOG_FORMAT=text");
+  o.output_path = s->dir_ + "/up.log";
+  auto up = Process::spawn(o);
+  if (!up) return up.error();
+  s->up_ = std::move(*up);
+  const std::string ready_file = s->dir_ + "/data/up.json";
+  const std::int64_t deadline = mono_now_ns() + std::int64_t{180} * 1'000'000'000;
+  while (true) {
+    if (std::ifstream in(ready_file); in) {
+      auto j = nlohmann::json::parse(in, nullptr, false);
+      if (j.is_object() && j.contains("api_url")) {
+        s->ready_ = std::move(j);
+        return s;
+      }
+    }
+    if (!s->up_.running()) return unavailable("bench: up exited before ready:\n" + s->log_text());
+    if (mono_now_ns() > deadline)
+      return unavailable("bench: up not ready in 180 s:\n" + s->log_text());
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+UpStack::~UpStack() {
+  if (up_.valid()) (void)up_.stop(std::chrono::seconds(60));
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+std::string UpStack::jwt_secret() const {
+  return read_or_create_secret(dir_ + "/data", "jwt_secret", 32);
+}
+
+std::string UpStack::log_text() const {
+  std::ifstream in(dir_ + "/up.log");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return text.size() > 4000 ? text.substr(text.size() - 4000) : text;
+}
+
+double round_to(double v, int digits) {
+  const double p = std::pow(10.0, digits);
+  return std::round(v * p) / p;
+}
+
+double quantile(std::vector<double>& values, double q) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const auto rank = static_cast<std::size_t>(std::ceil(q * static_cast<double>(values.size())));
+  return values[std::clamp<std::size_t>(rank, 1, values.size()) - 1];
 }
 
 Progress::Progress(std::string label) : label_(std::move(label)), tty_(::isatty(2) != 0) {}

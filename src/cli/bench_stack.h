@@ -5,9 +5,12 @@
 #pragma once
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "core/config.h"
+#include "core/process.h"
 #include "core/result.h"
 #include "pg/connection.h"
 #include "pg/local_server.h"
@@ -36,12 +39,46 @@ class BenchStack {
   std::unique_ptr<redis::LocalServer> redis_;
 };
 
+// The whole stack as a user runs it: `hashinsight up` (this binary) as a child process in a
+// temporary data directory, durable as `up` is by default (PostgreSQL fsync on, Redis appendfsync
+// always), with every part it starts (relay, workers, API). For the benchmarks that measure
+// the pipeline end to end. start() returns once up.json says the stack is ready; the destructor
+// stops `up` (SIGTERM: it stops its parts and servers) and removes the directory.
+class UpStack {
+ public:
+  // `env`: settings for `up` and its parts (e.g. "BUS=kafka").
+  static Result<std::unique_ptr<UpStack>> start(const std::vector<std::string>& env = {});
+  ~UpStack();
+
+  const nlohmann::json& ready() const { return ready_; }  // up.json
+  std::string api_url() const { return ready_.value("api_url", ""); }
+  std::string database_url() const { return ready_.value("database_url", ""); }
+  const std::string& dir() const { return dir_; }
+  // The key `up` signs tokens with (DIR/secrets/jwt_secret).
+  std::string jwt_secret() const;
+  // up's log, for failure messages.
+  std::string log_text() const;
+
+ private:
+  UpStack() = default;
+  std::string dir_;
+  Process up_;
+  nlohmann::json ready_;
+};
+
 // The bench users: ids from kFirstBenchUser on, tenant 1 + (id - kFirstBenchUser) % 2 (the seeded
 // tenants), the plan "bench" (no max_miners, a requests_per_minute no run reaches: the limiter
 // runs and never refuses), three user_miners rows each. create_bench_users() replaces them (their
 // portfolios, miners and subscriptions too).
 inline constexpr long kFirstBenchUser = 1'000'000;
 Status create_bench_users(pg::Connection& owner, int users);
+
+// `v` rounded to `digits` decimals (divided, not multiplied, by the power of ten, so that the
+// JSON shows 0.47 rather than 0.47000000000000003).
+double round_to(double v, int digits);
+
+// The `q` quantile (0..1) of `values` by the nearest-rank method; 0 for none. Sorts `values`.
+double quantile(std::vector<double>& values, double q);
 
 // Progress on stderr, only when it is a terminal (benchmarks print one JSON line on stdout).
 class Progress {

@@ -106,5 +106,7 @@ void add_keys_command(CLI::App& app, Flags& flags);
 void add_bench_consume(CLI::App& bench, Flags& flags);
 // `bench api`, registered under the bench subcommand (bench_api.cc).
 void add_bench_api(CLI::App& bench, Flags& flags);
+// `bench sse` (bench_sse.cc).
+void add_bench_sse(CLI::App& bench, Flags& flags);
 
 }  // namespace hi::cli
