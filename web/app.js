@@ -11,8 +11,6 @@
 (() => {
   const HEALTH_INTERVAL_MS = 10000;
   const STREAM_REOPEN_MS = 3000;
-  // Who is signed in (user, tenant, scopes; never the token), kept for a reload of the page.
-  const SESSION_KEY = 'hi.session';
 
   // State the tests read: the last portfolio shown and the last push received.
   const hiState = {
@@ -21,6 +19,7 @@
     pushes: [],
     models: new Map(),
     scopes: null,
+    // Who is signed in (user, tenant, scopes; never the token), as /api/session answers it.
     session: null,
     lastWrite: null,
     visibleAfterMs: null,
@@ -153,7 +152,6 @@
     hiState.lastWrite = null;
     hiState.visibleAfterMs = null;
     pendingWrite = null;
-    sessionStorage.removeItem(SESSION_KEY);
     hiState.scopes = null;
     hiState.session = null;
     if (projectionChart) { projectionChart.destroy(); projectionChart = null; }
@@ -169,6 +167,14 @@
   }
 
   // ---------------------------------------------------------------- sign-in
+
+  // The part of POST / GET /api/session's answer the page keeps.
+  function sessionOf(body) {
+    return {
+      user_id: body?.user_id, tenant_id: body?.tenant_id,
+      scopes: Array.isArray(body?.scopes) ? body.scopes : null, expires_at: body?.expires_at,
+    };
+  }
 
   async function signIn(token) {
     const msg = byTestId('signin-message');
@@ -191,12 +197,7 @@
     const body = await res.json().catch(() => null);
     if (res.status === 201) {
       teardown();
-      const session = {
-        user_id: body?.user_id, tenant_id: body?.tenant_id,
-        scopes: Array.isArray(body?.scopes) ? body.scopes : null, expires_at: body?.expires_at,
-      };
-      sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
-      await startDashboard(null);
+      await startDashboard(null, sessionOf(body));
       return;
     }
     if (res.status === 401) {
@@ -224,14 +225,10 @@
 
   // ---------------------------------------------------------------- dashboard
 
-  async function startDashboard(initialPortfolio) {
+  async function startDashboard(initialPortfolio, session) {
     showDashboard();
-    try {
-      hiState.session = JSON.parse(sessionStorage.getItem(SESSION_KEY) || 'null');
-    } catch {
-      hiState.session = null;
-    }
-    hiState.scopes = hiState.session?.scopes || null;
+    hiState.session = session;
+    hiState.scopes = session?.scopes || null;
     setStreamState('connecting');
     refreshHealth();
     healthTimer = setInterval(refreshHealth, HEALTH_INTERVAL_MS);
@@ -867,15 +864,25 @@
       if (!signedIn) $('#signin-view').hidden = false;
       return;
     }
+    // A reload: the HttpOnly cookie, if any, is all the page has; /api/session says whom it
+    // stands for (tenant and scopes), /api/portfolio gives the first figures.
+    const get = (path) => fetch(path, { credentials: 'same-origin', headers: { Accept: 'application/json' } });
     let res;
+    let session;
     try {
-      res = await fetch('/api/portfolio', { credentials: 'same-origin', headers: { Accept: 'application/json' } });
+      res = await get('/api/session');
+      if (res.status !== 200) {
+        showSignIn(res.status === 401 ? '' : `The session cannot be checked (HTTP ${res.status}): reload, or sign in again.`);
+        return;
+      }
+      session = sessionOf(await res.json().catch(() => null));
+      res = await get('/api/portfolio');
     } catch (e) {
       showSignIn(`The API cannot be reached (${e.message}).`);
       return;
     }
     if (res.status === 200) {
-      await startDashboard(await res.json());
+      await startDashboard(await res.json(), session);
     } else if (res.status === 403) {
       showSignIn('This session cannot read a portfolio (it needs portfolio:read): sign in with another token.');
     } else {

@@ -10,6 +10,7 @@
 #include "api/validate.h"
 #include "consume/intel_worker.h"
 #include "consume/portfolio_worker.h"
+#include "core/time.h"
 #include "mining/curtailment.h"
 #include "mining/json.h"
 #include "mining/profitability.h"
@@ -27,7 +28,7 @@ constexpr const char* kAlgorithms[] = {"difficulty", "network_share"};
 // The forecast rows the caller may see: the tenant's price and difficulty rows and the caller's
 // profit rows, for the days after the last network observation.
 constexpr const char* kForecastSql = R"sql(
-SELECT metric, day::text, value, lower_95, upper_95, model, fitted_at::text,
+SELECT metric, day::text, value, lower_95, upper_95, model,
        (extract(epoch FROM fitted_at) * 1000000)::bigint
   FROM forecast_daily
  WHERE (user_id IS NULL OR user_id = $1::bigint)
@@ -129,10 +130,9 @@ void Service::add_intelligence_routes(http::Router& router) {
             computed = true;
           }
           json series = json::object();
-          std::string fitted_at;
           std::int64_t version = 0;  // the cache's through_seq: the newest fit, in microseconds
           for (int i = 0; i < rows->rows(); ++i) {
-            version = std::max(version, rows->int64(i, 7));
+            version = std::max(version, rows->int64(i, 6));
             json& s = series[std::string(rows->text(i, 0))];
             s["model"] = std::string(rows->text(i, 5));
             s["points"].push_back(
@@ -140,12 +140,13 @@ void Service::add_intelligence_routes(http::Router& router) {
                  {"value", rows->float64(i, 2)},
                  {"lower_95", rows->is_null(i, 3) ? json(nullptr) : json(rows->float64(i, 3))},
                  {"upper_95", rows->is_null(i, 4) ? json(nullptr) : json(rows->float64(i, 4))}});
-            fitted_at = std::max(fitted_at, std::string(rows->text(i, 6)));
           }
-          const json body = {{"user_id", c.who.user_id},
-                             {"computed", computed},
-                             {"fitted_at", fitted_at},
-                             {"series", series}};
+          // The newest fit, RFC 3339 UTC with microseconds (not PostgreSQL's text form).
+          const json body = {
+              {"user_id", c.who.user_id},
+              {"computed", computed},
+              {"fitted_at", rows->empty() ? json(nullptr) : json(format_rfc3339_us(version))},
+              {"series", series}};
           return Filled{body.dump(), version};
         });
   });

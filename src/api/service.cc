@@ -79,6 +79,15 @@ bool is_session_id(std::string_view id) {
   return id.size() == 64 && id.find_first_not_of("0123456789abcdef") == std::string_view::npos;
 }
 
+// What POST and GET /api/session answer: who the token speaks for, never the token.
+Response session_answer(const Principal& who, int status) {
+  return Response::json({{"user_id", who.user_id},
+                         {"tenant_id", who.tenant_id},
+                         {"scopes", who.scopes},
+                         {"expires_at", who.expires_at}},
+                        status);
+}
+
 bool is_sane_key(std::string_view key) {
   return !key.empty() && key.size() <= 255 &&
          std::all_of(key.begin(), key.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
@@ -179,6 +188,7 @@ const std::vector<std::tuple<std::string, std::string, std::string>>& Service::r
       {"GET", "/analytics/main", "-"},
       {"GET", "/analytics/assets/:file", "-"},
       {"POST", "/api/session", ""},
+      {"GET", "/api/session", ""},
       {"DELETE", "/api/session", ""},
   };
   return kRoutes;
@@ -230,11 +240,7 @@ Response Service::create_session(http::Request& request) {
   if (!set || set->is_error()) {
     return Response::fail(ErrorCode::kUnavailable, "sessions are unavailable (Redis)");
   }
-  Response r = Response::json({{"user_id", who->user_id},
-                               {"tenant_id", who->tenant_id},
-                               {"scopes", who->scopes},
-                               {"expires_at", who->expires_at}},
-                              201);
+  Response r = session_answer(*who, 201);
   r.headers.emplace_back("Set-Cookie",
                          std::string(kSessionCookie) + "=" + id +
                              "; Path=/; HttpOnly; SameSite=Strict; Max-Age=" + std::to_string(ttl));
@@ -397,6 +403,15 @@ void Service::add_routes(http::Router& router) {
       http::Execution::kInline);
 
   router.add("POST", "/api/session", [this](http::Request& r) { return create_session(r); });
+  // Who the token or the session cookie speaks for: what a reloaded page, which holds only the
+  // HttpOnly cookie, learns its tenant and scopes from.
+  router.add("GET", "/api/session", [this](http::Request& r) {
+    Admission in = admit(r, "");
+    if (!in.who) return std::move(in.refusal);
+    Response answer = session_answer(*in.who, 200);
+    for (auto& h : in.headers) answer.headers.push_back(std::move(h));
+    return answer;
+  });
   router.add("DELETE", "/api/session", [this](http::Request& r) { return delete_session(r); });
 
   router.add("GET", "/api/portfolio/stream", [this](http::Request& r) { return open_stream(r); });

@@ -277,6 +277,42 @@ TEST_F(ApiTest, ASessionCookieStandsForItsTokenUntilItEnds) {
   EXPECT_EQ(after.status, 401) << after.body;
 }
 
+// A reloaded page holds only the HttpOnly cookie: GET /api/session says whom it (or a Bearer
+// token) speaks for, in POST /api/session's shape, and nobody once the session ended.
+TEST_F(ApiTest, GetSessionSaysWhomTheTokenOrTheCookieSpeaksFor) {
+  api::TokenOptions issuer;
+  issuer.secret = test::kApiJwtSecret;
+  const std::int64_t issued_at = std::time(nullptr);
+  const std::vector<std::string> scopes = {"portfolio:read", "intel:read"};
+  const std::string t =
+      api::issue_token(issuer, "103", "1", scopes, std::chrono::hours(2), issued_at);
+  const json expected = {
+      {"user_id", "103"}, {"tenant_id", "1"}, {"scopes", scopes}, {"expires_at", issued_at + 7200}};
+
+  auto bearer = get("/api/session", t);
+  ASSERT_EQ(bearer.status, 200) << bearer.body;
+  EXPECT_EQ(body_of(bearer), expected) << bearer.body;
+  EXPECT_FALSE(bearer.header("set-cookie").has_value());  // reading makes no session
+
+  auto made = call("POST", "/api/session", "", auth(t));
+  ASSERT_EQ(made.status, 201) << made.body;
+  const std::string set = std::string(made.header("set-cookie").value_or(""));
+  const std::string cookie = set.substr(0, set.find(';'));  // hi_session=<id>
+  ASSERT_EQ(cookie.rfind("hi_session=", 0), 0u) << set;
+  auto by_cookie = call("GET", "/api/session", "", {{"Cookie", cookie}});
+  ASSERT_EQ(by_cookie.status, 200) << by_cookie.body;
+  EXPECT_EQ(body_of(by_cookie), expected) << by_cookie.body;
+
+  auto nobody = call("GET", "/api/session");
+  EXPECT_EQ(nobody.status, 401) << nobody.body;
+  EXPECT_EQ(body_of(nobody)["error"]["code"], "unauthorized") << nobody.body;
+
+  ASSERT_EQ(call("DELETE", "/api/session", "", {{"Cookie", cookie}}).status, 204);
+  auto ended = call("GET", "/api/session", "", {{"Cookie", cookie}});
+  EXPECT_EQ(ended.status, 401) << ended.body;
+  EXPECT_EQ(body_of(ended)["error"]["code"], "unauthorized") << ended.body;
+}
+
 // CDC never marks outbox rows processed: the backlog is what was committed after the relay's
 // last confirmed transaction, as its status hash says.
 TEST_F(ApiTest, TheOutboxBacklogIsWhatTheRelayHasNotConfirmed) {
@@ -446,6 +482,12 @@ TEST_F(ApiTest, TheForecastIsComputedOnFirstReadStoredAndThenRead) {
     EXPECT_DOUBLE_EQ(a["series"]["profit_usd_day"]["points"][i]["value"].get<double>(),
                      v->float64(i, 0));
   }
+  // fitted_at: the newest fit, RFC 3339 UTC with microseconds.
+  auto fitted = owner_.exec(
+      "SELECT to_char(max(fitted_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
+      "FROM forecast_daily WHERE tenant_id = 1 AND (user_id IS NULL OR user_id = 102)");
+  ASSERT_TRUE(fitted.ok());
+  EXPECT_EQ(a["fitted_at"], std::string(fitted->text(0, 0))) << first.body;
   // The interval brackets the point forecast.
   for (const auto& p : a["series"]["btc_price_usd"]["points"]) {
     EXPECT_LE(p["lower_95"].get<double>(), p["value"].get<double>());
@@ -465,6 +507,7 @@ TEST_F(ApiTest, TheForecastIsComputedOnFirstReadStoredAndThenRead) {
   EXPECT_EQ(third.header("x-cache").value_or(""), "miss");
   EXPECT_FALSE(body_of(third)["computed"].get<bool>());
   EXPECT_EQ(body_of(third)["series"], a["series"]);
+  EXPECT_EQ(body_of(third)["fitted_at"], a["fitted_at"]);
 }
 
 TEST_F(ApiTest, CalculateGivesBothAlgorithmsAndTheirDivergenceAndWritesNothing) {
