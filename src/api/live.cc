@@ -4,6 +4,7 @@
 #include <string_view>
 
 #include "core/backoff.h"
+#include "core/time.h"
 #include "redis/client.h"
 
 namespace hi::api {
@@ -42,7 +43,11 @@ LiveHub::LiveHub(Options options, Fetch fetch, Metrics& metrics, Logger log)
       reconnects_(metrics.counter("hashinsight_api_stream_redis_connects_total",
                                   "Subscriptions (re)established to the workers' notices")),
       fetch_failures_(metrics.counter("hashinsight_api_stream_fetch_failures_total",
-                                      "Failed reads of due portfolios (retried)")) {
+                                      "Failed reads of due portfolios (retried)")),
+      notice_to_push_(metrics.histogram(
+          "hashinsight_api_stream_notice_to_push_seconds",
+          "From a worker's notice arriving to the portfolio written to the user's streams", {},
+          Metrics::fine_latency_buckets())) {
   registry_->open_gauge =
       &metrics.gauge("hashinsight_api_streams_open", "Open GET /api/portfolio/stream streams");
   pusher_ = std::thread([this] { push_loop(); });
@@ -98,7 +103,7 @@ std::size_t LiveHub::open_streams() const {
   return registry_->open;
 }
 
-void LiveHub::mark_due(const UserKey& key, std::int64_t through_seq) {
+void LiveHub::mark_due(const UserKey& key, std::int64_t through_seq, std::int64_t notice_ns) {
   {
     std::lock_guard lock(registry_->mu);
     auto it = registry_->watchers.find(key);
@@ -106,7 +111,8 @@ void LiveHub::mark_due(const UserKey& key, std::int64_t through_seq) {
     bool behind = false;
     for (const auto& w : it->second) behind = behind || through_seq < 0 || w.sent < through_seq;
     if (!behind) return;
-    registry_->due[key.first].insert(key.second);
+    auto [at, added] = registry_->due[key.first].try_emplace(key.second, notice_ns);
+    if (!added && at->second == 0) at->second = notice_ns;
   }
   registry_->due_cv.notify_one();
 }
@@ -114,8 +120,9 @@ void LiveHub::mark_due(const UserKey& key, std::int64_t through_seq) {
 void LiveHub::mark_all_due() {
   {
     std::lock_guard lock(registry_->mu);
-    for (const auto& [key, list] : registry_->watchers)
-      registry_->due[key.first].insert(key.second);
+    for (const auto& [key, list] : registry_->watchers) {
+      registry_->due[key.first].try_emplace(key.second, 0);
+    }
   }
   registry_->due_cv.notify_one();
 }
@@ -152,7 +159,7 @@ void LiveHub::listen(std::stop_token stop) {
           const auto seq = notice.value("through_seq", std::int64_t{-1});
           mark_due({channel.substr(kChannelPrefix.size()),
                     user.is_string() ? user.get<std::string>() : user.dump()},
-                   seq);
+                   seq, mono_now_ns());
         }
       }
     }
@@ -185,14 +192,14 @@ void LiveHub::push_loop() {
           log_.warn("portfolio stream: read failed; retrying",
                     {{"tenant", tenant}, {"error", views.error().message}});
           std::lock_guard relock(registry_->mu);
-          registry_->due[tenant].insert(batch.begin(), batch.end());
+          for (const auto& user : batch) registry_->due[tenant].try_emplace(user, users[user]);
           failed = true;
         } else {
-          for (const auto& v : *views) deliver(tenant, v);
+          for (const auto& v : *views) deliver(tenant, v, users[v.user_id]);
         }
         batch.clear();
       };
-      for (const auto& user : users) {
+      for (const auto& [user, notice_ns] : users) {
         batch.push_back(user);
         if (batch.size() >= options_.batch) flush();
       }
@@ -205,7 +212,8 @@ void LiveHub::push_loop() {
   }
 }
 
-void LiveHub::deliver(const std::string& tenant, const PortfolioView& view) {
+void LiveHub::deliver(const std::string& tenant, const PortfolioView& view,
+                      std::int64_t notice_ns) {
   std::string event;
   std::lock_guard lock(registry_->mu);
   auto it = registry_->watchers.find(UserKey{tenant, view.user_id});
@@ -214,7 +222,12 @@ void LiveHub::deliver(const std::string& tenant, const PortfolioView& view) {
     if (w.sent >= view.through_seq) continue;
     if (event.empty()) event = sse_event(view);
     // A client too far behind is disconnected by the stream itself (and resumes).
-    if (w.stream->write(event)) pushes_.Increment();
+    if (w.stream->write(event)) {
+      pushes_.Increment();
+      if (notice_ns != 0) {
+        notice_to_push_.Observe(static_cast<double>(mono_now_ns() - notice_ns) / 1e9);
+      }
+    }
     w.sent = view.through_seq;
   }
 }

@@ -91,20 +91,23 @@ class LiveHub {
     mutable std::mutex mu;
     std::condition_variable due_cv;
     std::map<UserKey, std::vector<Watcher>> watchers;  // guarded by mu
-    std::map<std::string, std::set<std::string>> due;  // tenant -> users; guarded by mu
-    std::uint64_t next_id = 1;                         // guarded by mu
-    std::size_t open = 0;                              // guarded by mu
-    bool stop = false;                                 // guarded by mu
+    // tenant -> user -> when the first notice that made it due arrived (mono ns; 0 when no
+    // notice did: a new stream, a resubscription); guarded by mu
+    std::map<std::string, std::map<std::string, std::int64_t>> due;
+    std::uint64_t next_id = 1;  // guarded by mu
+    std::size_t open = 0;       // guarded by mu
+    bool stop = false;          // guarded by mu
     prometheus::Gauge* open_gauge = nullptr;
   };
 
   void listen(std::stop_token stop);
   void push_loop();
-  // Marks `user` due when one of its streams has sent less than `through_seq` (-1: always).
-  void mark_due(const UserKey& key, std::int64_t through_seq);
+  // Marks `user` due when one of its streams has sent less than `through_seq` (-1: always);
+  // `notice_ns`: when the notice that says so arrived (0: none).
+  void mark_due(const UserKey& key, std::int64_t through_seq, std::int64_t notice_ns = 0);
   void mark_all_due();
   // Writes `view` to every stream of `key` that is behind it.
-  void deliver(const std::string& tenant, const PortfolioView& view);
+  void deliver(const std::string& tenant, const PortfolioView& view, std::int64_t notice_ns);
   void heartbeat();
 
   const Options options_;
@@ -115,6 +118,7 @@ class LiveHub {
   prometheus::Counter& notices_;
   prometheus::Counter& reconnects_;
   prometheus::Counter& fetch_failures_;
+  prometheus::Histogram& notice_to_push_;
   std::thread pusher_;
   std::jthread listener_;  // last: stopped and joined first
 };

@@ -72,6 +72,9 @@ struct Delivery {
   std::string value;
   Headers headers;
   int delivery_count = 1;  // Redis: times delivered (XPENDING / XAUTOCLAIM); Kafka: 1
+  // When the bus stored it (Unix ms): the time part of a Redis entry id, a Kafka message's
+  // timestamp; 0 when unknown. For the bus -> consumer commit latency.
+  std::int64_t appended_unix_ms = 0;
 };
 
 class Consumer {

@@ -589,6 +589,10 @@ Result<std::vector<Delivery>> KafkaConsumer::poll(std::size_t max,
     d.partition = message->partition;
     d.offset = message->offset;
     d.position = std::to_string(message->offset);
+    rd_kafka_timestamp_type_t ts_type;
+    if (const std::int64_t ts = rd_kafka_message_timestamp(message.get(), &ts_type); ts > 0) {
+      d.appended_unix_ms = ts;
+    }
     if (message->key) d.key.assign(static_cast<const char*>(message->key), message->key_len);
     if (message->payload) {
       d.value.assign(static_cast<const char*>(message->payload), message->len);

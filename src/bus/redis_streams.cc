@@ -167,6 +167,10 @@ Delivery delivery_from_entry(const std::string& stream, const Reply& entry) {
   d.topic = stream;
   if (entry.elements.size() < 2) return d;
   d.position = entry.elements[0].str;
+  // "<ms>-<n>": XADD's "*" takes the ms from the server's clock.
+  const auto dash = d.position.find('-');
+  std::from_chars(d.position.data(), d.position.data() + std::min(dash, d.position.size()),
+                  d.appended_unix_ms);
   const auto& fields = entry.elements[1].elements;
   for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
     const std::string& f = fields[i].str;

@@ -38,12 +38,9 @@ Relay::Relay(RelayOptions options, Metrics& metrics, Logger log)
       metrics_(metrics),
       log_(std::move(log)),
       router_(RouteTable(), Format::kEnvelope),
-      commit_to_ack_(metrics.histogram(
-          "hashinsight_relay_commit_to_ack_seconds", "Commit timestamp to bus acknowledgement", {},
-          // Fine below 5 ms, where the targets are.
-          {0.0001, 0.0002, 0.0003, 0.0004, 0.0005, 0.0006, 0.0008, 0.001, 0.0012,
-           0.0015, 0.002,  0.0025, 0.003,  0.004,  0.005,  0.0075, 0.01,  0.025,
-           0.05,   0.1,    0.25,   0.5,    1,      2.5,    10})),
+      commit_to_ack_(metrics.histogram("hashinsight_relay_commit_to_ack_seconds",
+                                       "Commit timestamp to bus acknowledgement", {},
+                                       Metrics::fine_latency_buckets())),
       confirmed_gauge_(metrics.gauge("hashinsight_relay_confirmed_lsn",
                                      "Last LSN confirmed to PostgreSQL (as a number)")),
       reconnects_(metrics.counter("hashinsight_relay_reconnects_total", "Replication reconnects")) {

@@ -103,6 +103,11 @@ class Runtime::Impl {
                                  "Writes rejected by a newer fencing token", l);
     m_batch_ = &metrics.histogram("hashinsight_consumer_batch_seconds",
                                   "Time to apply and acknowledge one batch", l);
+    m_bus_to_commit_ = &metrics.histogram(
+        "hashinsight_consumer_bus_to_commit_seconds",
+        "From the bus storing an event to the commit that applied it (clocks of the bus host "
+        "and the consumer)",
+        l, Metrics::fine_latency_buckets());
     m_lag_ = &metrics.gauge("hashinsight_consumer_lag_messages",
                             "Messages of the subscribed topics not yet consumed by the group", l);
   }
@@ -214,6 +219,7 @@ class Runtime::Impl {
   prometheus::Counter* m_retries_;
   prometheus::Counter* m_fenced_;
   prometheus::Histogram* m_batch_;
+  prometheus::Histogram* m_bus_to_commit_;
   prometheus::Gauge* m_lag_;
 };
 
@@ -870,6 +876,14 @@ Attempt Runtime::Impl::transact(const std::string& tenant, const std::vector<con
   if (!c) return fail(c.error().wrap("commit"));
   const std::size_t applied = fresh.size();
   const std::size_t duplicates = events.size() - applied;
+  const std::int64_t committed_ms = unix_now_us() / 1000;
+  for (const Event* e : events) {
+    if (e->delivery != nullptr && e->delivery->appended_unix_ms > 0 && fresh.contains(e->id)) {
+      m_bus_to_commit_->Observe(static_cast<double>(std::max<std::int64_t>(
+                                    0, committed_ms - e->delivery->appended_unix_ms)) /
+                                1e3);
+    }
+  }
   stats_.applied += applied;
   stats_.duplicates += duplicates;
   m_applied_->Increment(static_cast<double>(applied));

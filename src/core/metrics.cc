@@ -42,4 +42,12 @@ const std::vector<double>& Metrics::latency_buckets() {
   return kBuckets;
 }
 
+const std::vector<double>& Metrics::fine_latency_buckets() {
+  static const std::vector<double> kBuckets = {
+      0.0001, 0.0002, 0.0003, 0.0004, 0.0005, 0.0006, 0.0008, 0.001, 0.0012,
+      0.0015, 0.002,  0.0025, 0.003,  0.004,  0.005,  0.0075, 0.01,  0.015,
+      0.025,  0.05,   0.1,    0.25,   0.5,    1,      2.5,    10};
+  return kBuckets;
+}
+
 }  // namespace hi

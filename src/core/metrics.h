@@ -42,6 +42,8 @@ class Metrics {
   std::string render() const;
 
   static const std::vector<double>& latency_buckets();
+  // Finer below 5 ms, for the hops of the pipeline whose targets are there.
+  static const std::vector<double>& fine_latency_buckets();
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
