@@ -82,34 +82,6 @@ Status prefill(pg::Connection& c, long events, int per_tx) {
   return {};
 }
 
-// Quantile from Prometheus histogram text (cumulative buckets), linear within a bucket.
-double histogram_quantile(const std::string& text, const std::string& name, double q) {
-  std::vector<std::pair<double, double>> buckets;  // (le, cumulative count)
-  std::istringstream in(text);
-  const std::string prefix = name + "_bucket{le=\"";
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind(prefix, 0) != 0) continue;
-    const auto end = line.find('"', prefix.size());
-    const std::string le = line.substr(prefix.size(), end - prefix.size());
-    const double count = std::stod(line.substr(line.rfind(' ') + 1));
-    buckets.emplace_back(le == "+Inf" ? INFINITY : std::stod(le), count);
-  }
-  if (buckets.empty() || buckets.back().second <= 0) return NAN;
-  const double target = q * buckets.back().second;
-  double prev_le = 0, prev_count = 0;
-  for (const auto& [le, count] : buckets) {
-    if (count >= target) {
-      if (std::isinf(le)) return prev_le;
-      const double span = count - prev_count;
-      const double frac = span > 0 ? (target - prev_count) / span : 1.0;
-      return prev_le + frac * (le - prev_le);
-    }
-    prev_le = le;
-    prev_count = count;
-  }
-  return prev_le;
-}
-
 // What the phases of the relay benchmark share.
 struct RelayBench {
   const RelayBenchOptions& opt;
@@ -328,8 +300,10 @@ void live(RelayBench& b, nlohmann::ordered_json& out) {
   out["rate"] = b.opt.rate;
   out["duration_s"] = b.opt.duration_s;
   out["events"] = total;
-  out["commit_to_ack_p50_ms"] = std::round(histogram_quantile(text, h, 0.50) * 1e6) / 1e3;
-  out["commit_to_ack_p99_ms"] = std::round(histogram_quantile(text, h, 0.99) * 1e6) / 1e3;
+  out["commit_to_ack_p50_ms"] =
+      std::round(histogram_quantile(histogram_buckets(text, h), 0.50) * 1e6) / 1e3;
+  out["commit_to_ack_p99_ms"] =
+      std::round(histogram_quantile(histogram_buckets(text, h), 0.99) * 1e6) / 1e3;
   out["lost"] = lost;
   // Idle CPU: the relay's CPU time over 2 s with nothing to do.
   const long before = cpu_ticks(proc->pid());
@@ -381,6 +355,7 @@ void add_bench_command(CLI::App& app, Flags& flags) {
   add_bench_consume(*bench, flags);
   add_bench_api(*bench, flags);
   add_bench_sse(*bench, flags);
+  add_bench_e2e(*bench, flags);
 }
 
 }  // namespace hi::cli

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "cli/common.h"
@@ -167,6 +168,51 @@ double quantile(std::vector<double>& values, double q) {
   std::sort(values.begin(), values.end());
   const auto rank = static_cast<std::size_t>(std::ceil(q * static_cast<double>(values.size())));
   return values[std::clamp<std::size_t>(rank, 1, values.size()) - 1];
+}
+
+HistogramBuckets histogram_buckets(const std::string& text, const std::string& name,
+                                   const std::vector<std::string>& labels) {
+  HistogramBuckets out;
+  std::istringstream in(text);
+  const std::string prefix = name + "_bucket{";
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(prefix, 0) != 0) continue;
+    const auto close = line.find('}');
+    if (close == std::string::npos) continue;
+    const std::string_view set(line.data() + prefix.size(), close - prefix.size());
+    bool wanted = true;
+    for (const auto& l : labels) wanted = wanted && set.find(l) != std::string_view::npos;
+    const auto le_at = set.find("le=\"");
+    if (!wanted || le_at == std::string_view::npos) continue;
+    const auto le_end = set.find('"', le_at + 4);
+    const std::string le(set.substr(le_at + 4, le_end - le_at - 4));
+    const double bound = le == "+Inf" ? INFINITY : std::strtod(le.c_str(), nullptr);
+    out[bound] += std::strtod(line.c_str() + line.rfind(' ') + 1, nullptr);
+  }
+  return out;
+}
+
+HistogramBuckets histogram_delta(const HistogramBuckets& after, const HistogramBuckets& before) {
+  HistogramBuckets out = after;
+  for (const auto& [le, count] : before) out[le] -= count;
+  return out;
+}
+
+double histogram_quantile(const HistogramBuckets& buckets, double q) {
+  if (buckets.empty() || buckets.rbegin()->second <= 0) return NAN;
+  const double target = q * buckets.rbegin()->second;
+  double prev_le = 0, prev_count = 0;
+  for (const auto& [le, count] : buckets) {
+    if (count >= target) {
+      if (std::isinf(le)) return prev_le;
+      const double span = count - prev_count;
+      const double frac = span > 0 ? (target - prev_count) / span : 1.0;
+      return prev_le + frac * (le - prev_le);
+    }
+    prev_le = le;
+    prev_count = count;
+  }
+  return prev_le;
 }
 
 Progress::Progress(std::string label) : label_(std::move(label)), tty_(::isatty(2) != 0) {}

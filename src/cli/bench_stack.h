@@ -4,6 +4,7 @@
 // false (`--no-durable`, for comparison); the JSON says which. The schema is migrated either way.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -79,6 +80,16 @@ double round_to(double v, int digits);
 
 // The `q` quantile (0..1) of `values` by the nearest-rank method; 0 for none. Sorts `values`.
 double quantile(std::vector<double>& values, double q);
+
+// A Prometheus histogram from /metrics text: le -> cumulative count, summed over the series
+// named `name` whose labels contain every one of `labels` (e.g. `route="/api/miners"`).
+using HistogramBuckets = std::map<double, double>;
+HistogramBuckets histogram_buckets(const std::string& text, const std::string& name,
+                                   const std::vector<std::string>& labels = {});
+// `after` - `before`: what was observed between two scrapes.
+HistogramBuckets histogram_delta(const HistogramBuckets& after, const HistogramBuckets& before);
+// The `q` quantile, linear within a bucket (as PromQL's histogram_quantile); NaN when empty.
+double histogram_quantile(const HistogramBuckets& buckets, double q);
 
 // Progress on stderr, only when it is a terminal (benchmarks print one JSON line on stdout).
 class Progress {

@@ -108,5 +108,7 @@ void add_bench_consume(CLI::App& bench, Flags& flags);
 void add_bench_api(CLI::App& bench, Flags& flags);
 // `bench sse` (bench_sse.cc).
 void add_bench_sse(CLI::App& bench, Flags& flags);
+// `bench e2e` (bench_e2e.cc).
+void add_bench_e2e(CLI::App& bench, Flags& flags);
 
 }  // namespace hi::cli

@@ -7,4 +7,7 @@ namespace hi {
 // Another process may take it before the caller binds: use it for servers started right away.
 int free_loopback_port();
 
+// Whether `port` on loopback can be bound now.
+bool loopback_port_free(int port);
+
 }  // namespace hi

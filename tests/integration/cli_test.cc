@@ -93,8 +93,7 @@ TEST(Cli, MigrateAndSeedThroughTheCommandAreRepeatable) {
 TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
   test::TempDir dir;
   const std::string data = dir.path() + "/stack";
-  // Three consecutive free ports are very likely around a free one.
-  const int base = test::free_port();
+  const int base = test::free_port_block(3);
   SpawnOptions o;
   o.argv = {test::hashinsight_binary(), "up", "--data-dir", data, "--port-base",
             std::to_string(base)};
@@ -115,7 +114,7 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
       } catch (const nlohmann::json::exception&) {
       }
     }
-    ASSERT_TRUE(up->running()) << "up exited early; see " << o.output_path;
+    ASSERT_TRUE(up->running()) << "up exited early:\n" << test::file_text(o.output_path);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ASSERT_EQ(ready.value("pid", 0), up->pid()) << "no ready signal";
@@ -291,10 +290,7 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
         },
         std::chrono::seconds(60)))
         << "last /ready: " << seen;
-    auto log_text = [&] {
-      std::ifstream in(o.output_path);
-      return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    };
+    auto log_text = [&] { return test::file_text(o.output_path); };
     bool healed = false;
     for (int i = 0; i < 600 && !healed; ++i) {
       const std::string text = log_text();

@@ -173,11 +173,6 @@ int expect_portfolios_match_recalculation(pg::Connection& app, const std::string
   return rows->rows();
 }
 
-std::string file_text(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 TestEvent add_miner_with_event(pg::Connection& app, const std::string& tenant,
                                const std::string& user, int model_id, int quantity) {
   pg::Transaction tx(app);

@@ -64,8 +64,6 @@ std::int64_t inbox_rows(pg::Connection& owner, const std::string& consumer);
 // from scratch of the current tables. Returns the number of rows checked.
 int expect_portfolios_match_recalculation(pg::Connection& app, const std::string& tenant);
 
-std::string file_text(const std::string& path);
-
 // Adds a user_miners row and its `miner.added` event in one transaction of `tenant`, as the
 // API does; returns the event.
 TestEvent add_miner_with_event(pg::Connection& app, const std::string& tenant,

@@ -7,7 +7,10 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
+#include <fstream>
+#include <random>
 #include <thread>
 
 #include "core/ids.h"
@@ -19,7 +22,24 @@ namespace fs = std::filesystem;
 
 int free_port() { return free_loopback_port(); }
 
+int free_port_block(int count) {
+  std::minstd_rand rng(static_cast<unsigned>(::getpid()) * 7919u +
+                       static_cast<unsigned>(::time(nullptr)));
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    const int base = 20000 + static_cast<int>(rng() % 12000);  // the ephemeral range starts higher
+    bool free = true;
+    for (int i = 0; i < count && free; ++i) free = loopback_port_free(base + i);
+    if (free) return base;
+  }
+  return free_port();
+}
+
 std::string hashinsight_binary() { return HI_BINARY; }
+
+std::string file_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
 
 TempDir::TempDir() {
   char tmpl[] = "/tmp/hi-test-XXXXXX";

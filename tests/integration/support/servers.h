@@ -70,6 +70,13 @@ class TestServers {
 };
 
 int free_port();
+// The first of `count` consecutive loopback ports that are free now, below the kernel's
+// ephemeral range (where any outgoing connection of a parallel test could take one of them
+// between this check and the bind).
+int free_port_block(int count);
+
+// The whole text of the file at `path` ("" when it cannot be read): logs, for failure messages.
+std::string file_text(const std::string& path);
 
 // The hashinsight binary under test.
 std::string hashinsight_binary();

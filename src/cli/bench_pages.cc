@@ -1,0 +1,231 @@
+#include "cli/bench_pages.h"
+
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "api/auth.h"
+#include "cli/bench_stack.h"
+#include "core/time.h"
+#include "http/client.h"
+#include "http/event_stream.h"
+
+namespace hi::cli {
+namespace {
+
+using nlohmann::json;
+
+struct Write {
+  std::size_t user = 0;
+  std::int64_t scheduled_ns = 0;
+  std::int64_t seq = 0;  // 0: failed
+};
+
+Result<http::ClientResponse> call(const std::string& method, const std::string& url,
+                                  const std::string& token, std::string body = "") {
+  auto u = http::parse_url(url);
+  if (!u) return u.error();
+  http::ClientRequest r;
+  r.method = method;
+  r.url = *u;
+  r.body = std::move(body);
+  r.headers = {{"Authorization", "Bearer " + token}};
+  r.timeout = std::chrono::seconds(30);
+  return http::fetch(r);
+}
+
+// Raises `slot` to at least `value`.
+void raise_to(std::atomic<std::int64_t>& slot, std::int64_t value) {
+  std::int64_t seen = slot.load();
+  while (seen < value && !slot.compare_exchange_weak(seen, value)) {
+  }
+}
+
+}  // namespace
+
+Status raise_nofile(std::size_t needed) {
+  rlimit l{};
+  if (::getrlimit(RLIMIT_NOFILE, &l) != 0) return {};
+  if (l.rlim_cur < l.rlim_max) {
+    l.rlim_cur = l.rlim_max;
+    (void)::setrlimit(RLIMIT_NOFILE, &l);
+  }
+  if (l.rlim_cur < needed) {
+    return failed_precondition(std::to_string(needed) +
+                               " open files are needed; RLIMIT_NOFILE allows " +
+                               std::to_string(l.rlim_cur));
+  }
+  return {};
+}
+
+Result<PageLoadResult> run_page_load(const PageLoadOptions& o) {
+  const auto users = static_cast<std::size_t>(std::max(1, o.users));
+  if (auto s = raise_nofile(users + 256); !s) return s.error();
+  api::TokenOptions token_options;
+  token_options.secret = o.jwt_secret;
+  std::vector<std::string> tokens;
+  for (std::size_t u = 0; u < users; ++u) {
+    tokens.push_back(api::issue_token(token_options,
+                                      std::to_string(kFirstBenchUser + static_cast<long>(u)),
+                                      std::to_string(1 + u % 2), {"miners:write", "portfolio:read"},
+                                      std::chrono::hours(4), unix_now_us() / 1'000'000));
+  }
+  auto stream_url = http::parse_url(o.api_url + "/api/portfolio/stream");
+  if (!stream_url) return stream_url.error();
+  auto open = [&](std::size_t u, const std::string& last_id) {
+    http::Pairs headers = {{"Authorization", "Bearer " + tokens[u]}};
+    if (!last_id.empty()) headers.emplace_back("Last-Event-ID", last_id);
+    return http::EventStream::open(*stream_url, headers, std::chrono::seconds(30));
+  };
+
+  // 1. A page per user.
+  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  std::vector<http::EventStream> streams;
+  streams.reserve(users);
+  Progress opening(o.label + ": opening streams");
+  for (std::size_t u = 0; u < users; ++u) {
+    auto s = open(u, "");
+    if (!s) {
+      ::close(ep);
+      return s.error().wrap("stream " + std::to_string(u));
+    }
+    epoll_event e{};
+    e.events = EPOLLIN;
+    e.data.u64 = u;
+    ::epoll_ctl(ep, EPOLL_CTL_ADD, s->fd(), &e);
+    streams.push_back(std::move(*s));
+    opening.update(static_cast<double>(u + 1), static_cast<double>(users));
+  }
+  opening.finish();
+
+  // 2. The writes, open loop, and the GET probe.
+  PageLoadResult out;
+  std::vector<Write> writes(static_cast<std::size_t>(o.writes));
+  std::vector<std::atomic<std::int64_t>> max_seq(users);  // of each user's answered writes
+  std::atomic<std::size_t> next{0};
+  std::atomic<std::int64_t> answered{0};
+  std::atomic<std::int64_t> errors{0};
+  const std::int64_t start_ns = mono_now_ns() + 200'000'000;
+  const double interval_ns = 1e9 / std::max(0.001, o.rate);
+  // Enough senders that a slow answer does not delay the next send: ~50 ms of writes.
+  const int senders = std::clamp(static_cast<int>(o.rate / 20), 8, 64);
+  std::vector<std::thread> writers;
+  for (int w = 0; w < senders; ++w) {
+    writers.emplace_back([&] {
+      for (std::size_t i; (i = next.fetch_add(1)) < writes.size();) {
+        Write& wr = writes[i];
+        wr.user = i % users;
+        wr.scheduled_ns =
+            start_ns + static_cast<std::int64_t>(static_cast<double>(i) * interval_ns);
+        if (const std::int64_t wait = wr.scheduled_ns - mono_now_ns(); wait > 0) {
+          std::this_thread::sleep_for(std::chrono::nanoseconds(wait));
+        }
+        const json body = {{"model_id", 1 + static_cast<int>(i % 49)}, {"quantity", 1}};
+        auto r = call("POST", o.api_url + "/api/miners", tokens[wr.user], body.dump());
+        if (r && r->status == 201) {
+          const auto answer = json::parse(r->body, nullptr, false);
+          wr.seq = answer.is_object() ? answer.value("seq", std::int64_t{0}) : 0;
+        }
+        if (wr.seq > 0) {
+          raise_to(max_seq[wr.user], wr.seq);
+        } else {
+          errors.fetch_add(1);
+        }
+        answered.fetch_add(1, std::memory_order_release);
+      }
+    });
+  }
+  std::atomic<bool> writing{true};
+  std::thread prober;
+  if (o.probe_get) {
+    prober = std::thread([&] {
+      for (std::size_t u = 0; writing.load(); u = (u + 1) % users) {
+        const std::int64_t t0 = mono_now_ns();
+        auto r = call("GET", o.api_url + "/api/portfolio", tokens[u]);
+        if (!r || r->status != 200) {
+          ++out.get_errors;
+          continue;
+        }
+        out.get_ms.push_back(static_cast<double>(mono_now_ns() - t0) / 1e6);
+      }
+    });
+  }
+
+  // 3. The pages, until every write is visible or the drain ends.
+  std::vector<std::vector<std::pair<std::int64_t, std::int64_t>>> pushes(users);  // seq, ns
+  std::vector<std::int64_t> shown(users, 0);  // the highest through_seq each page got
+  std::vector<std::string> last_id(users);
+  std::vector<epoll_event> ready(512);
+  Progress progress(o.label + ": writes");
+  std::int64_t drain_deadline = 0;
+  std::int64_t next_check = 0;
+  while (true) {
+    const int n = ::epoll_wait(ep, ready.data(), static_cast<int>(ready.size()), 20);
+    const std::int64_t now = mono_now_ns();
+    for (int k = 0; k < n; ++k) {
+      const std::size_t u = ready[static_cast<std::size_t>(k)].data.u64;
+      auto events = streams[u].read_available();
+      if (!events) {  // the API ended it: reopen where the page left off
+        ::epoll_ctl(ep, EPOLL_CTL_DEL, streams[u].fd(), nullptr);
+        auto again = open(u, last_id[u]);
+        if (!again) return again.error().wrap("reopening stream " + std::to_string(u));
+        streams[u] = std::move(*again);
+        epoll_event e{};
+        e.events = EPOLLIN;
+        e.data.u64 = u;
+        ::epoll_ctl(ep, EPOLL_CTL_ADD, streams[u].fd(), &e);
+        ++out.reconnects;
+        continue;
+      }
+      for (const auto& e : *events) {
+        const std::int64_t seq = std::strtoll(e.id.c_str(), nullptr, 10);
+        pushes[u].emplace_back(seq, now);
+        shown[u] = std::max(shown[u], seq);
+        last_id[u] = e.id;
+      }
+    }
+    if (now < next_check) continue;
+    next_check = now + 100'000'000;
+    const std::int64_t done = answered.load(std::memory_order_acquire);
+    std::size_t caught_up = 0;
+    for (std::size_t u = 0; u < users; ++u) caught_up += shown[u] >= max_seq[u].load();
+    progress.update(static_cast<double>(done), static_cast<double>(writes.size()),
+                    "pages up to date " + std::to_string(caught_up) + "/" + std::to_string(users));
+    if (done < static_cast<std::int64_t>(writes.size())) continue;
+    if (caught_up == users) break;
+    if (drain_deadline == 0) drain_deadline = now + o.drain.count() * 1'000'000'000;
+    if (now > drain_deadline) break;
+  }
+  progress.finish();
+  writing.store(false);
+  for (auto& t : writers) t.join();
+  if (prober.joinable()) prober.join();
+  ::close(ep);
+
+  std::int64_t last_visible = start_ns;
+  for (const auto& w : writes) {
+    if (w.seq <= 0) continue;
+    ++out.writes;
+    const auto& p = pushes[w.user];
+    const auto it =
+        std::lower_bound(p.begin(), p.end(), std::pair<std::int64_t, std::int64_t>{w.seq, 0},
+                         [](const auto& a, const auto& b) { return a.first < b.first; });
+    if (it == p.end()) {
+      ++out.lost;
+      continue;
+    }
+    out.visible_ms.push_back(
+        static_cast<double>(std::max<std::int64_t>(0, it->second - w.scheduled_ns)) / 1e6);
+    last_visible = std::max(last_visible, it->second);
+  }
+  out.write_errors = errors.load();
+  out.seconds = static_cast<double>(last_visible - start_ns) / 1e9;
+  return out;
+}
+
+}  // namespace hi::cli
