@@ -12,6 +12,26 @@
 
 namespace hi::cli {
 
+api::ServiceOptions api_options(const Config& cfg, const StackUrls& urls) {
+  api::ServiceOptions o;
+  o.database_url = urls.database_url;
+  o.db_role = cfg.str("DB_APP_ROLE");
+  o.redis_url = urls.cache_redis();
+  o.db_connections = static_cast<std::size_t>(cfg.integer("API_WORKERS"));
+  o.bus = bus_options(cfg, urls);
+  o.secrets_dir = data_dir(cfg) + "/secrets";
+  o.database_ms_degraded = static_cast<double>(cfg.integer("HEALTH_DB_MS"));
+  o.outbox_backlog_degraded = cfg.integer("HEALTH_OUTBOX_BACKLOG");
+  o.consumer_lag_degraded = cfg.integer("HEALTH_CONSUMER_LAG");
+  o.dlq_degraded = cfg.integer("HEALTH_DLQ");
+  o.forecast_age_degraded_s = cfg.integer("HEALTH_FORECAST_AGE_S");
+  o.portfolio_cache_ttl = std::chrono::seconds(cfg.integer("CACHE_PORTFOLIO_TTL_S"));
+  o.forecast_cache_ttl = std::chrono::seconds(cfg.integer("CACHE_FORECAST_TTL_S"));
+  o.stream_heartbeat = std::chrono::milliseconds(cfg.integer("STREAM_HEARTBEAT_MS"));
+  o.web_dir = cfg.str("WEB_DIR");
+  return o;
+}
+
 void add_api_command(CLI::App& app, Flags& flags) {
   auto* cmd = app.add_subcommand("api", "serve the HTTP API");
   cmd->add_option_function<std::string>(
@@ -35,25 +55,10 @@ void add_api_command(CLI::App& app, Flags& flags) {
       nofile.rlim_cur = nofile.rlim_max;
       (void)::setrlimit(RLIMIT_NOFILE, &nofile);
     }
-    api::ServiceOptions o;
-    o.database_url = urls.database_url;
-    o.db_role = cfg.str("DB_APP_ROLE");
-    o.redis_url = urls.redis_url;
+    api::ServiceOptions o = api_options(cfg, urls);
     o.tokens.secret = cfg.is_set("JWT_SECRET")
                           ? cfg.str("JWT_SECRET")
                           : read_or_create_secret(data_dir(cfg), "jwt_secret", 32);
-    o.db_connections = static_cast<std::size_t>(cfg.integer("API_WORKERS"));
-    o.bus = bus_options(cfg, urls);
-    o.secrets_dir = data_dir(cfg) + "/secrets";
-    o.database_ms_degraded = static_cast<double>(cfg.integer("HEALTH_DB_MS"));
-    o.outbox_backlog_degraded = cfg.integer("HEALTH_OUTBOX_BACKLOG");
-    o.consumer_lag_degraded = cfg.integer("HEALTH_CONSUMER_LAG");
-    o.dlq_degraded = cfg.integer("HEALTH_DLQ");
-    o.forecast_age_degraded_s = cfg.integer("HEALTH_FORECAST_AGE_S");
-    o.portfolio_cache_ttl = std::chrono::seconds(cfg.integer("CACHE_PORTFOLIO_TTL_S"));
-    o.forecast_cache_ttl = std::chrono::seconds(cfg.integer("CACHE_FORECAST_TTL_S"));
-    o.stream_heartbeat = std::chrono::milliseconds(cfg.integer("STREAM_HEARTBEAT_MS"));
-    o.web_dir = cfg.str("WEB_DIR");
     // Before any thread starts (the service's refresher): they inherit the blocked signals.
     std::stop_source stop;
     auto signals = stop_on_signals(stop);

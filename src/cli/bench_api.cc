@@ -325,7 +325,7 @@ int run_api_bench(const Config& cfg, const ApiBenchOptions& opt) {
   auto owner = pg::Connection::connect((*stack)->database_url());
   if (!owner) fail(kExitFailure, owner.error().message);
   if (auto s = create_bench_users(*owner, opt.users); !s) fail(kExitFailure, s.error().message);
-  auto redis = redis::Client::connect((*stack)->redis_url());
+  auto redis = redis::Client::connect((*stack)->cache_redis_url());
   if (!redis) fail(kExitFailure, redis.error().message);
 
   // Tokens for every bench user, signed with a key of this run.
@@ -349,6 +349,7 @@ int run_api_bench(const Config& cfg, const ApiBenchOptions& opt) {
   api_spawn.argv = {self_exe(), "api"};
   api_spawn.env = {"DATABASE_URL=" + (*stack)->database_url(),
                    "REDIS_URL=" + (*stack)->redis_url(),
+                   "CACHE_REDIS_URL=" + (*stack)->cache_redis_url(),
                    "JWT_SECRET=" + token_options.secret,
                    "HTTP_ADDRESS=127.0.0.1",
                    "HTTP_PORT=" + std::to_string(port),

@@ -140,7 +140,7 @@ int run_consume_bench(const Config& cfg, const ConsumeBenchOptions& opt) {
     o.bus.client_id = o.consumer.consumer_name;
     o.database_url = urls.database_url;
     o.db_role = cfg.str("DB_APP_ROLE");
-    o.redis_url = urls.redis_url;
+    o.redis_url = (*stack)->cache_redis_url();  // locks, invalidations, status (as `up`)
     o.batch_size = static_cast<std::size_t>(
         opt.batch_size > 0 ? opt.batch_size : cfg.integer("CONSUMER_BATCH_SIZE"));
     o.poll_timeout = std::chrono::milliseconds(100);

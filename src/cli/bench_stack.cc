@@ -48,6 +48,7 @@ Result<std::unique_ptr<BenchStack>> BenchStack::start(const Config& cfg, bool du
   }
   if (cfg.is_set("REDIS_URL")) {
     s->redis_url_ = cfg.str("REDIS_URL");
+    s->cache_redis_url_ = cfg.str("CACHE_REDIS_URL");
   } else {
     redis::LocalServerOptions o;
     o.data_dir = s->dir_ + "/redis";
@@ -58,6 +59,15 @@ Result<std::unique_ptr<BenchStack>> BenchStack::start(const Config& cfg, bool du
     if (!r) return r.error();
     s->redis_ = std::move(*r);
     s->redis_url_ = s->redis_->url();
+    // As `up` runs it: what may be lost on a server of its own, without persistence.
+    redis::LocalServerOptions c;
+    c.data_dir = s->dir_ + "/cache-redis";
+    c.port = port();
+    c.durable = false;
+    auto cache = redis::LocalServer::start(c, log);
+    if (!cache) return cache.error();
+    s->cache_redis_ = std::move(*cache);
+    s->cache_redis_url_ = s->cache_redis_->url();
   }
   auto conn = pg::Connection::connect(s->database_url_);
   if (!conn) return conn.error();
@@ -103,6 +113,7 @@ Status create_bench_users(pg::Connection& owner, int users) {
 }
 
 BenchStack::~BenchStack() {
+  cache_redis_.reset();
   redis_.reset();
   pg_.reset();
   if (!dir_.empty()) {

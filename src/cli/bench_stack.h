@@ -28,6 +28,11 @@ class BenchStack {
 
   const std::string& database_url() const { return database_url_; }
   const std::string& redis_url() const { return redis_url_; }
+  // The cache's (CACHE_REDIS_URL): a second, volatile server when the stack is private, else
+  // CACHE_REDIS_URL or REDIS_URL.
+  const std::string& cache_redis_url() const {
+    return cache_redis_url_.empty() ? redis_url_ : cache_redis_url_;
+  }
   const std::string& dir() const { return dir_; }
 
  private:
@@ -35,9 +40,11 @@ class BenchStack {
   std::string dir_;
   std::string database_url_;
   std::string redis_url_;
+  std::string cache_redis_url_;
   bool durable_ = true;
   std::unique_ptr<pg::LocalServer> pg_;
   std::unique_ptr<redis::LocalServer> redis_;
+  std::unique_ptr<redis::LocalServer> cache_redis_;
 };
 
 // The whole stack as a user runs it: `hashinsight up` (this binary) as a child process in a

@@ -87,21 +87,44 @@ pg::Connection connect_owner(const Config& cfg) {
   return std::move(*conn);
 }
 
-StackUrls stack_urls(const Config& cfg) {
-  StackUrls urls{cfg.str("DATABASE_URL"), cfg.str("REDIS_URL"), cfg.str("KAFKA_BROKERS"),
-                 cfg.str("BUS")};
-  if (!urls.database_url.empty() && !urls.redis_url.empty()) return urls;
+namespace {
+
+// DIR/up.json of the running stack; null when there is none (or a torn or foreign file).
+nlohmann::json read_up_json(const Config& cfg) {
   std::ifstream in(fs::path(data_dir(cfg)) / "up.json");
-  if (!in) return urls;
+  if (!in) return nullptr;
   try {
     auto j = nlohmann::json::parse(in);
-    if (urls.database_url.empty()) urls.database_url = j.value("database_url", "");
-    if (urls.redis_url.empty()) urls.redis_url = j.value("redis_url", "");
-    if (urls.kafka_brokers.empty()) urls.kafka_brokers = j.value("kafka_brokers", "");
+    return j.is_object() ? j : nlohmann::json(nullptr);
   } catch (const nlohmann::json::exception&) {
-    // a torn or foreign file: treat as absent
+    return nullptr;
   }
+}
+
+std::string string_field(const nlohmann::json& j, const std::string& field) {
+  if (!j.is_object()) return {};
+  const auto it = j.find(field);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+}  // namespace
+
+StackUrls stack_urls(const Config& cfg) {
+  StackUrls urls{cfg.str("DATABASE_URL"), cfg.str("REDIS_URL"), cfg.str("KAFKA_BROKERS"),
+                 cfg.str("BUS"), cfg.str("CACHE_REDIS_URL")};
+  if (!urls.database_url.empty() && !urls.redis_url.empty()) return urls;
+  const nlohmann::json up = read_up_json(cfg);
+  if (urls.database_url.empty()) urls.database_url = string_field(up, "database_url");
+  if (urls.redis_url.empty()) {
+    urls.redis_url = string_field(up, "redis_url");
+    if (urls.cache_redis_url.empty()) urls.cache_redis_url = string_field(up, "cache_redis_url");
+  }
+  if (urls.kafka_brokers.empty()) urls.kafka_brokers = string_field(up, "kafka_brokers");
   return urls;
+}
+
+std::string up_json_field(const Config& cfg, const std::string& field) {
+  return string_field(read_up_json(cfg), field);
 }
 
 void add_commands(CLI::App& app, Flags& flags) {
@@ -117,6 +140,7 @@ void add_commands(CLI::App& app, Flags& flags) {
   add_token_command(app, flags);
   add_api_command(app, flags);
   add_keys_command(app, flags);
+  add_status_command(app, flags);
 }
 
 int run_command_line(CLI::App& app, const std::function<void()>& parse, std::ostream& out,

@@ -18,6 +18,10 @@
 #include "core/result.h"
 #include "pg/connection.h"
 
+namespace hi::api {
+struct ServiceOptions;
+}  // namespace hi::api
+
 namespace hi::cli {
 
 inline constexpr int kExitOk = 0;
@@ -56,11 +60,21 @@ std::string read_or_create_secret(const std::string& dir, const std::string& nam
 // DIR/up.json). Empty when neither is known.
 struct StackUrls {
   std::string database_url;
-  std::string redis_url;
+  std::string redis_url;  // the bus's (Redis Streams) and, unless cache_redis_url, everything's
   std::string kafka_brokers;
   std::string bus;
+  std::string cache_redis_url;  // CACHE_REDIS_URL: what may be lost
+
+  // Where the cache, rate limits, sessions, locks, notices and status go.
+  const std::string& cache_redis() const {
+    return cache_redis_url.empty() ? redis_url : cache_redis_url;
+  }
 };
 StackUrls stack_urls(const Config& cfg);
+
+// The string `field` of the running stack's DIR/up.json ("api_url", "bus"), or empty when there
+// is no such file or field.
+std::string up_json_field(const Config& cfg, const std::string& field);
 
 // An owner connection to the stack's database; exit 2 with the reason when there is none.
 pg::Connection connect_owner(const Config& cfg);
@@ -73,6 +87,10 @@ std::string self_exe();
 
 // The bus settings of the configuration (relay_command.cc).
 bus::BusOptions bus_options(const Config& cfg, const StackUrls& urls);
+
+// The API's settings from the configuration (api_command.cc): database, Redis, bus, health
+// thresholds, cache TTLs. Not the token key, which only the API itself reads or creates.
+api::ServiceOptions api_options(const Config& cfg, const StackUrls& urls);
 
 // Blocks SIGTERM/SIGINT and returns a thread that requests `stop` when one arrives
 // (relay_command.cc).
@@ -102,6 +120,7 @@ void add_bench_command(CLI::App& app, Flags& flags);
 void add_token_command(CLI::App& app, Flags& flags);
 void add_api_command(CLI::App& app, Flags& flags);
 void add_keys_command(CLI::App& app, Flags& flags);
+void add_status_command(CLI::App& app, Flags& flags);
 // `bench consume`, registered under the bench subcommand.
 void add_bench_consume(CLI::App& bench, Flags& flags);
 // `bench api`, registered under the bench subcommand (bench_api.cc).

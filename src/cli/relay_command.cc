@@ -52,7 +52,7 @@ cdc::RelayOptions relay_options(const Config& cfg) {
   o.database_url =
       cfg.is_set("RELAY_DATABASE_URL") ? cfg.str("RELAY_DATABASE_URL") : urls.database_url;
   o.replication_url = o.database_url;
-  o.redis_url = urls.redis_url;
+  o.redis_url = urls.cache_redis();
   o.slot = cfg.str("RELAY_SLOT");
   o.publication = cfg.str("RELAY_PUBLICATION");
   for (const std::string& t : split_list(cfg.str("RELAY_CAPTURE_TABLES"))) {

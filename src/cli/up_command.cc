@@ -77,12 +77,17 @@ struct Ports {
   int pg = 0;
   int redis = 0;
   int api = 0;
+  int cache_redis = 0;  // not part of HI_PORT_BASE's three: the kernel's choice, kept
 };
 
 Ports choose_ports(const Config& cfg, const nlohmann::json& previous) {
   Ports p;
+  p.cache_redis = previous.value("cache_redis_port", 0);
+  if (p.cache_redis == 0) p.cache_redis = free_port();
   if (const auto base = cfg.integer("HI_PORT_BASE"); base > 0) {
-    p = {static_cast<int>(base), static_cast<int>(base) + 1, static_cast<int>(base) + 2};
+    p.pg = static_cast<int>(base);
+    p.redis = static_cast<int>(base) + 1;
+    p.api = static_cast<int>(base) + 2;
     return p;
   }
   p.pg = previous.value("pg_port", 0);
@@ -156,14 +161,18 @@ class KeptServer {
 struct Servers {
   std::optional<KeptServer<pg::LocalServer, pg::LocalServerOptions>> pg;
   std::optional<KeptServer<redis::LocalServer, redis::LocalServerOptions>> redis;
+  std::optional<KeptServer<redis::LocalServer, redis::LocalServerOptions>> cache_redis;
   std::string database_url;
   std::string redis_url;
+  std::string cache_redis_url;  // empty: redis_url's server holds it all
 
   void keep_running(const Logger& log) {
     if (pg) pg->keep_running(log);
     if (redis) redis->keep_running(log);
+    if (cache_redis) cache_redis->keep_running(log);
   }
   void stop() {
+    if (cache_redis) cache_redis->stop();
     if (redis) redis->stop();
     if (pg) pg->stop();
   }
@@ -173,7 +182,9 @@ struct Servers {
 // or write the platform's data through the loopback ports.
 Servers start_servers(const Config& cfg, const fs::path& dir, const Ports& ports,
                       const Logger& log) {
-  Servers s{std::nullopt, std::nullopt, cfg.str("DATABASE_URL"), cfg.str("REDIS_URL")};
+  Servers s{std::nullopt,         std::nullopt,
+            std::nullopt,         cfg.str("DATABASE_URL"),
+            cfg.str("REDIS_URL"), cfg.str("CACHE_REDIS_URL")};
   if (s.database_url.empty()) {
     pg::LocalServerOptions o;
     o.data_dir = (dir / "pg").string();
@@ -196,6 +207,19 @@ Servers start_servers(const Config& cfg, const fs::path& dir, const Ports& ports
     s.redis.emplace("redis", o);
     if (auto st = s.redis->start(log); !st) fail(kExitFailure, st.error().message);
     s.redis_url = s.redis->get()->url();
+    if (s.cache_redis_url.empty()) {
+      // What may be lost gets a server of its own, without persistence: the cache, limits,
+      // locks and notices then never wait for the bus's fsync.
+      redis::LocalServerOptions c;
+      c.data_dir = (dir / "cache-redis").string();
+      c.log_path = (dir / "logs" / "cache-redis.log").string();
+      c.port = ports.cache_redis;
+      c.durable = false;
+      c.password = secret(dir, "redis_password", 24);
+      s.cache_redis.emplace("cache-redis", c);
+      if (auto st = s.cache_redis->start(log); !st) fail(kExitFailure, st.error().message);
+      s.cache_redis_url = s.cache_redis->get()->url();
+    }
   }
   return s;
 }
@@ -334,6 +358,7 @@ int run_up(const Config& cfg) {
                   "@127.0.0.1:" + std::to_string(servers.pg->get()->port()) + "/hashinsight");
   }
   env.push_back("REDIS_URL=" + servers.redis_url);
+  if (!servers.cache_redis_url.empty()) env.push_back("CACHE_REDIS_URL=" + servers.cache_redis_url);
   env.push_back("JWT_SECRET=" + jwt_secret);
   env.push_back("HI_DATA_DIR=" + dir.string());
   env.push_back("HTTP_PORT=" + std::to_string(ports.api));
@@ -343,12 +368,16 @@ int run_up(const Config& cfg) {
   const std::string api_url = "http://127.0.0.1:" + std::to_string(ports.api);
   const nlohmann::json metrics_urls = add_parts(sup, cfg, log, api_url);
   if (auto s = sup.start_all(); !s) fail(kExitFailure, s.error().message);
-  wait_until_streaming(sup, servers.redis_url, dir, log);
+  // The relay's status hash is in the cache Redis when there is one.
+  wait_until_streaming(
+      sup, servers.cache_redis_url.empty() ? servers.redis_url : servers.cache_redis_url, dir, log);
 
   nlohmann::json ready = {{"api_url", api_url},
                           {"dashboard_url", api_url + "/analytics/main"},
                           {"database_url", servers.database_url},
                           {"redis_url", servers.redis_url},
+                          {"cache_redis_url", servers.cache_redis_url},
+                          {"cache_redis_port", ports.cache_redis},
                           {"kafka_brokers", kafka_brokers},
                           {"bus", cfg.str("BUS")},
                           {"pid", ::getpid()},
@@ -361,7 +390,9 @@ int run_up(const Config& cfg) {
   write_json_atomic(dir / "up.json", ready);
   print_ready(ready, dir);
   nlohmann::json logged = ready;
-  for (const char* k : {"database_url", "redis_url"}) logged[k] = redact_url(ready.value(k, ""));
+  for (const char* k : {"database_url", "redis_url", "cache_redis_url"}) {
+    logged[k] = redact_url(ready.value(k, ""));
+  }
   log.info("ready", logged);
 
   // Wait for a stop signal; restart parts that die; maintain partitions hourly.

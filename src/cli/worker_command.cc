@@ -86,7 +86,7 @@ void add_worker_command(CLI::App& app, Flags& flags) {
     o.bus = bus_options(cfg, urls);
     o.database_url = urls.database_url;
     o.db_role = cfg.str("DB_APP_ROLE");
-    o.redis_url = urls.redis_url;
+    o.redis_url = urls.cache_redis();
     o.batch_size = static_cast<std::size_t>(cfg.integer("CONSUMER_BATCH_SIZE"));
     o.max_attempts = static_cast<int>(cfg.integer("CONSUMER_MAX_ATTEMPTS"));
     o.max_crashes = static_cast<int>(cfg.integer("CONSUMER_MAX_CRASHES"));

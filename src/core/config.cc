@@ -42,6 +42,12 @@ constexpr SettingSpec kSettings[] = {
     {"REDIS_URL", "",
      "Redis URL (cache, locks, streams bus); empty = the embedded private redis-server",
      K::kRedisUrl, 0, 0, "", "redis"},
+    {"CACHE_REDIS_URL", "",
+     "Redis for what may be lost (the API's cache, rate limits and sessions, the workers' locks, "
+     "live notices, status): kept off the bus Redis so that none of it waits for the bus's "
+     "appendfsync; empty = REDIS_URL's server when REDIS_URL is given, else a second embedded "
+     "redis-server without persistence",
+     K::kRedisUrl, 0, 0, "", "redis"},
     {"REDIS_APPENDFSYNC", "always",
      "AOF fsync of the embedded redis-server: always (an acknowledged event survives a machine "
      "crash), everysec or no",

@@ -185,8 +185,22 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
   auto pong = redis->command({"PING"});
   ASSERT_TRUE(pong.ok());
   EXPECT_EQ(pong->str, "PONG");
+  // What may be lost (cache, locks, notices, status) has a server of its own, with the same
+  // password and no persistence; the bus Redis keeps its AOF.
+  ASSERT_TRUE(ready.contains("cache_redis_url"));
+  EXPECT_NE(ready["cache_redis_url"], ready["redis_url"]);
+  auto cache = redis::Client::connect(ready["cache_redis_url"].get<std::string>());
+  ASSERT_TRUE(cache.ok());
+  auto aof = cache->command({"CONFIG", "GET", "appendonly"});
+  ASSERT_TRUE(aof.ok());
+  ASSERT_EQ(aof->elements.size(), 2u);
+  EXPECT_EQ(aof->elements[1].str, "no");
+  auto bus_aof = redis->command({"CONFIG", "GET", "appendfsync"});
+  ASSERT_TRUE(bus_aof.ok());
+  ASSERT_EQ(bus_aof->elements.size(), 2u);
+  EXPECT_EQ(bus_aof->elements[1].str, "always");
   // The relay runs as a supervised child and streams.
-  auto relay_pid = redis->command({"HGET", "hi:status:relay", "pid"});
+  auto relay_pid = cache->command({"HGET", "hi:status:relay", "pid"});
   ASSERT_TRUE(relay_pid.ok());
   ASSERT_EQ(relay_pid->type, redis::Reply::Type::kString) << "relay status missing";
   const int relay = std::stoi(relay_pid->str);
@@ -247,9 +261,63 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
       if (!visible) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     EXPECT_TRUE(visible) << "the portfolio never reflected the write";
-    auto status = redis->command({"HGET", "hi:status:consumer:portfolio-recalc-group", "applied"});
+    auto status = cache->command({"HGET", "hi:status:consumer:portfolio-recalc-group", "applied"});
     ASSERT_TRUE(status.ok());
     EXPECT_EQ(status->type, redis::Reply::Type::kString) << "no consumer status";
+  }
+  // `status` finds the running stack through DIR/up.json: `--json` is the API's health JSON,
+  // the table has a row for each of its checks, and both exit 0 while the stack is healthy.
+  {
+    const std::string data_env = "HI_DATA_DIR=" + data;
+    CommandResult json_run, table;
+    for (int i = 0; i < 150; ++i) {
+      json_run = run({"status", "--json"}, {data_env});
+      table = run({"status"}, {data_env});
+      if (json_run.status == 0 && table.status == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    EXPECT_EQ(json_run.status, 0) << json_run.output;
+    ASSERT_EQ(table.status, 0) << table.output;
+    const auto health = nlohmann::json::parse(json_run.output, nullptr, false);
+    ASSERT_TRUE(health.is_object()) << json_run.output;
+    EXPECT_EQ(json_run.output.find('\n'), json_run.output.size() - 1) << "not one line";
+    EXPECT_EQ(health["status"], "healthy") << json_run.output;
+    auto url = http::parse_url(ready["api_url"].get<std::string>() + "/api/health");
+    ASSERT_TRUE(url.ok());
+    http::ClientRequest get;
+    get.url = *url;
+    auto api = http::fetch(get);
+    ASSERT_TRUE(api.ok());
+    const auto api_health = nlohmann::json::parse(api->body, nullptr, false);
+    ASSERT_TRUE(api_health.is_object()) << api->body;
+    for (const char* check :
+         {"database", "redis", "bus", "outbox", "relay", "consumers", "dlq", "forecast", "cache"}) {
+      EXPECT_TRUE(api_health["checks"].contains(check)) << check << ": " << api->body;
+    }
+    for (const auto& [name, check] : api_health["checks"].items()) {
+      ASSERT_TRUE(health["checks"].contains(name)) << name << ": " << json_run.output;
+      if (name == "consumers" || name == "sinks") {
+        for (const auto& [member, _] : check.items()) {
+          EXPECT_TRUE(health["checks"][name].contains(member)) << member;
+          const std::string row = (name == "consumers" ? "\nconsumer " : "\nsink ") + member + " ";
+          EXPECT_NE(table.output.find(row), std::string::npos) << row << "\n" << table.output;
+        }
+      } else {
+        EXPECT_NE(table.output.find("\n" + name + " "), std::string::npos) << name << "\n"
+                                                                           << table.output;
+      }
+    }
+    EXPECT_TRUE(health["checks"]["consumers"].contains("portfolio-recalc-group"))
+        << json_run.output;
+    // Without the API it checks the servers itself, and says the pipeline is unhealthy.
+    auto direct = run({"status", "--url", "http://127.0.0.1:" + std::to_string(test::free_port())},
+                      {data_env});
+    EXPECT_EQ(direct.status, 2) << direct.output;
+    EXPECT_NE(direct.output.find("\napi "), std::string::npos) << direct.output;
+    const auto at = direct.output.find("\ndatabase ");
+    ASSERT_NE(at, std::string::npos) << direct.output;
+    const std::string row = direct.output.substr(at + 1, direct.output.find('\n', at + 1) - at - 1);
+    EXPECT_NE(row.find(" healthy "), std::string::npos) << row;
   }
   // `up` heals itself: PostgreSQL and Redis killed with SIGKILL come back on the same ports,
   // the parts reconnect, and a write still becomes the portfolio.
@@ -278,7 +346,8 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
           if (!r.ok()) return false;
           seen = r->body;
           const auto b = nlohmann::json::parse(r->body, nullptr, false);
-          return r->status == 503 && b.is_object() && b["checks"]["redis"]["status"] == "unhealthy";
+          // The bus Redis: the API's own Redis (cache, sessions) is the other server.
+          return r->status == 503 && b.is_object() && b["checks"]["bus"]["status"] == "unhealthy";
         },
         std::chrono::seconds(10)))
         << "last /ready: " << seen;
