@@ -98,7 +98,9 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
   o.argv = {test::hashinsight_binary(), "up", "--data-dir", data, "--port-base",
             std::to_string(base)};
   // Redis stays down 3 s when killed, long enough to see the API not ready without it.
-  o.env = {"DATABASE_URL=", "REDIS_URL=", "LOG_FORMAT=text",
+  // A database answering slowly (a sanitizer build under parallel tests) is not what this test
+  // is about: a threshold no run reaches keeps `status` and /ready about the checks themselves.
+  o.env = {"DATABASE_URL=", "REDIS_URL=", "LOG_FORMAT=text", "HEALTH_DB_MS=60000",
            "HI_FAILPOINTS=up.before_redis_restart=sleep(3000)"};
   o.output_path = dir.path() + "/up.out";
   auto up = Process::spawn(o);
@@ -311,7 +313,7 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
         << json_run.output;
     // Without the API it checks the servers itself, and says the pipeline is unhealthy.
     auto direct = run({"status", "--url", "http://127.0.0.1:" + std::to_string(test::free_port())},
-                      {data_env});
+                      {data_env, "HEALTH_DB_MS=60000"});
     EXPECT_EQ(direct.status, 2) << direct.output;
     EXPECT_NE(direct.output.find("\napi "), std::string::npos) << direct.output;
     const auto at = direct.output.find("\ndatabase ");
