@@ -61,16 +61,7 @@ Result<std::string> scrape(const nlohmann::json& ready, const std::string& part)
 }
 
 int run_e2e_bench(const E2eBenchOptions& opt) {
-  if (log_level() < LogLevel::kWarn) set_log_level(LogLevel::kWarn);  // stderr is for progress
-  Progress starting("bench e2e: starting the stack (" + opt.bus + ")");
-  starting.update(0, 1);
-  auto stack = UpStack::start({"BUS=" + opt.bus});
-  if (!stack) fail(kExitFailure, stack.error().message);
-  starting.update(1, 1);
-  starting.finish();
-  auto owner = pg::Connection::connect((*stack)->database_url());
-  if (!owner) fail(kExitFailure, owner.error().message);
-  if (auto s = create_bench_users(*owner, opt.users); !s) fail(kExitFailure, s.error().message);
+  auto [stack, owner] = start_page_load_stack("bench e2e", {"BUS=" + opt.bus}, opt.users);
 
   std::vector<Stage> stages = {
       {"api_commit",
@@ -85,14 +76,14 @@ int run_e2e_bench(const E2eBenchOptions& opt) {
        {std::string("group=\"") + consume::kPortfolioGroup + "\""},
        {}},
       {"commit_to_push", "api", "hashinsight_api_stream_notice_to_push_seconds", {}, {}}};
-  const auto& ready = (*stack)->ready();
+  const auto& ready = stack->ready();
   for (auto& s : stages) {
     if (auto text = scrape(ready, s.part)) s.before = histogram_buckets(*text, s.metric, s.labels);
   }
 
   PageLoadOptions load;
-  load.api_url = (*stack)->api_url();
-  load.jwt_secret = (*stack)->jwt_secret();
+  load.api_url = stack->api_url();
+  load.jwt_secret = stack->jwt_secret();
   load.users = opt.users;
   load.writes = static_cast<std::int64_t>(std::llround(opt.rate * opt.duration_s));
   load.rate = opt.rate;
@@ -115,7 +106,7 @@ int run_e2e_bench(const E2eBenchOptions& opt) {
     };
     stage_json[s.name] = {{"p50_ms", ms(0.50)}, {"p99_ms", ms(0.99)}};
   }
-  auto check = owner->exec(
+  auto check = owner.exec(
       // The stack is this run's: every portfolio inbox row is one of its writes.
       "SELECT (SELECT coalesce(sum(events_applied), 0) FROM user_portfolio WHERE user_id >= "
       "$1::bigint), (SELECT count(*) FROM consumer_inbox WHERE consumer_name = $2)",
@@ -138,13 +129,9 @@ int run_e2e_bench(const E2eBenchOptions& opt) {
   out["throughput_eps"] =
       r->seconds > 0 ? round_to(static_cast<double>(v.size()) / r->seconds, 1) : 0.0;
   out["bus"] = opt.bus;
-  out["durable"] = true;
   out["stages"] = stage_json;
   out["users"] = opt.users;
-  out["write_errors"] = r->write_errors;
-  out["stream_reconnects"] = r->reconnects;
-  out["cores"] = std::thread::hardware_concurrency();
-  out["load_generator"] = "this process (same machine)";
+  add_run_fields(out, *r);
   std::printf("%s\n", out.dump().c_str());
   std::fflush(stdout);
   if (!opt.json) {

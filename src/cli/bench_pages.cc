@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "api/auth.h"
-#include "cli/bench_stack.h"
+#include "cli/common.h"
 #include "core/time.h"
 #include "http/client.h"
 #include "http/event_stream.h"
@@ -47,6 +47,34 @@ void raise_to(std::atomic<std::int64_t>& slot, std::int64_t value) {
 }
 
 }  // namespace
+
+PageLoadStack start_page_load_stack(const std::string& label, const std::vector<std::string>& env,
+                                    int users) {
+  if (log_level() < LogLevel::kWarn) set_log_level(LogLevel::kWarn);  // stderr is for progress
+  if (auto s = raise_nofile(static_cast<std::size_t>(users) + 256); !s) {
+    fail(kExitFailure, label + ": " + s.error().message);
+  }
+  Progress starting(label + ": starting the stack");
+  starting.update(0, 1);
+  auto stack = UpStack::start(env);
+  if (!stack) fail(kExitFailure, label + ": " + stack.error().message);
+  starting.update(1, 1);
+  starting.finish();
+  auto owner = pg::Connection::connect((*stack)->database_url());
+  if (!owner) fail(kExitFailure, label + ": " + owner.error().message);
+  if (auto s = create_bench_users(*owner, users); !s) {
+    fail(kExitFailure, label + ": " + s.error().message);
+  }
+  return {std::move(*stack), std::move(*owner)};
+}
+
+void add_run_fields(nlohmann::ordered_json& out, const PageLoadResult& r) {
+  out["write_errors"] = r.write_errors;
+  out["stream_reconnects"] = r.reconnects;
+  out["durable"] = true;
+  out["cores"] = std::thread::hardware_concurrency();
+  out["load_generator"] = "this process (same machine)";
+}
 
 Status raise_nofile(std::size_t needed) {
   rlimit l{};

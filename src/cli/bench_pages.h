@@ -13,10 +13,14 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "cli/bench_stack.h"
 #include "core/result.h"
+#include "pg/connection.h"
 
 namespace hi::cli {
 
@@ -44,6 +48,19 @@ struct PageLoadResult {
 
 // Opens the streams, runs the writes, waits for them to be visible. Progress on stderr.
 Result<PageLoadResult> run_page_load(const PageLoadOptions& options);
+
+// The stack of a page-load benchmark: `up` started with `env` (progress on stderr) and `users`
+// bench users created in it. Exits with the reason on failure.
+struct PageLoadStack {
+  std::unique_ptr<UpStack> stack;
+  pg::Connection owner;
+};
+PageLoadStack start_page_load_stack(const std::string& label, const std::vector<std::string>& env,
+                                    int users);
+
+// What every page-load benchmark reports besides its figures: the run's errors and
+// reconnects, and the machine (the stack is durable; the load generator shares its cores).
+void add_run_fields(nlohmann::ordered_json& out, const PageLoadResult& r);
 
 // Raises this process's open-file limit to the hard limit; an error when `needed` descriptors
 // still do not fit.

@@ -31,23 +31,10 @@ struct SseBenchOptions {
 };
 
 int run_sse_bench(const SseBenchOptions& opt) {
-  if (log_level() < LogLevel::kWarn) set_log_level(LogLevel::kWarn);  // stderr is for progress
-  if (auto s = raise_nofile(static_cast<std::size_t>(opt.clients) + 256); !s) {
-    fail(kExitFailure, "bench sse: " + s.error().message);
-  }
-  Progress starting("bench sse: starting the stack");
-  starting.update(0, 1);
-  auto stack = UpStack::start();
-  if (!stack) fail(kExitFailure, stack.error().message);
-  starting.update(1, 1);
-  starting.finish();
-  auto owner = pg::Connection::connect((*stack)->database_url());
-  if (!owner) fail(kExitFailure, owner.error().message);
-  if (auto s = create_bench_users(*owner, opt.clients); !s) fail(kExitFailure, s.error().message);
-
+  auto [stack, owner] = start_page_load_stack("bench sse", {}, opt.clients);
   PageLoadOptions load;
-  load.api_url = (*stack)->api_url();
-  load.jwt_secret = (*stack)->jwt_secret();
+  load.api_url = stack->api_url();
+  load.jwt_secret = stack->jwt_secret();
   load.users = opt.clients;
   load.writes = opt.clients;  // one per user
   load.rate = opt.rate;
@@ -68,11 +55,7 @@ int run_sse_bench(const SseBenchOptions& opt) {
   out["get_requests"] = r->get_ms.size();
   out["get_errors"] = r->get_errors;
   out["rate"] = opt.rate;
-  out["write_errors"] = r->write_errors;
-  out["stream_reconnects"] = r->reconnects;
-  out["durable"] = true;
-  out["cores"] = std::thread::hardware_concurrency();
-  out["load_generator"] = "this process (same machine)";
+  add_run_fields(out, *r);
   std::printf("%s\n", out.dump().c_str());
   std::fflush(stdout);
   if (!opt.json) {
