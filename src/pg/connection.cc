@@ -125,17 +125,49 @@ std::string context_of(std::string_view sql) {
 }
 }  // namespace
 
+const std::string* Connection::cached(const std::string& sql) const {
+  auto it = statements_.find(sql);
+  return it == statements_.end() ? nullptr : &it->second;
+}
+
+const std::string* Connection::remember(const std::string& sql) {
+  if (statements_.size() >= kMaxCachedStatements) return nullptr;
+  return &statements_.emplace(sql, "hi_stmt_" + std::to_string(++next_statement_)).first->second;
+}
+
+namespace {
+// A prepared statement whose result columns changed under it (DDL) must be prepared again.
+bool stale_statement(const Error& e) {
+  return e.message.find("cached plan must not change result type") != std::string::npos;
+}
+}  // namespace
+
 Result<QueryResult> Connection::exec(std::string_view sql, const Params& params) {
   const std::string text(sql);
   PgResultPtr res;
   if (params.empty()) {
     res.reset(PQexec(conn_.get(), text.c_str()));
-  } else {
-    auto ptrs = param_pointers(params);
+    return check(std::move(res), context_of(sql));
+  }
+  auto ptrs = param_pointers(params);
+  const std::string* name = cached(text);
+  if (name == nullptr && (name = remember(text)) != nullptr) {
+    PgResultPtr prepared(PQprepare(conn_.get(), name->c_str(), text.c_str(), 0, nullptr));
+    if (auto r = check(std::move(prepared), context_of(sql)); !r) {
+      forget(text);  // a syntax error, a lost connection: reported as the statement's
+      return r.error();
+    }
+  }
+  if (name == nullptr) {
     res.reset(PQexecParams(conn_.get(), text.c_str(), static_cast<int>(ptrs.size()), nullptr,
                            ptrs.data(), nullptr, nullptr, 0));
+    return check(std::move(res), context_of(sql));
   }
-  return check(std::move(res), context_of(sql));
+  res.reset(PQexecPrepared(conn_.get(), name->c_str(), static_cast<int>(ptrs.size()), ptrs.data(),
+                           nullptr, nullptr, 0));
+  auto r = check(std::move(res), context_of(sql));
+  if (!r && stale_statement(r.error())) forget(text);
+  return r;
 }
 
 Status Connection::exec_script(std::string_view sql) {
@@ -166,29 +198,60 @@ Result<std::vector<QueryResult>> Connection::pipeline(std::span<const Statement>
     pg_conn* c;
     ~Exit() { PQexitPipelineMode(c); }
   } exit_guard{c};
+  // Statements with parameters go through the statement cache: a new one is prepared in the
+  // same round trip, just before it runs.
+  std::vector<std::string> preparing;  // SQL texts prepared by this pipeline, in order
   for (const auto& st : statements) {
     auto ptrs = param_pointers(st.params);
-    const int ok =
-        st.prepared ? PQsendQueryPrepared(c, st.sql_or_name.c_str(), static_cast<int>(ptrs.size()),
-                                          ptrs.data(), nullptr, nullptr, 0)
-                    : PQsendQueryParams(c, st.sql_or_name.c_str(), static_cast<int>(ptrs.size()),
-                                        nullptr, ptrs.data(), nullptr, nullptr, 0);
+    const std::string* name = nullptr;
+    if (!st.prepared && !st.params.empty()) {
+      name = cached(st.sql_or_name);
+      if (name == nullptr && (name = remember(st.sql_or_name)) != nullptr) {
+        if (PQsendPrepare(c, name->c_str(), st.sql_or_name.c_str(), 0, nullptr) != 1) {
+          forget(st.sql_or_name);
+          return unavailable("pg pipeline send: " + trim(PQerrorMessage(c)));
+        }
+        preparing.push_back(st.sql_or_name);
+      }
+    }
+    if (st.prepared) name = &st.sql_or_name;
+    const int ok = name != nullptr
+                       ? PQsendQueryPrepared(c, name->c_str(), static_cast<int>(ptrs.size()),
+                                             ptrs.data(), nullptr, nullptr, 0)
+                       : PQsendQueryParams(c, st.sql_or_name.c_str(), static_cast<int>(ptrs.size()),
+                                           nullptr, ptrs.data(), nullptr, nullptr, 0);
     if (ok != 1) return unavailable("pg pipeline send: " + trim(PQerrorMessage(c)));
   }
   if (PQpipelineSync(c) != 1) return unavailable("pg pipeline sync: " + trim(PQerrorMessage(c)));
   std::vector<QueryResult> out;
   out.reserve(statements.size());
   std::optional<Error> first_error;
-  // Each statement yields its result followed by a NULL; the sync yields PGRES_PIPELINE_SYNC.
+  std::size_t prepares_seen = 0;
+  // Each command yields its result followed by a NULL; the sync yields PGRES_PIPELINE_SYNC.
   for (std::size_t i = 0; i < statements.size(); ++i) {
+    const Statement& st = statements[i];
+    if (prepares_seen < preparing.size() && preparing[prepares_seen] == st.sql_or_name &&
+        !st.prepared) {
+      PgResultPtr res(PQgetResult(c));
+      if (!res) return unavailable("pg pipeline: connection lost: " + trim(PQerrorMessage(c)));
+      const auto status = PQresultStatus(res.get());
+      if (status != PGRES_COMMAND_OK) {
+        forget(st.sql_or_name);
+        if (!first_error && status != PGRES_PIPELINE_ABORTED)
+          first_error = error_from_result(res.get(), context_of(st.sql_or_name));
+      }
+      PgResultPtr end(PQgetResult(c));
+      ++prepares_seen;
+    }
     PgResultPtr res(PQgetResult(c));
     if (!res) return unavailable("pg pipeline: connection lost: " + trim(PQerrorMessage(c)));
-    const auto st = PQresultStatus(res.get());
-    if (st == PGRES_PIPELINE_ABORTED) {
+    const auto status = PQresultStatus(res.get());
+    if (status == PGRES_PIPELINE_ABORTED) {
       if (!first_error) first_error = internal_error("pg pipeline: aborted");
-    } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-      if (!first_error)
-        first_error = error_from_result(res.get(), context_of(statements[i].sql_or_name));
+    } else if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+      Error e = error_from_result(res.get(), context_of(st.sql_or_name));
+      if (stale_statement(e) && !st.prepared) forget(st.sql_or_name);
+      if (!first_error) first_error = std::move(e);
     } else {
       out.emplace_back(std::move(res));
     }

@@ -19,6 +19,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "core/result.h"
@@ -86,6 +87,11 @@ class Connection {
   // False after the server went away; a Pool drops such connections.
   bool healthy() const;
 
+  // A statement with parameters is prepared on this connection on first use and executed by
+  // name afterwards (up to kMaxCachedStatements texts per connection; pipeline() shares the
+  // cache): for the short statements of this platform, parsing and planning cost more than
+  // running them. Behind a pooler in transaction mode use one that keeps protocol-level
+  // prepared statements per client (PgBouncer 1.21+ with max_prepared_statements).
   Result<QueryResult> exec(std::string_view sql, const Params& params = {});
   // Several statements separated by ';' without parameters (migrations).
   Status exec_script(std::string_view sql);
@@ -116,10 +122,20 @@ class Connection {
   static Connection adopt(PgConnPtr conn) { return Connection(std::move(conn)); }
 
  private:
+  static constexpr std::size_t kMaxCachedStatements = 256;
+
   explicit Connection(PgConnPtr conn) : conn_(std::move(conn)) {}
   Result<QueryResult> check(PgResultPtr res, std::string_view context) const;
+  // The prepared statement for `sql`, or nullptr when it is not cached.
+  const std::string* cached(const std::string& sql) const;
+  // Caches a name for `sql` (nullptr when the cache is full); the caller prepares it and
+  // forgets it on failure.
+  const std::string* remember(const std::string& sql);
+  void forget(const std::string& sql) { statements_.erase(sql); }
 
   PgConnPtr conn_;
+  std::unordered_map<std::string, std::string> statements_;  // SQL text -> prepared name
+  std::uint64_t next_statement_ = 0;
 };
 
 // Errors from a result: classifies the SQLSTATE into a Code.

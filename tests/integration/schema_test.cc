@@ -292,5 +292,70 @@ TEST_F(SchemaTest, PoolHandsOutWorkingConnectionsAndPipelines) {
   EXPECT_NE(err.error().message.find("SQLSTATE 22012"), std::string::npos);
 }
 
+// Statements with parameters are prepared once per connection (pg/connection.h); what a caller
+// sees must not change: each tenant's rows under row-level security, the statement's own
+// error inside a transaction, a result that follows a table's new columns.
+TEST_F(SchemaTest, CachedStatementsKeepTenantsErrorsAndNewColumns) {
+  auto app = TestServers::get().app();
+  const std::string users_above = "SELECT count(*) FROM users WHERE id > $1::bigint";
+  for (const char* tenant : {"1", "2", "1"}) {
+    // The owner sees every row: the expected count comes from its own query.
+    auto expected = owner_.exec(users_above + " AND tenant_id = $2::bigint", {"0", tenant});
+    ASSERT_TRUE(expected.ok()) << expected.error().message;
+    pg::Transaction tx(app);
+    ASSERT_TRUE(tx.begin(tenant).ok());
+    auto seen = app.exec(users_above, {"0"});
+    ASSERT_TRUE(seen.ok()) << seen.error().message;
+    EXPECT_EQ(seen->int64(0, 0), expected->int64(0, 0)) << "tenant " << tenant;
+    ASSERT_TRUE(tx.commit().ok());
+  }
+  // Three runs, one prepared statement.
+  EXPECT_EQ(count(app, "SELECT count(*) FROM pg_prepared_statements WHERE statement = '" +
+                           users_above + "'"),
+            1);
+
+  // Inside a transaction, a bad statement reports its own error, and the next statement the
+  // transaction's state.
+  {
+    pg::Transaction tx(app);
+    ASSERT_TRUE(tx.begin("1").ok());
+    auto bad = app.exec("SELECT nonsense FROM users WHERE id = $1::bigint", {"1"});
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.error().message.find("nonsense"), std::string::npos) << bad.error().message;
+  }
+  auto after = app.exec(users_above, {"0"});
+  ASSERT_TRUE(after.ok()) << after.error().message;
+
+  // A table that gains a column: the cached statement is prepared again and returns it.
+  ASSERT_TRUE(owner_.exec("CREATE TEMP TABLE widened (a int)").ok());
+  ASSERT_TRUE(owner_.exec("INSERT INTO widened VALUES (7)").ok());
+  const std::string star = "SELECT * FROM widened WHERE a = $1::int";
+  auto narrow = owner_.exec(star, {"7"});
+  ASSERT_TRUE(narrow.ok()) << narrow.error().message;
+  EXPECT_EQ(narrow->columns(), 1);
+  ASSERT_TRUE(owner_.exec("ALTER TABLE widened ADD COLUMN b int DEFAULT 8").ok());
+  auto wide = owner_.exec(star, {"7"});
+  if (!wide.ok()) {
+    // PostgreSQL refuses the old statement once; the connection prepares it again.
+    EXPECT_NE(wide.error().message.find("result type"), std::string::npos) << wide.error().message;
+    wide = owner_.exec(star, {"7"});
+  }
+  ASSERT_TRUE(wide.ok()) << wide.error().message;
+  ASSERT_EQ(wide->columns(), 2);
+  EXPECT_EQ(wide->int64(0, 1), 8);
+
+  // A pipeline prepares a new statement in its own round trip, once, even when it runs twice.
+  const std::string plus = "SELECT $1::int + 100";
+  const pg::Statement twice[] = {{plus, {std::string("1")}, false},
+                                 {plus, {std::string("2")}, false}};
+  auto res = owner_.pipeline(twice);
+  ASSERT_TRUE(res.ok()) << res.error().message;
+  EXPECT_EQ((*res)[0].int64(0, 0), 101);
+  EXPECT_EQ((*res)[1].int64(0, 0), 102);
+  EXPECT_EQ(
+      count(owner_, "SELECT count(*) FROM pg_prepared_statements WHERE statement = '" + plus + "'"),
+      1);
+}
+
 }  // namespace
 }  // namespace hi
