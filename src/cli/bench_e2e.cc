@@ -80,6 +80,7 @@ int run_e2e_bench(const E2eBenchOptions& opt) {
   for (auto& s : stages) {
     if (auto text = scrape(ready, s.part)) s.before = histogram_buckets(*text, s.metric, s.labels);
   }
+  const std::string worker_before = scrape(ready, "worker-portfolio").value_or("");
 
   PageLoadOptions load;
   load.api_url = stack->api_url();
@@ -105,6 +106,30 @@ int run_e2e_bench(const E2eBenchOptions& opt) {
       return std::isnan(v) ? ordered_json(nullptr) : ordered_json(round_to(v * 1e3, 3));
     };
     stage_json[s.name] = {{"p50_ms", ms(0.50)}, {"p99_ms", ms(0.99)}};
+  }
+  // Where the portfolio worker's time went, per batch (its stage counters).
+  if (auto worker = scrape(ready, "worker-portfolio")) {
+    const std::vector<std::string> group = {std::string("group=\"") + consume::kPortfolioGroup +
+                                            "\""};
+    auto delta = [&](const std::string& name, std::vector<std::string> labels) {
+      return metric_sum(*worker, name, labels) - metric_sum(worker_before, name, labels);
+    };
+    const double batches = delta("hashinsight_consumer_batch_seconds_count", group);
+    ordered_json per_batch = ordered_json::object();
+    for (const char* stage :
+         {"poll", "lock", "inbox", "handler", "commit", "after_commit", "ack"}) {
+      auto labels = group;
+      labels.push_back(std::string("stage=\"") + stage + "\"");
+      const double s = delta("hashinsight_consumer_stage_seconds_total", labels);
+      per_batch[stage] = batches > 0 ? round_to(s * 1e3 / batches, 3) : 0.0;
+    }
+    stage_json["consumer"] = {
+        {"batches", batches},
+        {"events_per_batch",
+         batches > 0 ? round_to(delta("hashinsight_consumer_deliveries_total", group) / batches, 2)
+                     : 0.0},
+        {"not_visible", delta("hashinsight_consumer_not_visible_total", group)},
+        {"ms_per_batch", per_batch}};
   }
   auto check = owner.exec(
       // The stack is this run's: every portfolio inbox row is one of its writes.

@@ -226,6 +226,24 @@ double histogram_quantile(const HistogramBuckets& buckets, double q) {
   return prev_le;
 }
 
+double metric_sum(const std::string& text, const std::string& name,
+                  const std::vector<std::string>& labels) {
+  double sum = 0;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(name, 0) != 0 || line.size() <= name.size()) continue;
+    const char next = line[name.size()];
+    if (next != '{' && next != ' ') continue;
+    const std::string_view set =
+        next == '{' ? std::string_view(line).substr(name.size(), line.find('}') - name.size())
+                    : std::string_view();
+    bool wanted = true;
+    for (const auto& l : labels) wanted = wanted && set.find(l) != std::string_view::npos;
+    if (wanted) sum += std::strtod(line.c_str() + line.rfind(' ') + 1, nullptr);
+  }
+  return sum;
+}
+
 Progress::Progress(std::string label) : label_(std::move(label)), tty_(::isatty(2) != 0) {}
 
 void Progress::update(double done, double total, const std::string& extra) {

@@ -97,6 +97,9 @@ HistogramBuckets histogram_buckets(const std::string& text, const std::string& n
 HistogramBuckets histogram_delta(const HistogramBuckets& after, const HistogramBuckets& before);
 // The `q` quantile, linear within a bucket (as PromQL's histogram_quantile); NaN when empty.
 double histogram_quantile(const HistogramBuckets& buckets, double q);
+// The sum of the samples of counter or gauge `name` whose labels contain every one of `labels`.
+double metric_sum(const std::string& text, const std::string& name,
+                  const std::vector<std::string>& labels = {});
 
 // Progress on stderr, only when it is a terminal (benchmarks print one JSON line on stdout).
 class Progress {

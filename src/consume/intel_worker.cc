@@ -4,6 +4,7 @@
 
 #include "consume/cache.h"
 #include "consume/portfolio_worker.h"
+#include "core/time.h"
 
 namespace hi::consume {
 namespace {
@@ -41,7 +42,13 @@ std::string forecast_cache_key(std::string_view user_id) {
 }
 
 Result<const NetworkForecast*> fit_network_forecast(pg::Connection& conn,
-                                                    std::optional<NetworkForecast>& cache) {
+                                                    std::optional<NetworkForecast>& cache,
+                                                    std::chrono::milliseconds max_age) {
+  const std::int64_t now = mono_now_ns();
+  if (cache && max_age.count() > 0 &&
+      now - cache->checked_ns < std::chrono::nanoseconds(max_age).count()) {
+    return &*cache;
+  }
   auto r = conn.exec(
       "SELECT day::text, avg(btc_price_usd), avg(difficulty) FROM network_snapshots "
       "WHERE day > (SELECT max(day) FROM network_snapshots) - 90 GROUP BY day ORDER BY day");
@@ -56,22 +63,25 @@ Result<const NetworkForecast*> fit_network_forecast(pg::Connection& conn,
   const std::string key = last_day + "/" + std::to_string(r->rows()) + "/" +
                           std::string(r->text(r->rows() - 1, 1)) + "/" +
                           std::string(r->text(r->rows() - 1, 2));
-  if (cache && cache->series_key == key) return &*cache;
+  if (cache && cache->series_key == key) {
+    cache->checked_ns = now;
+    return &*cache;
+  }
   auto p = mining::forecast_btc_price(price);
   if (!p) return p.error().wrap("btc price forecast");
   auto d = mining::forecast_difficulty(difficulty);
   if (!d) return d.error().wrap("difficulty forecast");
-  cache = NetworkForecast{key, last_day, std::move(*p), std::move(*d)};
+  cache = NetworkForecast{key, last_day, now, std::move(*p), std::move(*d)};
   return &*cache;
 }
 
 Result<std::int64_t> write_forecasts(pg::Connection& conn, const std::string& tenant_id,
                                      const std::vector<std::string>& users,
-                                     const NetworkForecast& fit) {
+                                     const NetworkForecast& fit, ReferenceCache* reference) {
   for (const auto& u : users) {
     if (!is_decimal_id(u)) return invalid_argument("user_id '" + u + "' is not a user id");
   }
-  auto in = load_inputs(conn, users);
+  auto in = load_inputs(conn, users, reference);
   if (!in) return in.error();
 
   json rows = json::array();
@@ -111,13 +121,13 @@ Result<std::int64_t> write_forecasts(pg::Connection& conn, const std::string& te
 }
 
 Result<ApplyOutcome> IntelHandler::apply(pg::Connection& conn, const TenantBatch& batch) {
-  auto f = fit_network_forecast(conn, cache_);
+  auto f = fit_network_forecast(conn, cache_, reference_.max_age);
   if (!f) return f.error();
   std::vector<std::string> users;
   for (const auto& u : batch.users) {
     if (!u.user_id.empty()) users.push_back(u.user_id);
   }
-  auto version = write_forecasts(conn, batch.tenant_id, users, **f);
+  auto version = write_forecasts(conn, batch.tenant_id, users, **f, &reference_);
   if (!version) return version.error();
   ApplyOutcome out;
   for (const auto& user : users) {

@@ -8,15 +8,18 @@
 // btc_price_usd and difficulty); each user's projected profit per day (metric profit_usd_day)
 // values the user's active miners at the forecast price and difficulty, with bounds from the
 // pessimistic / optimistic ends of both intervals. The fit is cached while the series is
-// unchanged (it depends only on network_snapshots). Rows are upserted on
+// unchanged (it depends only on network_snapshots); the series, like the reference data of
+// load_inputs(), is read again at most once a second, not per batch. Rows are upserted on
 // (tenant_id, COALESCE(user_id, 0), metric, day).
 //
 // Not thread-safe: one per Runtime.
 #pragma once
 
+#include <chrono>
 #include <optional>
 #include <string>
 
+#include "consume/portfolio_worker.h"
 #include "consume/runtime.h"
 #include "mining/forecast.h"
 
@@ -29,28 +32,34 @@ std::string forecast_cache_key(std::string_view user_id);  // forecast:{uid}
 // The network series' forecast: BTC price in levels, difficulty in logs, fitted on the last 90
 // daily values of network_snapshots.
 struct NetworkForecast {
-  std::string series_key;  // last day + count + last values: what the fit depends on
-  std::string last_day;    // YYYY-MM-DD of the last observation (forecast day 1 is the next)
+  std::string series_key;       // last day + count + last values: what the fit depends on
+  std::string last_day;         // YYYY-MM-DD of the last observation (forecast day 1 is the next)
+  std::int64_t checked_ns = 0;  // mono_now_ns() when the series was last compared with the key
   mining::SeriesForecast price;
   mining::SeriesForecast difficulty;
 };
 
 // The forecast of today's series: `cache` when it was fitted on the same series, else a new
-// fit stored in `cache`. kFailedPrecondition when network_snapshots is empty.
-Result<const NetworkForecast*> fit_network_forecast(pg::Connection& conn,
-                                                    std::optional<NetworkForecast>& cache);
+// fit stored in `cache`. kFailedPrecondition when network_snapshots is empty. With a
+// `max_age` above 0, a cache checked against the series less than max_age ago is returned
+// without reading the series again (the series is daily; reading it scans every partition).
+Result<const NetworkForecast*> fit_network_forecast(
+    pg::Connection& conn, std::optional<NetworkForecast>& cache,
+    std::chrono::milliseconds max_age = std::chrono::milliseconds(0));
 
 // Upserts the tenant's price and difficulty rows and each of `users`' profit_usd_day rows
 // (inside the tenant's transaction); returns their fitted_at in microseconds since the epoch
 // (the cache's through_seq, consume/cache.h). kInvalidArgument for a user id that is not a
-// number.
+// number. `reference` as for load_inputs().
 Result<std::int64_t> write_forecasts(pg::Connection& conn, const std::string& tenant_id,
                                      const std::vector<std::string>& users,
-                                     const NetworkForecast& fit);
+                                     const NetworkForecast& fit,
+                                     ReferenceCache* reference = nullptr);
 
 class IntelHandler final : public Handler {
  public:
   bool reads_state() const override { return true; }
+  Status prepare(pg::Connection& conn) override { return prepare_inputs(conn, reference_); }
   Result<ApplyOutcome> apply(pg::Connection& conn, const TenantBatch& batch) override;
   // DEL forecast:{uid} again for redelivered events' users.
   Result<std::vector<RedisCommand>> after_redelivery(pg::Connection& conn,
@@ -58,6 +67,7 @@ class IntelHandler final : public Handler {
 
  private:
   std::optional<NetworkForecast> cache_;
+  ReferenceCache reference_;
 };
 
 }  // namespace hi::consume

@@ -105,14 +105,9 @@ Result<PortfolioInputs> load_inputs(pg::Connection& conn, const std::vector<std:
   const bool fresh =
       cache != nullptr && cache->loaded_ns != 0 &&
       mono_now_ns() - cache->loaded_ns < std::chrono::nanoseconds(cache->max_age).count();
-  std::vector<pg::Statement> reads = {
-      {"SELECT user_id, model_id, quantity, electricity_price_usd_kwh, status FROM user_miners "
-       "WHERE user_id = ANY($1::bigint[]) ORDER BY user_id, id",
-       {ids},
-       false},
-      {"SELECT id, electricity_price_usd_kwh FROM users WHERE id = ANY($1::bigint[])",
-       {ids},
-       false}};
+  const bool prepared = cache != nullptr && cache->prepared;
+  std::vector<pg::Statement> reads = {{prepared ? kMinersStmt : kMinersSql, {ids}, prepared},
+                                      {prepared ? kUsersStmt : kUsersSql, {ids}, prepared}};
   if (!fresh) {
     reads.push_back({"SELECT id, name, hashrate_ths, power_w FROM miner_models", {}, false});
     reads.push_back(
@@ -286,13 +281,19 @@ Result<PortfolioWrite> write_rows(pg::Connection& conn, const std::string& tenan
   return out;
 }
 
-Status PortfolioHandler::prepare(pg::Connection& conn) {
+Status prepare_inputs(pg::Connection& conn, ReferenceCache& cache) {
   for (const auto& [name, sql] :
-       {std::pair{kMinersStmt, kMinersSql}, std::pair{kUsersStmt, kUsersSql},
-        std::pair{kUpsertStmt, kUpsertSql}}) {
-    if (auto s = conn.prepare(name, sql); !s) return s.error().wrap("prepare portfolio");
+       {std::pair{kMinersStmt, kMinersSql}, std::pair{kUsersStmt, kUsersSql}}) {
+    if (auto s = conn.prepare(name, sql); !s) return s.error().wrap("prepare portfolio inputs");
   }
-  reference_.prepared = true;
+  cache.prepared = true;
+  return {};
+}
+
+Status PortfolioHandler::prepare(pg::Connection& conn) {
+  if (auto s = prepare_inputs(conn, reference_); !s) return s;
+  if (auto s = conn.prepare(kUpsertStmt, kUpsertSql); !s)
+    return s.error().wrap("prepare portfolio");
   return {};
 }
 

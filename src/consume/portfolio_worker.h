@@ -61,13 +61,16 @@ struct PortfolioInputs {
 struct ReferenceCache {
   std::chrono::milliseconds max_age{1000};
   std::int64_t loaded_ns = 0;  // mono_now_ns() of the last read; 0 = never
-  bool prepared = false;       // the connection has PortfolioHandler's prepared statements
+  bool prepared = false;       // the connection has prepare_inputs()'s statements
   std::vector<mining::PortfolioModel> models;
   mining::NetworkSnapshot snapshot;
   mining::PortfolioOptions options;
 };
 Result<PortfolioInputs> load_inputs(pg::Connection& conn, const std::vector<std::string>& users,
                                     ReferenceCache* cache = nullptr);
+// Prepares load_inputs()'s per-batch reads on `conn` (a handler's prepare()) and marks `cache`
+// so that load_inputs() uses them.
+Status prepare_inputs(pg::Connection& conn, ReferenceCache& cache);
 
 // The portfolio of one user from loaded inputs; kNotFound when the user does not exist.
 Result<mining::Portfolio> portfolio_of(const PortfolioInputs& in, const std::string& user,

@@ -27,6 +27,9 @@ namespace hi::consume {
 namespace {
 
 constexpr const char* kInboxInsert = "hi_consume_inbox_insert";
+constexpr const char* kSetTenant = "hi_consume_set_tenant";
+constexpr const char* kSetTenantSql = "SELECT set_config('app.tenant_id', $1, true)";
+constexpr const char* kInvisible = "hi_consume_invisible";
 constexpr const char* kInboxInsertSql =
     "INSERT INTO consumer_inbox (consumer_name, event_id, tenant_id) "
     "SELECT $1, e, $3::bigint FROM unnest($2::text[]) AS e "
@@ -110,6 +113,19 @@ class Runtime::Impl {
         l, Metrics::fine_latency_buckets());
     m_lag_ = &metrics.gauge("hashinsight_consumer_lag_messages",
                             "Messages of the subscribed topics not yet consumed by the group", l);
+    m_not_visible_ =
+        &metrics.counter("hashinsight_consumer_not_visible_total",
+                         "Attempts that waited for an event's transaction to become visible", l);
+    const char* stages[] = {"poll", "lock", "inbox", "handler", "commit", "after_commit", "ack"};
+    for (int i = 0; i < kStages; ++i) {
+      MetricLabels sl = l;
+      sl["stage"] = stages[i];
+      m_stage_[i] = &metrics.counter("hashinsight_consumer_stage_seconds_total",
+                                     "Where the consumer's time goes: waiting for the bus, locks, "
+                                     "the inbox statement, the handler, COMMIT, post-commit Redis "
+                                     "commands, acknowledgements",
+                                     sl);
+    }
   }
 
   Status run(std::stop_token stop);
@@ -185,6 +201,16 @@ class Runtime::Impl {
                          std::chrono::milliseconds(100), u(rng_));
   }
   void note_not_visible(const std::string& tenant, int waits, const Error& error);
+  // Adds the time since `since_ns` (mono_now_ns) to a stage's stat and counter.
+  enum Stage { kPoll, kLock, kInbox, kHandler, kCommit, kAfterCommit, kAck, kStages };
+  void spent(Stage stage, std::int64_t since_ns) {
+    const std::int64_t ns = mono_now_ns() - since_ns;
+    std::atomic<std::int64_t>* stats[] = {
+        &stats_.poll_ns,   &stats_.lock_ns,         &stats_.inbox_ns, &stats_.handler_ns,
+        &stats_.commit_ns, &stats_.after_commit_ns, &stats_.ack_ns};
+    *stats[stage] += ns;
+    m_stage_[stage]->Increment(static_cast<double>(ns) / 1e9);
+  }
   std::string attempts_key() const { return "hi:consume:attempts:" + o_.consumer.group; }
   std::string marks_key() const { return "hi:consume:inflight:" + o_.consumer.group; }
 
@@ -221,6 +247,8 @@ class Runtime::Impl {
   prometheus::Histogram* m_batch_;
   prometheus::Histogram* m_bus_to_commit_;
   prometheus::Gauge* m_lag_;
+  prometheus::Counter* m_not_visible_;
+  prometheus::Counter* m_stage_[kStages];
 };
 
 Runtime::Runtime(RuntimeOptions options, Handler& handler, Metrics& metrics, Logger log)
@@ -235,7 +263,13 @@ bool Runtime::Impl::ensure_db(std::stop_token stop) {
     auto c = pg::Connection::connect(o_.database_url, o_.db_role);
     if (c) {
       db_ = std::move(*c);
-      Status s = db_.prepare(kInboxInsert, kInboxInsertSql);
+      // The runtime's and the handlers' statements are prepared and planned once: a batch's
+      // work is a few index lookups, which re-planning every time would outweigh.
+      Status s;
+      if (auto g = db_.exec("SET plan_cache_mode = force_generic_plan"); !g) s = g.error();
+      if (s) s = db_.prepare(kInboxInsert, kInboxInsertSql);
+      if (s) s = db_.prepare(kSetTenant, kSetTenantSql);
+      if (s) s = db_.prepare(kInvisible, kInvisibleSql);
       if (s) s = handler_.prepare(db_);
       if (s) {
         db_ready_ = true;
@@ -288,7 +322,7 @@ Status Runtime::Impl::run(std::stop_token stop) {
     publish_status(false);
     std::int64_t t = mono_now_ns();
     auto batch = consumer_->poll(o_.batch_size, o_.poll_timeout);
-    stats_.poll_ns += mono_now_ns() - t;
+    spent(kPoll, t);
     if (!batch) {
       if (batch.error().code == Code::kFailedPrecondition) return batch.error().wrap("consumer");
       log_.warn("poll failed; retrying", {{"error", batch.error().message}});
@@ -430,7 +464,7 @@ void Runtime::Impl::acknowledge(const std::vector<bus::Delivery>& deliveries) {
       kept.offset = d.offset;
     }
   }
-  stats_.ack_ns += mono_now_ns() - t;
+  spent(kAck, t);
 }
 
 namespace {
@@ -555,7 +589,7 @@ void Runtime::Impl::send_after_commit(std::vector<RedisCommand> commands) {
   const std::int64_t t = mono_now_ns();
   for (const auto& cmd : commands) redis_.append(cmd);
   auto f = redis_.flush();
-  stats_.after_commit_ns += mono_now_ns() - t;
+  spent(kAfterCommit, t);
   if (!f) {
     log_.warn("post-commit redis commands failed; retrying before the acknowledgement",
               {{"error", f.error().message}, {"commands", commands.size()}});
@@ -623,7 +657,7 @@ bool Runtime::Impl::apply_tenant(std::stop_token stop, const std::string& tenant
     std::vector<std::int64_t> tokens;
     const std::int64_t t_lock = mono_now_ns();
     auto ready = lock(pending, users, tokens);
-    stats_.lock_ns += mono_now_ns() - t_lock;
+    spent(kLock, t_lock);
     if (!ready) {
       log_.warn("taking locks failed; retrying", {{"error", ready.error().message}});
       if (!wait(stop, backoff(std::min(++transient + 1, 8)))) return false;
@@ -747,6 +781,7 @@ bool Runtime::Impl::apply_isolated(std::stop_token stop, const std::string& tena
 
 void Runtime::Impl::note_not_visible(const std::string& tenant, int waits, const Error& error) {
   stats_.not_visible++;
+  m_not_visible_->Increment();
   // Normally visible within microseconds; a synchronous-replication wait can last long.
   if (waits == 20 || waits % 200 == 0) {
     log_.warn("waiting for an event's transaction to become visible",
@@ -780,7 +815,7 @@ Attempt Runtime::Impl::transact(const std::string& tenant, const std::vector<con
   std::sort(ids.begin(), ids.end());  // a stable lock order for concurrent inserts
   std::vector<pg::Statement> begin = {
       {"BEGIN", {}, false},
-      {"SELECT set_config('app.tenant_id', $1, true)", {tenant}, false},
+      {kSetTenant, {tenant}, true},
       {kInboxInsert, {o_.name, pg::array_literal(ids), tenant}, true}};
   if (handler_.reads_state()) {
     std::vector<std::string_view> check_ids;
@@ -789,12 +824,11 @@ Attempt Runtime::Impl::transact(const std::string& tenant, const std::vector<con
       check_ids.push_back(e->id);
       xids.push_back(static_cast<std::int64_t>(e->xid));
     }
-    begin.push_back(
-        {kInvisibleSql, {pg::array_literal(check_ids), pg::array_literal(xids)}, false});
+    begin.push_back({kInvisible, {pg::array_literal(check_ids), pg::array_literal(xids)}, true});
   }
   std::int64_t t = mono_now_ns();
   auto r = db_.pipeline(begin);
-  stats_.inbox_ns += mono_now_ns() - t;
+  spent(kInbox, t);
   auto fail = [&](const Error& e) -> Attempt {
     rollback();
     if (!db_.healthy()) db_ready_ = false;
@@ -848,7 +882,7 @@ Attempt Runtime::Impl::transact(const std::string& tenant, const std::vector<con
   if (!batch.users.empty()) {
     t = mono_now_ns();
     auto applied = guarded("handler", [&] { return handler_.apply(db_, batch); });
-    stats_.handler_ns += mono_now_ns() - t;
+    spent(kHandler, t);
     if (!applied) return fail(applied.error());
     outcome = std::move(*applied);
     if (!outcome.fenced.empty()) {
@@ -872,7 +906,7 @@ Attempt Runtime::Impl::transact(const std::string& tenant, const std::vector<con
   }
   t = mono_now_ns();
   auto c = db_.exec("COMMIT");
-  stats_.commit_ns += mono_now_ns() - t;
+  spent(kCommit, t);
   if (!c) return fail(c.error().wrap("commit"));
   const std::size_t applied = fresh.size();
   const std::size_t duplicates = events.size() - applied;
