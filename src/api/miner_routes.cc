@@ -30,15 +30,18 @@ constexpr double kMaxElectricityUsdPerKwh = 10;  // mining::kMaxElectricityUsdPe
 constexpr int kMaxProjectionDays = 365;
 constexpr double kDefaultDecayPerMonth = 0.01;  // ASICs lose ~1 % of hashrate a month
 
+// A user_miners row as the API shows it.
+#define HI_MINER_JSON                                                          \
+  "json_build_object('id', id, 'model_id', model_id, 'quantity', quantity, "   \
+  "'electricity_price_usd_kwh', electricity_price_usd_kwh, 'status', status, " \
+  "'created_at', created_at, 'updated_at', updated_at)::text"
+
 // The row of user_miners `id` of the caller as JSON (null when not theirs or missing).
 Result<json> miner_row(Call& c, const std::string& id, bool for_update) {
-  auto r = c.db.exec(
-      "SELECT json_build_object('id', id, 'model_id', model_id, 'quantity', quantity, "
-      "'electricity_price_usd_kwh', electricity_price_usd_kwh, 'status', status, "
-      "'created_at', created_at, 'updated_at', updated_at)::text FROM user_miners "
-      "WHERE id = $1::bigint AND user_id = $2::bigint" +
-          std::string(for_update ? " FOR UPDATE" : ""),
-      {id, c.who.user_id});
+  auto r = c.db.exec("SELECT " HI_MINER_JSON
+                     " FROM user_miners WHERE id = $1::bigint AND user_id = $2::bigint" +
+                         std::string(for_update ? " FOR UPDATE" : ""),
+                     {id, c.who.user_id});
   if (!r) return r.error();
   if (r->empty()) return json(nullptr);
   return json::parse(r->text(0, 0));
@@ -128,31 +131,31 @@ void Service::add_miner_routes(http::Router& router) {
       Fields f(*body, {"model_id", "quantity", "electricity_price_usd_kwh", "status"});
       const auto m = read_miner(*body, f);
       if (auto e = f.error()) return Response::fail(*e);
-      auto unknown = internal::first_unknown_model(c.db, {m->model_id});
-      if (!unknown) return db_failure(unknown.error());
-      if (*unknown != 0) {
-        return Response::fail(ErrorCode::kBadRequest, "unknown miner model", "model_id");
-      }
       if (auto over = check_units(c, m->quantity)) return std::move(*over);
+      // One round trip: the model check, the row, and the row as the response shows it.
       auto row = c.db.exec(
           "INSERT INTO user_miners (tenant_id, user_id, model_id, quantity, "
-          "electricity_price_usd_kwh, status) VALUES ($1, $2, $3, $4, $5::numeric, $6) "
-          "RETURNING id",
+          "electricity_price_usd_kwh, status) "
+          "SELECT $1::bigint, $2::bigint, $3::int, $4::int, $5::numeric, $6::text "
+          "WHERE EXISTS (SELECT 1 FROM miner_models WHERE id = $3::int) "
+          "RETURNING id, " HI_MINER_JSON,
           {c.who.tenant_id, c.who.user_id, std::to_string(m->model_id), std::to_string(m->quantity),
            m->price ? std::optional<std::string>(json(*m->price).dump()) : std::nullopt,
            m->status});
       if (!row) return db_failure(row.error());
+      if (row->empty()) {
+        return Response::fail(ErrorCode::kBadRequest, "unknown miner model", "model_id");
+      }
       const std::string id(row->text(0, 0));
-      auto after = miner_row(c, id, false);
-      if (!after) return db_failure(after.error());
+      const json after = json::parse(row->text(0, 1));
       const json payload = {{"miner_id", std::stoll(id)},
                             {"model_id", m->model_id},
                             {"quantity", m->quantity},
                             {"status", m->status}};
-      auto ev = record_write(
-          c, {"miner.added", "miner.add", "user_miners", id, payload, nullptr, *after});
+      auto ev =
+          record_write(c, {"miner.added", "miner.add", "user_miners", id, payload, nullptr, after});
       if (!ev) return db_failure(ev.error());
-      return write_response({{"id", std::stoll(id)}, {"miner", *after}}, *ev, 201);
+      return write_response({{"id", std::stoll(id)}, {"miner", after}}, *ev, 201);
     });
   });
 

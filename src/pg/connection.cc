@@ -198,13 +198,14 @@ Result<std::vector<QueryResult>> Connection::pipeline(std::span<const Statement>
     pg_conn* c;
     ~Exit() { PQexitPipelineMode(c); }
   } exit_guard{c};
-  // Statements with parameters go through the statement cache: a new one is prepared in the
-  // same round trip, just before it runs.
+  // Every statement goes through the statement cache (a pipeline's statements are single ones,
+  // with or without parameters): a new one is prepared in the same round trip, just before it
+  // runs.
   std::vector<std::string> preparing;  // SQL texts prepared by this pipeline, in order
   for (const auto& st : statements) {
     auto ptrs = param_pointers(st.params);
     const std::string* name = nullptr;
-    if (!st.prepared && !st.params.empty()) {
+    if (!st.prepared) {
       name = cached(st.sql_or_name);
       if (name == nullptr && (name = remember(st.sql_or_name)) != nullptr) {
         if (PQsendPrepare(c, name->c_str(), st.sql_or_name.c_str(), 0, nullptr) != 1) {

@@ -87,9 +87,9 @@ class Connection {
   // False after the server went away; a Pool drops such connections.
   bool healthy() const;
 
-  // A statement with parameters is prepared on this connection on first use and executed by
-  // name afterwards (up to kMaxCachedStatements texts per connection; pipeline() shares the
-  // cache): for the short statements of this platform, parsing and planning cost more than
+  // A statement with parameters (and any statement of a pipeline()) is prepared on this
+  // connection on first use and executed by name afterwards (up to kMaxCachedStatements texts
+  // per connection): for the short statements of this platform, parsing and planning cost more than
   // running them. Behind a pooler in transaction mode use one that keeps protocol-level
   // prepared statements per client (PgBouncer 1.21+ with max_prepared_statements).
   Result<QueryResult> exec(std::string_view sql, const Params& params = {});

@@ -2,6 +2,7 @@
 
 #include <unordered_map>
 
+#include "core/ids.h"
 #include "pg/array.h"
 
 namespace hi::api::internal {
@@ -12,18 +13,21 @@ http::Response db_failure(const Error& e) { return http::Response::fail(http::ap
 
 Result<schema::EventRef> record_write(Call& c, const WriteRecord& w) {
   const auto key = c.request.header("idempotency-key");
-  auto ev = schema::append_event(
-      c.db, {c.who.tenant_id, c.who.user_id, w.kind, w.entity_id, w.payload.dump(),
-             key ? std::optional<std::string>(std::string(*key)) : std::nullopt, std::nullopt});
-  if (!ev) return ev.error();
   const json details = {{"before", w.before}, {"after", w.after}};
-  auto r = c.db.exec(
-      "INSERT INTO audit_logs (tenant_id, user_id, action, entity, entity_id, request_id, ip, "
-      "details) VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, '')::inet, $8)",
-      {c.who.tenant_id, c.who.user_id, w.action, w.entity, w.entity_id, c.request.request_id,
-       c.request.remote_address, details.dump()});
-  if (!r) return r.error();
-  return ev;
+  // The event and the audit row in one round trip.
+  const pg::Statement writes[] = {
+      {schema::kAppendEventSql,
+       {uuid_v7(), c.who.tenant_id, w.kind, c.who.user_id, w.entity_id, w.payload.dump(),
+        key ? std::optional<std::string>(std::string(*key)) : std::nullopt},
+       false},
+      {"INSERT INTO audit_logs (tenant_id, user_id, action, entity, entity_id, request_id, ip, "
+       "details) VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, '')::inet, $8)",
+       {c.who.tenant_id, c.who.user_id, w.action, w.entity, w.entity_id, c.request.request_id,
+        c.request.remote_address, details.dump()},
+       false}};
+  auto r = c.db.pipeline(writes);
+  if (!r) return r.error().wrap("append event " + w.kind);
+  return schema::EventRef{std::string((*r)[0].text(0, 0)), (*r)[0].int64(0, 1)};
 }
 
 http::Response json_query(Call& c, const std::string& sql, const pg::Params& params) {
