@@ -120,6 +120,13 @@ Result<std::int64_t> write_forecasts(pg::Connection& conn, const std::string& te
   return w->empty() ? std::int64_t{0} : w->int64(0, 0);  // one now() for every row
 }
 
+Status IntelHandler::prepare(pg::Connection& conn) {
+  if (auto s = prepare_inputs(conn, reference_); !s) return s;
+  auto fit = fit_network_forecast(conn, cache_, reference_.max_age);
+  if (!fit && fit.error().code != Code::kFailedPrecondition) return fit.error();
+  return {};
+}
+
 Result<ApplyOutcome> IntelHandler::apply(pg::Connection& conn, const TenantBatch& batch) {
   auto f = fit_network_forecast(conn, cache_, reference_.max_age);
   if (!f) return f.error();

@@ -9,7 +9,8 @@
 // values the user's active miners at the forecast price and difficulty, with bounds from the
 // pessimistic / optimistic ends of both intervals. The fit is cached while the series is
 // unchanged (it depends only on network_snapshots); the series, like the reference data of
-// load_inputs(), is read again at most once a second, not per batch. Rows are upserted on
+// load_inputs(), is read again at most every ReferenceCache::max_age, not per batch, and both
+// are loaded before the first batch. Rows are upserted on
 // (tenant_id, COALESCE(user_id, 0), metric, day).
 //
 // Not thread-safe: one per Runtime.
@@ -59,7 +60,7 @@ Result<std::int64_t> write_forecasts(pg::Connection& conn, const std::string& te
 class IntelHandler final : public Handler {
  public:
   bool reads_state() const override { return true; }
-  Status prepare(pg::Connection& conn) override { return prepare_inputs(conn, reference_); }
+  Status prepare(pg::Connection& conn) override;
   Result<ApplyOutcome> apply(pg::Connection& conn, const TenantBatch& batch) override;
   // DEL forecast:{uid} again for redelivered events' users.
   Result<std::vector<RedisCommand>> after_redelivery(pg::Connection& conn,

@@ -287,6 +287,10 @@ Status prepare_inputs(pg::Connection& conn, ReferenceCache& cache) {
     if (auto s = conn.prepare(name, sql); !s) return s.error().wrap("prepare portfolio inputs");
   }
   cache.prepared = true;
+  cache.loaded_ns = 0;
+  auto warm = load_inputs(conn, {}, &cache);
+  // An empty network_snapshots is the first batch's error to report (run `hashinsight seed`).
+  if (!warm && warm.error().code != Code::kFailedPrecondition) return warm.error();
   return {};
 }
 

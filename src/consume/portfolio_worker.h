@@ -59,7 +59,7 @@ struct PortfolioInputs {
 // rarely; with a `cache`, it is re-read at most every `cache->max_age` (the snapshot is daily;
 // a valuation may use one up to max_age old), which saves a partitioned-table scan per batch.
 struct ReferenceCache {
-  std::chrono::milliseconds max_age{1000};
+  std::chrono::milliseconds max_age{10000};
   std::int64_t loaded_ns = 0;  // mono_now_ns() of the last read; 0 = never
   bool prepared = false;       // the connection has prepare_inputs()'s statements
   std::vector<mining::PortfolioModel> models;
@@ -68,8 +68,9 @@ struct ReferenceCache {
 };
 Result<PortfolioInputs> load_inputs(pg::Connection& conn, const std::vector<std::string>& users,
                                     ReferenceCache* cache = nullptr);
-// Prepares load_inputs()'s per-batch reads on `conn` (a handler's prepare()) and marks `cache`
-// so that load_inputs() uses them.
+// Prepares load_inputs()'s per-batch reads on `conn` (a handler's prepare()), marks `cache`
+// so that load_inputs() uses them, and loads the reference data: the first batch after a
+// start does not pay for the first scan of every partition.
 Status prepare_inputs(pg::Connection& conn, ReferenceCache& cache);
 
 // The portfolio of one user from loaded inputs; kNotFound when the user does not exist.

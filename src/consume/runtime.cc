@@ -1,6 +1,7 @@
 #include "consume/runtime.h"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <condition_variable>
@@ -136,6 +137,8 @@ class Runtime::Impl {
   bool ensure_consumer(std::stop_token stop);
   Status ensure_producer();
 
+  // Adds what arrives within o_.linger to a non-empty batch (up to batch_size).
+  void linger(std::vector<bus::Delivery>& batch);
   // Applies a polled batch (one delivery at a time when it may hold a message that kills its
   // consumer) and acknowledges it. False: stopped before the batch was settled.
   bool consume(std::stop_token stop, std::vector<bus::Delivery>& batch);
@@ -201,6 +204,26 @@ class Runtime::Impl {
                          std::chrono::milliseconds(100), u(rng_));
   }
   void note_not_visible(const std::string& tenant, int waits, const Error& error);
+  // A batch that takes this long is logged with where its time went.
+  static constexpr std::chrono::milliseconds kSlowBatch{250};
+  using StageTimes = std::array<std::int64_t, 7>;
+  StageTimes stage_times() const {
+    return {stats_.poll_ns,   stats_.lock_ns,         stats_.inbox_ns, stats_.handler_ns,
+            stats_.commit_ns, stats_.after_commit_ns, stats_.ack_ns};
+  }
+  void note_slow_batch(double seconds, std::size_t deliveries, const StageTimes& before) {
+    const StageTimes after = stage_times();
+    const char* names[] = {"poll", "lock", "inbox", "handler", "commit", "after_commit", "ack"};
+    nlohmann::json ms = nlohmann::json::object();
+    for (std::size_t i = 1; i < after.size(); ++i) {
+      ms[names[i]] = static_cast<double>((after[i] - before[i]) / 1000) / 1e3;
+    }
+    log_.warn("slow batch", {{"ms", static_cast<std::int64_t>(seconds * 1e3)},
+                             {"deliveries", deliveries},
+                             {"not_visible", stats_.not_visible.load()},
+                             {"retries", stats_.retries.load()},
+                             {"stages_ms", ms.dump()}});
+  }
   // Adds the time since `since_ns` (mono_now_ns) to a stage's stat and counter.
   enum Stage { kPoll, kLock, kInbox, kHandler, kCommit, kAfterCommit, kAck, kStages };
   void spent(Stage stage, std::int64_t since_ns) {
@@ -322,6 +345,7 @@ Status Runtime::Impl::run(std::stop_token stop) {
     publish_status(false);
     std::int64_t t = mono_now_ns();
     auto batch = consumer_->poll(o_.batch_size, o_.poll_timeout);
+    if (batch && !batch->empty() && o_.linger.count() > 0) linger(*batch);
     spent(kPoll, t);
     if (!batch) {
       if (batch.error().code == Code::kFailedPrecondition) return batch.error().wrap("consumer");
@@ -334,13 +358,19 @@ Status Runtime::Impl::run(std::stop_token stop) {
       continue;
     }
     const auto t0 = std::chrono::steady_clock::now();
+    const StageTimes before = stage_times();
     // The batch in hand is finished even when a stop arrives meanwhile (SIGTERM finishes the
     // batch); only backoff waits observe `stop`.
     if (!consume(stop, *batch)) break;
     last_commit_us_ = unix_now_us();
     stats_.last_commit_unix_us = last_commit_us_;
     stats_.batches++;
-    m_batch_->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    m_batch_->Observe(seconds);
+    if (seconds * 1e3 >= static_cast<double>(kSlowBatch.count())) {
+      note_slow_batch(seconds, batch->size(), before);
+    }
   }
   if (!unacked_.empty()) acknowledge({});
   publish_status(true);
@@ -349,6 +379,18 @@ Status Runtime::Impl::run(std::stop_token stop) {
                                  {"duplicates", stats_.duplicates.load()},
                                  {"dead_lettered", stats_.dead_lettered.load()}});
   return {};
+}
+
+void Runtime::Impl::linger(std::vector<bus::Delivery>& batch) {
+  const auto until = std::chrono::steady_clock::now() + o_.linger;
+  while (batch.size() < o_.batch_size && !stop_.stop_requested()) {
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    auto more = consumer_->poll(o_.batch_size - batch.size(), left);
+    if (!more || more->empty()) break;  // a failed poll shows again at the next one
+    for (auto& d : *more) batch.push_back(std::move(d));
+  }
 }
 
 bool Runtime::Impl::consume(std::stop_token stop, std::vector<bus::Delivery>& batch) {
@@ -643,7 +685,9 @@ Result<std::vector<const Event*>> Runtime::Impl::lock(const std::vector<const Ev
 void Runtime::Impl::unlock(const std::vector<std::string>& users,
                            const std::vector<std::int64_t>& tokens) {
   if (users.empty()) return;
+  const std::int64_t t = mono_now_ns();
   auto r = locks_.release(redis_, users, tokens);
+  spent(kLock, t);
   if (!r) log_.warn("releasing locks failed (they expire)", {{"error", r.error().message}});
 }
 
@@ -1062,6 +1106,8 @@ void Runtime::Impl::publish_status(bool force) {
                                   std::to_string(stats_.duplicates.load()),
                                   "dead_lettered",
                                   std::to_string(stats_.dead_lettered.load()),
+                                  "batches",
+                                  std::to_string(stats_.batches.load()),
                                   "last_commit_at",
                                   last_commit_us_ > 0 ? format_rfc3339_us(last_commit_us_) : "",
                                   "updated_at",

@@ -132,6 +132,10 @@ struct RuntimeOptions {
   std::string redis_url;  // locks, post-commit commands, status
   std::size_t batch_size = 512;
   std::chrono::milliseconds poll_timeout{500};
+  // After the first delivery of a batch, keep polling this long for more (up to batch_size)
+  // before applying it: fewer, larger transactions for a consumer off the page's path (as
+  // Kafka's fetch.max.wait.ms). 0: apply what one poll returned at once.
+  std::chrono::milliseconds linger{0};
   int max_attempts = 3;
   // A delivery whose attempts on its own ended the consumer this many times is parked.
   int max_crashes = 3;

@@ -91,6 +91,45 @@ TEST_F(ConsumeTest, PortfolioRowCarriesSourceAndCacheIsInvalidatedWithNotice) {
   EXPECT_EQ(notice["through_seq"].get<std::int64_t>(), events.back().seq);
 }
 
+// --linger-ms: events that arrive within the linger after a batch's first one are applied in
+// the same batch; without it each is applied as it comes.
+TEST_F(ConsumeTest, LingerGathersEventsArrivingCloseTogetherIntoOneBatch) {
+  test::give_miners(owner_, "1", "102", 1);
+  test::give_miners(owner_, "1", "104", 1);
+  std::int64_t expected_rows = 0;
+  for (const char* linger : {"0", "3000"}) {
+    const std::string user = linger == std::string("0") ? "102" : "104";
+    const std::size_t w =
+        worker("portfolio", {"--linger-ms", linger, "--instance", std::string("linger-") + linger});
+    ASSERT_TRUE(eventually([&] { return !status_field("updated_at").empty(); }));
+    const std::int64_t batches_before = std::stoll("0" + status_field("batches"));
+    ASSERT_EQ(batches_before, 0);
+    // Four events 200 ms apart: all within 3 s of the first, none within 0 ms of another.
+    for (int i = 0; i < 4; ++i) {
+      test::publish(redis_, test::outbox_events(app_, "1", user, 1));
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    expected_rows += 4;
+    ASSERT_TRUE(eventually([&] { return test::inbox_rows(owner_, kGroup) == expected_rows; }))
+        << test::file_text(log(w));
+    // The status hash is written once a second.
+    std::int64_t batches = 0;
+    ASSERT_TRUE(eventually([&] {
+      auto now = status_field("applied");
+      batches = std::stoll("0" + status_field("batches")) - batches_before;
+      return now == "4" && batches > 0;
+    }));
+    if (linger == std::string("0")) {
+      EXPECT_GE(batches, 2) << "events 200 ms apart were applied together without a linger";
+    } else {
+      EXPECT_EQ(batches, 1) << "events within the linger were applied in several batches";
+    }
+    procs_[w].signal(SIGTERM);
+    EXPECT_EQ(procs_[w].wait_for(std::chrono::seconds(20)).value_or(-1), 0);
+  }
+  EXPECT_EQ(scalar("SELECT events_applied FROM user_portfolio WHERE user_id = 104"), 4);
+}
+
 TEST_F(ConsumeTest, TwoWorkersInOneGroupApplyEveryEventExactlyOnce) {
   const std::vector<std::pair<std::string, std::string>> users = {
       {"1", "101"}, {"1", "102"}, {"1", "103"}, {"1", "104"}, {"1", "105"},
