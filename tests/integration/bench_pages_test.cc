@@ -52,8 +52,16 @@ TEST(BenchSse, EveryOneOfAThousandStreamsReceivesItsOwnWrite) {
 
 TEST(BenchE2e, LosesNothingAppliesNothingTwiceAndKeepsTheRate) {
   SpawnOptions o;
-  o.argv = {
-      test::hashinsight_binary(), "bench", "e2e", "--json", "--rate", "200", "--duration", "10"};
+  o.argv = {test::hashinsight_binary(),
+            "bench",
+            "e2e",
+            "--json",
+            "--rate",
+            "200",
+            "--duration",
+            "10",
+            "--warmup",
+            "2"};
   o.env = {"DATABASE_URL=", "REDIS_URL=", "HI_DATA_DIR=", "LOG_FORMAT=text"};
   auto r = run_command(o, std::chrono::minutes(5));
   ASSERT_TRUE(r.ok()) << r.error().message;
