@@ -26,8 +26,10 @@ struct Write {
   std::int64_t seq = 0;  // 0: failed
 };
 
-Result<http::ClientResponse> call(const std::string& method, const std::string& url,
-                                  const std::string& token, std::string body = "") {
+// Over `session`: each sender keeps its connection open, as a page keeps one to its origin.
+Result<http::ClientResponse> call(http::Session& session, const std::string& method,
+                                  const std::string& url, const std::string& token,
+                                  std::string body = "") {
   auto u = http::parse_url(url);
   if (!u) return u.error();
   http::ClientRequest r;
@@ -36,7 +38,7 @@ Result<http::ClientResponse> call(const std::string& method, const std::string& 
   r.body = std::move(body);
   r.headers = {{"Authorization", "Bearer " + token}};
   r.timeout = std::chrono::seconds(30);
-  return http::fetch(r);
+  return session.fetch(r);
 }
 
 // Raises `slot` to at least `value`.
@@ -145,6 +147,7 @@ Result<PageLoadResult> run_page_load(const PageLoadOptions& o) {
   std::vector<std::thread> writers;
   for (int w = 0; w < senders; ++w) {
     writers.emplace_back([&] {
+      http::Session session;
       for (std::size_t i; (i = next.fetch_add(1)) < writes.size();) {
         Write& wr = writes[i];
         wr.user = i % users;
@@ -154,7 +157,7 @@ Result<PageLoadResult> run_page_load(const PageLoadOptions& o) {
           std::this_thread::sleep_for(std::chrono::nanoseconds(wait));
         }
         const json body = {{"model_id", 1 + static_cast<int>(i % 49)}, {"quantity", 1}};
-        auto r = call("POST", o.api_url + "/api/miners", tokens[wr.user], body.dump());
+        auto r = call(session, "POST", o.api_url + "/api/miners", tokens[wr.user], body.dump());
         if (r && r->status == 201) {
           const auto answer = json::parse(r->body, nullptr, false);
           wr.seq = answer.is_object() ? answer.value("seq", std::int64_t{0}) : 0;
@@ -172,9 +175,10 @@ Result<PageLoadResult> run_page_load(const PageLoadOptions& o) {
   std::thread prober;
   if (o.probe_get) {
     prober = std::thread([&] {
+      http::Session session;
       for (std::size_t u = 0; writing.load(); u = (u + 1) % users) {
         const std::int64_t t0 = mono_now_ns();
-        auto r = call("GET", o.api_url + "/api/portfolio", tokens[u]);
+        auto r = call(session, "GET", o.api_url + "/api/portfolio", tokens[u]);
         if (!r || r->status != 200) {
           ++out.get_errors;
           continue;

@@ -1,7 +1,7 @@
 // Open pages under writes, for `bench sse` and `bench e2e`: one GET /api/portfolio/stream per
 // user held open by this process (one thread, epoll; a stream the API drops is reopened with
 // Last-Event-ID, as a browser's EventSource does), and POST /api/miners sent open loop at a
-// fixed rate by a pool of threads.
+// fixed rate by a pool of threads, each over a connection it keeps open (keep-alive).
 //
 // Write-to-visible of a write runs from its scheduled send time (not the moment a busy sender
 // got to it: the generator does not coordinate with the system under test) to the arrival of

@@ -40,8 +40,12 @@ std::optional<std::string_view> ClientResponse::header(std::string_view name) co
   return std::nullopt;
 }
 
-Result<ClientResponse> fetch(const ClientRequest& request) {
-  const std::string where = "http " + request.method + " " + request.url.authority();
+namespace {
+
+// The request as Beast sends it, or why it cannot be sent.
+Result<bhttp::request<bhttp::string_body>> build_request(const ClientRequest& request,
+                                                         const std::string& where,
+                                                         bool keep_alive) {
   if (!token(request.method)) return invalid_argument(where + ": bad method");
   if (request.url.target.empty() || request.url.target[0] != '/' ||
       !field_value(request.url.target) || request.url.target.find(' ') != std::string::npos) {
@@ -64,20 +68,54 @@ Result<ClientResponse> fetch(const ClientRequest& request) {
   if (!request.body.empty() && !has_content_type) {
     req.set(bhttp::field::content_type, "application/json");
   }
-  req.keep_alive(false);
+  req.keep_alive(keep_alive);
   req.body() = request.body;
   req.prepare_payload();
+  return req;
+}
 
-  // Asynchronous operations on a private context, so that one timer bounds the whole exchange
-  // (Beast's synchronous calls have no timeouts).
-  net::io_context ioc(1);
+}  // namespace
+
+struct Session::Impl {
+  net::io_context ioc{1};
+  beast::tcp_stream stream{ioc};
+  beast::flat_buffer buffer;
+  std::string connected_to;  // authority of the open connection; "" = none
+
+  void close() {
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream.socket().close(ignored);
+    buffer.clear();
+    connected_to.clear();
+  }
+
+  // One exchange; `reused` is set when it went over a connection opened before, and
+  // `answered` when any byte of a response arrived.
+  Result<ClientResponse> exchange(const ClientRequest& request, bool keep_alive, bool& reused,
+                                  bool& answered);
+};
+
+Session::Session() : impl_(std::make_unique<Impl>()) {}
+Session::~Session() = default;
+
+Result<ClientResponse> Session::Impl::exchange(const ClientRequest& request, bool keep_alive,
+                                               bool& reused, bool& answered) {
+  const std::string where = "http " + request.method + " " + request.url.authority();
+  auto req = build_request(request, where, keep_alive);
+  if (!req) return req.error();
+  if (connected_to != request.url.authority()) close();
+  reused = !connected_to.empty();
+  answered = false;
+
+  // Asynchronous operations on the session's context, so that one timer bounds the whole
+  // exchange (Beast's synchronous calls have no timeouts).
+  ioc.restart();
   tcp::resolver resolver(ioc);
-  beast::tcp_stream stream(ioc);
   net::steady_timer deadline(ioc);
   bhttp::response_parser<bhttp::string_body> parser;
   parser.body_limit(static_cast<std::uint64_t>(request.max_response_bytes));
   parser.header_limit(64 << 10);
-  beast::flat_buffer buffer;
   bool timed_out = false;
   bool done = false;
   std::optional<Error> failure;
@@ -94,31 +132,46 @@ Result<ClientResponse> fetch(const ClientRequest& request) {
     beast::error_code ignored;
     stream.socket().close(ignored);
   });
-  resolver.async_resolve(
-      request.url.host, std::to_string(request.url.port),
-      [&](const beast::error_code& ec, const tcp::resolver::results_type& endpoints) {
-        if (ec) return fail("resolve", ec);
-        stream.async_connect(endpoints, [&](const beast::error_code& ec, const tcp::endpoint&) {
-          if (ec) return fail("connect", ec);
-          bhttp::async_write(stream, req, [&](const beast::error_code& ec, std::size_t) {
-            if (ec) return fail("send", ec);
-            bhttp::async_read(stream, buffer, parser,
-                              [&](const beast::error_code& ec, std::size_t) {
-                                if (ec) return fail("receive", ec);
-                                done = true;
-                                deadline.cancel();
-                              });
+  const auto send = [&] {
+    bhttp::async_write(stream, *req, [&](const beast::error_code& ec, std::size_t) {
+      if (ec) return fail("send", ec);
+      bhttp::async_read(stream, buffer, parser, [&](const beast::error_code& ec, std::size_t) {
+        answered = parser.got_some();
+        if (ec) return fail("receive", ec);
+        done = true;
+        deadline.cancel();
+      });
+    });
+  };
+  if (reused) {
+    send();
+  } else {
+    resolver.async_resolve(
+        request.url.host, std::to_string(request.url.port),
+        [&](const beast::error_code& ec, const tcp::resolver::results_type& endpoints) {
+          if (ec) return fail("resolve", ec);
+          stream.async_connect(endpoints, [&](const beast::error_code& ec, const tcp::endpoint&) {
+            if (ec) return fail("connect", ec);
+            send();
           });
         });
-      });
+  }
   ioc.run();
 
-  if (!done && timed_out) {
-    return Error{Code::kDeadlineExceeded,
-                 where + ": no response within " + std::to_string(request.timeout.count()) + " ms"};
+  if (!done) {
+    close();
+    if (timed_out) {
+      return Error{Code::kDeadlineExceeded, where + ": no response within " +
+                                                std::to_string(request.timeout.count()) + " ms"};
+    }
+    return failure.value_or(unavailable(where + ": no response"));
   }
-  if (!done) return failure.value_or(unavailable(where + ": no response"));
   auto msg = parser.release();
+  if (keep_alive && msg.keep_alive()) {
+    connected_to = request.url.authority();
+  } else {
+    close();
+  }
   ClientResponse out;
   out.status = static_cast<int>(msg.result_int());
   for (const auto& field : msg) {
@@ -131,6 +184,20 @@ Result<ClientResponse> fetch(const ClientRequest& request) {
   }
   out.body = std::move(msg.body());
   return out;
+}
+
+Result<ClientResponse> Session::fetch(const ClientRequest& request) {
+  bool reused = false, answered = false;
+  auto r = impl_->exchange(request, true, reused, answered);
+  if (r || !reused || answered || r.error().code != Code::kUnavailable) return r;
+  // The server closed the idle connection before it read the request: a new one.
+  return impl_->exchange(request, true, reused, answered);
+}
+
+Result<ClientResponse> fetch(const ClientRequest& request) {
+  Session once;
+  bool reused = false, answered = false;
+  return once.impl_->exchange(request, false, reused, answered);
 }
 
 }  // namespace hi::http

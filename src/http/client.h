@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -50,5 +51,26 @@ struct ClientResponse {
 // first; kUnavailable when the host does not resolve, the connection fails or the peer does not
 // answer with HTTP; kInvalidArgument for a request that cannot be sent.
 Result<ClientResponse> fetch(const ClientRequest& request);
+
+// A connection kept open from one request to the next (HTTP/1.1 keep-alive), as a browser keeps
+// one to its origin: for a client that sends many requests (the load generators). A request to
+// another host or port, or after the server closed the connection, connects anew. When a reused
+// connection turns out closed before any byte of the answer arrived, the request is sent once
+// more on a new connection (the server never read it; as browsers do). Errors as fetch().
+// Not thread-safe: one per thread.
+class Session {
+ public:
+  Session();
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  Result<ClientResponse> fetch(const ClientRequest& request);
+
+ private:
+  friend Result<ClientResponse> fetch(const ClientRequest& request);  // a session of one
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace hi::http

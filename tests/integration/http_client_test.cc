@@ -1,7 +1,10 @@
 // The HTTP client against the server, and the part endpoint (/metrics, /alive).
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
 
 #include "core/net.h"
 #include "http/client.h"
@@ -76,6 +79,47 @@ TEST(HttpClient, RefusesHeadersThatWouldInjectOthers) {
   auto res = fetch(req);
   ASSERT_FALSE(res.ok());
   EXPECT_EQ(res.error().code, Code::kInvalidArgument);
+}
+
+// The sockets this process holds (its in-process server's included), from /proc.
+std::set<std::string> open_sockets() {
+  std::set<std::string> out;
+  for (const auto& fd : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const auto target = std::filesystem::read_symlink(fd.path(), ec).string();
+    if (!ec && target.rfind("socket:", 0) == 0) out.insert(target);
+  }
+  return out;
+}
+
+TEST(HttpSession, KeepsItsConnectionAndReconnectsWhenTheServerClosedIt) {
+  Router r;
+  r.add("POST", "/echo", [](Request& q) { return Response::json({{"body", q.body}}); });
+  ServerOptions options;
+  options.idle_timeout = 300ms;  // the server closes a connection idle this long
+  auto server = serve(std::move(r), options);
+  Session session;
+  const auto before = open_sockets();
+  auto first = session.fetch(client_request("POST", server->port(), "/echo", R"({"n":1})"));
+  ASSERT_TRUE(first.ok()) << first.error().to_string();
+  const auto after_first = open_sockets();
+  EXPECT_GT(after_first.size(), before.size()) << "no connection kept open";
+  for (int n = 2; n <= 5; ++n) {
+    const std::string body = R"({"n":)" + std::to_string(n) + "}";
+    auto res = session.fetch(client_request("POST", server->port(), "/echo", body));
+    ASSERT_TRUE(res.ok()) << res.error().to_string();
+    EXPECT_EQ(json::parse(res->body)["body"], body);
+  }
+  // Four more requests, not one new socket on either side.
+  EXPECT_EQ(open_sockets(), after_first);
+
+  // Idle past the server's timeout: the server has closed it; the next request still goes
+  // through, once, on a new connection.
+  std::this_thread::sleep_for(900ms);
+  auto again = session.fetch(client_request("POST", server->port(), "/echo", R"({"n":6})"));
+  ASSERT_TRUE(again.ok()) << again.error().to_string();
+  EXPECT_EQ(json::parse(again->body)["body"], R"({"n":6})");
+  EXPECT_NE(open_sockets(), after_first);
 }
 
 TEST(PartEndpoint, ServesMetricsAndAlive) {
