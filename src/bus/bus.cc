@@ -98,7 +98,9 @@ Result<std::unique_ptr<Producer>> make_producer(const BusOptions& options,
 
 Result<std::unique_ptr<Consumer>> make_consumer(const BusOptions& options,
                                                 const ConsumerOptions& consumer) {
-  if (options.kind == BusKind::kKafka) return make_kafka_consumer(options, consumer);
+  if (options.kind == BusKind::kKafka) {
+    return make_kafka_consumer(options, consumer, options.kafka_consumer_properties);
+  }
   auto c = RedisStreamsConsumer::create(options, consumer);
   if (!c) return c.error();
   return std::unique_ptr<Consumer>(std::move(*c));

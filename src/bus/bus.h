@@ -108,6 +108,8 @@ struct BusOptions {
   std::string client_id = "hashinsight";
   // Extra librdkafka properties for the producer (KAFKA_PRODUCER_PROPERTIES), applied last.
   std::vector<std::pair<std::string, std::string>> kafka_producer_properties;
+  // Extra librdkafka properties for consumers (KAFKA_CONSUMER_PROPERTIES), applied last.
+  std::vector<std::pair<std::string, std::string>> kafka_consumer_properties;
 };
 
 struct ConsumerOptions {

@@ -25,12 +25,16 @@ bus::BusOptions bus_options(const Config& cfg, const StackUrls& urls) {
   b.kafka_replication_factor = static_cast<int>(cfg.integer("KAFKA_REPLICATION_FACTOR"));
   b.kafka_compression = cfg.str("KAFKA_COMPRESSION");
   b.kafka_linger_ms = static_cast<int>(cfg.integer("KAFKA_LINGER_MS"));
-  for (const std::string& item : split_list(cfg.str("KAFKA_PRODUCER_PROPERTIES"))) {
-    const auto eq = item.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      fail(kExitUsage, "KAFKA_PRODUCER_PROPERTIES: '" + item + "' is not name=value");
+  for (auto [setting, into] :
+       {std::pair{"KAFKA_PRODUCER_PROPERTIES", &b.kafka_producer_properties},
+        std::pair{"KAFKA_CONSUMER_PROPERTIES", &b.kafka_consumer_properties}}) {
+    for (const std::string& item : split_list(cfg.str(setting))) {
+      const auto eq = item.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        fail(kExitUsage, std::string(setting) + ": '" + item + "' is not name=value");
+      }
+      into->emplace_back(item.substr(0, eq), item.substr(eq + 1));
     }
-    b.kafka_producer_properties.emplace_back(item.substr(0, eq), item.substr(eq + 1));
   }
   return b;
 }

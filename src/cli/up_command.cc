@@ -363,6 +363,11 @@ int run_up(const Config& cfg) {
   env.push_back("HI_DATA_DIR=" + dir.string());
   env.push_back("HTTP_PORT=" + std::to_string(ports.api));
   env.push_back("KAFKA_BROKERS=" + kafka_brokers);
+  if (mock && cfg.str("KAFKA_CONSUMER_PROPERTIES").empty()) {
+    // The mock cluster answers an empty fetch only when fetch.wait.max.ms (500 ms) has passed,
+    // even when data arrives meanwhile; a real broker answers as soon as there is data.
+    env.push_back("KAFKA_CONSUMER_PROPERTIES=fetch.wait.max.ms=5");
+  }
 
   Supervisor sup(dir / "logs", env, log);
   const std::string api_url = "http://127.0.0.1:" + std::to_string(ports.api);

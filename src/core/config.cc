@@ -68,6 +68,10 @@ constexpr SettingSpec kSettings[] = {
     {"KAFKA_PRODUCER_PROPERTIES", "",
      "extra librdkafka producer properties: name=value,... (applied last)", K::kString, 0, 0, "",
      "bus"},
+    {"KAFKA_CONSUMER_PROPERTIES", "",
+     "extra librdkafka consumer properties: name=value,... (applied last; `up` sets "
+     "fetch.wait.max.ms=5 when it hosts the mock cluster)",
+     K::kString, 0, 0, "", "bus"},
     {"KAFKA_LINGER_MS", "0",
      "producer linger in ms; 0 sends what is ready at once (batches still form under load)",
      K::kInt, 0, 1000, "", "bus"},

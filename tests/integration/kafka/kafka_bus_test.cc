@@ -393,6 +393,26 @@ TEST_F(KafkaBusTest, WakeFdBecomesReadableWhenDeliveriesArePending) {
   EXPECT_TRUE(reports.failures.empty());
 }
 
+// KAFKA_CONSUMER_PROPERTIES reach librdkafka through make_consumer(): an unknown one is
+// refused by name, a known one is taken.
+TEST_F(KafkaBusTest, ConsumerPropertiesFromTheSettingsAreApplied) {
+  ConsumerOptions c;
+  c.group = "props-group";
+  c.topics = {topic("events.ops")};
+  BusOptions bad = options_;
+  bad.kind = BusKind::kKafka;
+  bad.kafka_consumer_properties = {{"no.such.property", "1"}};
+  auto refused = make_consumer(bad, c);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("no.such.property"), std::string::npos)
+      << refused.error().message;
+  BusOptions good = options_;
+  good.kind = BusKind::kKafka;
+  good.kafka_consumer_properties = {{"fetch.wait.max.ms", "5"}};
+  auto taken = make_consumer(good, c);
+  EXPECT_TRUE(taken) << taken.error().to_string();
+}
+
 TEST_F(KafkaBusTest, FatalErrorFailsOutstandingMessages) {
   const std::string t = topic("events.dlq");
   Reports reports;
