@@ -189,10 +189,12 @@ Status Relay::replay_stream(const pg::StreamCommit& commit) {
       if (i % 4096 == 4095) {
         if (auto st = pump(std::chrono::milliseconds(0)); !st) return st;
         if (auto st = failpoint("relay.mid_stream_replay"); !st) return st;
-        // A long replay reads nothing from the server: keep telling it we are alive, or the
-        // walsender times out (wal_sender_timeout) and the whole transaction comes again.
-        send_status(false);
       }
+      // A long replay reads nothing from the server: keep telling it we are alive, or the
+      // walsender times out (wal_sender_timeout) and the whole transaction comes again. Checked
+      // often (it sends only every status_interval), so that a slow stretch of changes on a
+      // busy machine cannot outlast the timeout between two checks.
+      if (i % 256 == 255) send_status(false);
     }
     stats_.streamed_transactions.fetch_add(1, std::memory_order_relaxed);
   }
