@@ -31,6 +31,9 @@ constexpr const char* kInboxInsert = "hi_consume_inbox_insert";
 constexpr const char* kSetTenant = "hi_consume_set_tenant";
 constexpr const char* kSetTenantSql = "SELECT set_config('app.tenant_id', $1, true)";
 constexpr const char* kInvisible = "hi_consume_invisible";
+// The steps of a batch whose time is counted (Runtime::Impl::Stage, in that order).
+constexpr const char* kStageNames[] = {"poll",   "lock",         "inbox", "handler",
+                                       "commit", "after_commit", "ack"};
 constexpr const char* kInboxInsertSql =
     "INSERT INTO consumer_inbox (consumer_name, event_id, tenant_id) "
     "SELECT $1, e, $3::bigint FROM unnest($2::text[]) AS e "
@@ -117,10 +120,9 @@ class Runtime::Impl {
     m_not_visible_ =
         &metrics.counter("hashinsight_consumer_not_visible_total",
                          "Attempts that waited for an event's transaction to become visible", l);
-    const char* stages[] = {"poll", "lock", "inbox", "handler", "commit", "after_commit", "ack"};
     for (int i = 0; i < kStages; ++i) {
       MetricLabels sl = l;
-      sl["stage"] = stages[i];
+      sl["stage"] = kStageNames[i];
       m_stage_[i] = &metrics.counter("hashinsight_consumer_stage_seconds_total",
                                      "Where the consumer's time goes: waiting for the bus, locks, "
                                      "the inbox statement, the handler, COMMIT, post-commit Redis "
@@ -204,28 +206,9 @@ class Runtime::Impl {
                          std::chrono::milliseconds(100), u(rng_));
   }
   void note_not_visible(const std::string& tenant, int waits, const Error& error);
-  // A batch that takes this long is logged with where its time went.
-  static constexpr std::chrono::milliseconds kSlowBatch{250};
-  using StageTimes = std::array<std::int64_t, 7>;
-  StageTimes stage_times() const {
-    return {stats_.poll_ns,   stats_.lock_ns,         stats_.inbox_ns, stats_.handler_ns,
-            stats_.commit_ns, stats_.after_commit_ns, stats_.ack_ns};
-  }
-  void note_slow_batch(double seconds, std::size_t deliveries, const StageTimes& before) {
-    const StageTimes after = stage_times();
-    const char* names[] = {"poll", "lock", "inbox", "handler", "commit", "after_commit", "ack"};
-    nlohmann::json ms = nlohmann::json::object();
-    for (std::size_t i = 1; i < after.size(); ++i) {
-      ms[names[i]] = static_cast<double>((after[i] - before[i]) / 1000) / 1e3;
-    }
-    log_.warn("slow batch", {{"ms", static_cast<std::int64_t>(seconds * 1e3)},
-                             {"deliveries", deliveries},
-                             {"not_visible", stats_.not_visible.load()},
-                             {"retries", stats_.retries.load()},
-                             {"stages_ms", ms.dump()}});
-  }
-  // Adds the time since `since_ns` (mono_now_ns) to a stage's stat and counter.
+  // The steps of a batch whose time is counted (kStageNames).
   enum Stage { kPoll, kLock, kInbox, kHandler, kCommit, kAfterCommit, kAck, kStages };
+  // Adds the time since `since_ns` (mono_now_ns) to a stage's stat and counter.
   void spent(Stage stage, std::int64_t since_ns) {
     const std::int64_t ns = mono_now_ns() - since_ns;
     std::atomic<std::int64_t>* stats[] = {
@@ -233,6 +216,23 @@ class Runtime::Impl {
         &stats_.commit_ns, &stats_.after_commit_ns, &stats_.ack_ns};
     *stats[stage] += ns;
     m_stage_[stage]->Increment(static_cast<double>(ns) / 1e9);
+  }
+  // A batch that takes this long is logged with where its time went.
+  static constexpr std::chrono::milliseconds kSlowBatch{250};
+  using StageTimes = std::array<std::int64_t, kStages>;
+  StageTimes stage_times() const {
+    return {stats_.poll_ns,   stats_.lock_ns,         stats_.inbox_ns, stats_.handler_ns,
+            stats_.commit_ns, stats_.after_commit_ns, stats_.ack_ns};
+  }
+  void note_slow_batch(double seconds, std::size_t deliveries, const StageTimes& before) {
+    const StageTimes after = stage_times();
+    nlohmann::json ms = nlohmann::json::object();
+    for (std::size_t i = kLock; i < after.size(); ++i) {  // the poll came before the batch
+      ms[kStageNames[i]] = static_cast<double>((after[i] - before[i]) / 1000) / 1e3;
+    }
+    log_.warn("slow batch", {{"ms", static_cast<std::int64_t>(seconds * 1e3)},
+                             {"deliveries", deliveries},
+                             {"stages_ms", ms.dump()}});
   }
   std::string attempts_key() const { return "hi:consume:attempts:" + o_.consumer.group; }
   std::string marks_key() const { return "hi:consume:inflight:" + o_.consumer.group; }
