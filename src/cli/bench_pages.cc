@@ -20,16 +20,10 @@ namespace {
 
 using nlohmann::json;
 
-struct Write {
-  std::size_t user = 0;
-  std::int64_t scheduled_ns = 0;
-  std::int64_t seq = 0;  // 0: failed
-};
-
 // Over `session`: each sender keeps its connection open, as a page keeps one to its origin.
 Result<http::ClientResponse> call(http::Session& session, const std::string& method,
                                   const std::string& url, const std::string& token,
-                                  std::string body = "") {
+                                  std::string body = "", const std::string& idempotency_key = "") {
   auto u = http::parse_url(url);
   if (!u) return u.error();
   http::ClientRequest r;
@@ -37,8 +31,15 @@ Result<http::ClientResponse> call(http::Session& session, const std::string& met
   r.url = *u;
   r.body = std::move(body);
   r.headers = {{"Authorization", "Bearer " + token}};
+  if (!idempotency_key.empty()) r.headers.emplace_back("Idempotency-Key", idempotency_key);
   r.timeout = std::chrono::seconds(30);
   return session.fetch(r);
+}
+
+// Whether a write answered so (or not at all) is sent again under retry_writes: the API or a
+// server it needs was down or restarting, or the key's first request still runs.
+bool worth_retrying(const Result<http::ClientResponse>& r) {
+  return !r || r->status >= 500 || r->status == 409 || r->status == 429;
 }
 
 // Raises `slot` to at least `value`.
@@ -135,7 +136,7 @@ Result<PageLoadResult> run_page_load(const PageLoadOptions& o) {
 
   // 2. The writes, open loop, and the GET probe.
   PageLoadResult out;
-  std::vector<Write> writes(static_cast<std::size_t>(o.writes));
+  std::vector<WriteRecord> writes(static_cast<std::size_t>(o.writes));
   std::vector<std::atomic<std::int64_t>> max_seq(users);  // of each user's answered writes
   std::atomic<std::size_t> next{0};
   std::atomic<std::int64_t> answered{0};
@@ -147,20 +148,35 @@ Result<PageLoadResult> run_page_load(const PageLoadOptions& o) {
   std::vector<std::thread> writers;
   for (int w = 0; w < senders; ++w) {
     writers.emplace_back([&] {
-      http::Session session;
+      auto session = std::make_unique<http::Session>();
       for (std::size_t i; (i = next.fetch_add(1)) < writes.size();) {
-        Write& wr = writes[i];
+        WriteRecord& wr = writes[i];
         wr.user = i % users;
         wr.scheduled_ns =
             start_ns + static_cast<std::int64_t>(static_cast<double>(i) * interval_ns);
+        if (o.retry_writes) wr.key = o.key_prefix + "-" + std::to_string(i);
         if (const std::int64_t wait = wr.scheduled_ns - mono_now_ns(); wait > 0) {
           std::this_thread::sleep_for(std::chrono::nanoseconds(wait));
         }
         const json body = {{"model_id", 1 + static_cast<int>(i % 49)}, {"quantity", 1}};
-        auto r = call(session, "POST", o.api_url + "/api/miners", tokens[wr.user], body.dump());
-        if (r && r->status == 201) {
-          const auto answer = json::parse(r->body, nullptr, false);
-          wr.seq = answer.is_object() ? answer.value("seq", std::int64_t{0}) : 0;
+        const std::int64_t give_up_ns = wr.scheduled_ns + o.give_up.count() * 1'000'000'000;
+        for (std::chrono::milliseconds pause{25};;
+             pause = std::min(2 * pause, std::chrono::milliseconds(1000))) {
+          ++wr.attempts;
+          auto r = call(*session, "POST", o.api_url + "/api/miners", tokens[wr.user], body.dump(),
+                        wr.key);
+          if (r && r->status == 201) {
+            const auto answer = json::parse(r->body, nullptr, false);
+            if (answer.is_object()) {
+              wr.seq = answer.value("seq", std::int64_t{0});
+              wr.miner_id = answer.value("id", std::int64_t{0});
+            }
+            wr.answered_ns = mono_now_ns();
+            break;
+          }
+          if (!o.retry_writes || !worth_retrying(r) || mono_now_ns() > give_up_ns) break;
+          if (!r) session = std::make_unique<http::Session>();  // a fresh connection
+          std::this_thread::sleep_for(pause);
         }
         if (wr.seq > 0) {
           raise_to(max_seq[wr.user], wr.seq);
@@ -192,10 +208,29 @@ Result<PageLoadResult> run_page_load(const PageLoadOptions& o) {
   std::vector<std::vector<std::pair<std::int64_t, std::int64_t>>> pushes(users);  // seq, ns
   std::vector<std::int64_t> shown(users, 0);  // the highest through_seq each page got
   std::vector<std::string> last_id(users);
+  std::vector<std::int64_t> last_push(users, start_ns);
+  std::vector<std::int64_t> reopen_at(users, 0);  // retry_writes: a page waiting to reopen
+  std::int64_t longest_gap = 0;
   std::vector<epoll_event> ready(512);
   Progress progress(o.label + ": writes");
   std::int64_t drain_deadline = 0;
   std::int64_t next_check = 0;
+  auto reopen = [&](std::size_t u) -> Status {
+    auto again = open(u, last_id[u]);
+    if (!again) {
+      if (!o.retry_writes) return again.error().wrap("reopening stream " + std::to_string(u));
+      reopen_at[u] = mono_now_ns() + 250'000'000;
+      return {};
+    }
+    reopen_at[u] = 0;
+    streams[u] = std::move(*again);
+    epoll_event e{};
+    e.events = EPOLLIN;
+    e.data.u64 = u;
+    ::epoll_ctl(ep, EPOLL_CTL_ADD, streams[u].fd(), &e);
+    ++out.reconnects;
+    return {};
+  };
   while (true) {
     const int n = ::epoll_wait(ep, ready.data(), static_cast<int>(ready.size()), 20);
     const std::int64_t now = mono_now_ns();
@@ -204,14 +239,10 @@ Result<PageLoadResult> run_page_load(const PageLoadOptions& o) {
       auto events = streams[u].read_available();
       if (!events) {  // the API ended it: reopen where the page left off
         ::epoll_ctl(ep, EPOLL_CTL_DEL, streams[u].fd(), nullptr);
-        auto again = open(u, last_id[u]);
-        if (!again) return again.error().wrap("reopening stream " + std::to_string(u));
-        streams[u] = std::move(*again);
-        epoll_event e{};
-        e.events = EPOLLIN;
-        e.data.u64 = u;
-        ::epoll_ctl(ep, EPOLL_CTL_ADD, streams[u].fd(), &e);
-        ++out.reconnects;
+        if (auto s = reopen(u); !s) {
+          ::close(ep);
+          return s.error();
+        }
         continue;
       }
       for (const auto& e : *events) {
@@ -219,10 +250,15 @@ Result<PageLoadResult> run_page_load(const PageLoadOptions& o) {
         pushes[u].emplace_back(seq, now);
         shown[u] = std::max(shown[u], seq);
         last_id[u] = e.id;
+        if (now > start_ns) longest_gap = std::max(longest_gap, now - last_push[u]);
+        last_push[u] = std::max(now, start_ns);
       }
     }
     if (now < next_check) continue;
     next_check = now + 100'000'000;
+    for (std::size_t u = 0; u < users; ++u) {
+      if (reopen_at[u] != 0 && now >= reopen_at[u]) (void)reopen(u);
+    }
     const std::int64_t done = answered.load(std::memory_order_acquire);
     std::size_t caught_up = 0;
     for (std::size_t u = 0; u < users; ++u) caught_up += shown[u] >= max_seq[u].load();
@@ -239,8 +275,13 @@ Result<PageLoadResult> run_page_load(const PageLoadOptions& o) {
   if (prober.joinable()) prober.join();
   ::close(ep);
 
+  // Each page's pushes in arrival order, their seq replaced by the highest so far: the first
+  // at or above a write's seq is when the page first covered it.
+  for (auto& p : pushes) {
+    for (std::size_t k = 1; k < p.size(); ++k) p[k].first = std::max(p[k].first, p[k - 1].first);
+  }
   std::int64_t last_visible = start_ns;
-  for (const auto& w : writes) {
+  for (auto& w : writes) {
     if (w.seq <= 0) continue;
     ++out.writes;
     const auto& p = pushes[w.user];
@@ -251,10 +292,15 @@ Result<PageLoadResult> run_page_load(const PageLoadOptions& o) {
       ++out.lost;
       continue;
     }
+    w.visible_ns = it->second;
     out.visible_ms.push_back(
         static_cast<double>(std::max<std::int64_t>(0, it->second - w.scheduled_ns)) / 1e6);
     last_visible = std::max(last_visible, it->second);
   }
+  out.start_ns = start_ns;
+  out.records = std::move(writes);
+  out.shown = std::move(shown);
+  out.longest_push_gap_ms = static_cast<double>(longest_gap) / 1e6;
   out.write_errors = errors.load();
   out.seconds = static_cast<double>(last_visible - start_ns) / 1e9;
   return out;

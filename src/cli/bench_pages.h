@@ -33,6 +33,25 @@ struct PageLoadOptions {
   std::chrono::seconds drain{10};
   bool probe_get = false;  // GET /api/portfolio one at a time while the writes run
   std::string label = "bench";
+  // Under faults (`hashinsight chaos`): every POST carries an Idempotency-Key and is sent again
+  // with it after a connection error, a 5xx, 409 or 429, until it is answered 201 or `give_up`
+  // has passed since its scheduled time; a stream that cannot be reopened is tried again every
+  // 250 ms instead of ending the run.
+  bool retry_writes = false;
+  std::chrono::seconds give_up{120};
+  std::string key_prefix = "w";  // Idempotency-Key = prefix + "-" + the write's index
+};
+
+// One write as the load generator saw it (times: mono_now_ns()).
+struct WriteRecord {
+  std::size_t user = 0;           // index: user kFirstBenchUser + user
+  std::int64_t scheduled_ns = 0;  // when it was due
+  std::int64_t answered_ns = 0;   // the 201 (0: never answered 201)
+  std::int64_t visible_ns = 0;    // the first push covering it (0: never)
+  std::int64_t seq = 0;           // the POST's seq (0: failed)
+  std::int64_t miner_id = 0;      // the user_miners row the POST answered with
+  int attempts = 0;               // requests sent for it (1 + retries)
+  std::string key;                // its Idempotency-Key (retry_writes only)
 };
 
 struct PageLoadResult {
@@ -44,6 +63,10 @@ struct PageLoadResult {
   double seconds = 0;              // the first scheduled send to the last visible push
   std::vector<double> get_ms;      // the GET probe's latencies
   std::int64_t get_errors = 0;
+  std::int64_t start_ns = 0;         // the first scheduled send (mono_now_ns())
+  std::vector<WriteRecord> records;  // every write, in schedule order
+  std::vector<std::int64_t> shown;   // the last through_seq each page received, per user
+  double longest_push_gap_ms = 0;    // the longest a page waited between two pushes
 };
 
 // Opens the streams, runs the writes, waits for them to be visible. Progress on stderr.

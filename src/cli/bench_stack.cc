@@ -136,6 +136,7 @@ Result<std::unique_ptr<UpStack>> UpStack::start(const std::vector<std::string>& 
   auto up = Process::spawn(o);
   if (!up) return up.error();
   s->up_ = std::move(*up);
+  s->up_pid_ = s->up_.pid();
   const std::string ready_file = s->dir_ + "/data/up.json";
   const std::int64_t deadline = mono_now_ns() + std::int64_t{180} * 1'000'000'000;
   while (true) {
@@ -154,9 +155,15 @@ Result<std::unique_ptr<UpStack>> UpStack::start(const std::vector<std::string>& 
 }
 
 UpStack::~UpStack() {
-  if (up_.valid()) (void)up_.stop(std::chrono::seconds(60));
+  (void)stop();
+  if (keep_) return;
   std::error_code ec;
   std::filesystem::remove_all(dir_, ec);
+}
+
+int UpStack::stop() {
+  if (up_.valid()) status_ = up_.stop(std::chrono::seconds(60));
+  return status_;
 }
 
 std::string UpStack::jwt_secret() const {

@@ -66,10 +66,18 @@ class UpStack {
   std::string jwt_secret() const;
   // up's log, for failure messages.
   std::string log_text() const;
+  pid_t up_pid() const { return up_pid_; }
+  // Stops `up` (SIGTERM: it stops its parts and servers, SIGKILL after 60 s); its exit status.
+  int stop();
+  // The directory (data and logs) is kept when the stack is destroyed, for inspection.
+  void keep() { keep_ = true; }
 
  private:
   UpStack() = default;
   std::string dir_;
+  pid_t up_pid_ = 0;
+  bool keep_ = false;
+  int status_ = 0;
   Process up_;
   nlohmann::json ready_;
 };
