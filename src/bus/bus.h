@@ -83,8 +83,15 @@ class Consumer {
   // Up to `max` deliveries, waiting at most `timeout` for the first.
   virtual Result<std::vector<Delivery>> poll(std::size_t max,
                                              std::chrono::milliseconds timeout) = 0;
-  // Acknowledges deliveries whose effects are durable.
+  // Acknowledges deliveries whose effects are durable (and any deferred by commit_later()).
   virtual Status commit(const std::vector<Delivery>& deliveries) = 0;
+  // Acknowledges deliveries with the next poll() where the bus can (Redis Streams: XACK goes in
+  // the same pipeline as XREADGROUP, one round trip where there were two; the bus Redis fsyncs
+  // both at once), else at once (Kafka). An acknowledgement the next poll could not send is
+  // sent with the one after; one never sent means a redelivery, which the inbox absorbs.
+  virtual Status commit_later(const std::vector<Delivery>& deliveries) {
+    return commit(deliveries);
+  }
   // Messages in the subscribed topics not yet consumed by the group (for status).
   virtual Result<std::int64_t> lag() = 0;
 };

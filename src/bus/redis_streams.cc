@@ -201,22 +201,28 @@ Result<std::vector<Delivery>> RedisStreamsConsumer::reclaim(std::size_t max) {
       d.delivery_count = 2;  // at least the second delivery; exact below when Redis says
       out.push_back(std::move(d));
     }
-    if (out.size() == first) continue;
     // XAUTOCLAIM does not return the delivery counts: read them from the pending list.
-    auto p = client_.command({"XPENDING", t, options_.group, out[first].position,
-                              out.back().position, count, options_.consumer_name});
-    if (!p || p->is_error()) continue;
-    std::map<std::string, std::int64_t> counts;
-    for (const auto& row : p->elements) {
-      if (row.elements.size() >= 4) counts[row.elements[0].str] = row.elements[3].integer;
-    }
-    for (std::size_t i = first; i < out.size(); ++i) {
-      if (auto it = counts.find(out[i].position); it != counts.end() && it->second > 1) {
-        out[i].delivery_count = static_cast<int>(it->second);
-      }
-    }
+    read_delivery_counts(t, out, first, max);
   }
   return out;
+}
+
+void RedisStreamsConsumer::read_delivery_counts(const std::string& topic,
+                                                std::vector<Delivery>& out, std::size_t first,
+                                                std::size_t max) {
+  if (out.size() == first) return;
+  auto p = client_.command({"XPENDING", topic, options_.group, out[first].position,
+                            out.back().position, std::to_string(max), options_.consumer_name});
+  if (!p || p->is_error()) return;
+  std::map<std::string, std::int64_t> counts;
+  for (const auto& row : p->elements) {
+    if (row.elements.size() >= 4) counts[row.elements[0].str] = row.elements[3].integer;
+  }
+  for (std::size_t i = first; i < out.size(); ++i) {
+    if (auto it = counts.find(out[i].position); it != counts.end() && it->second > 1) {
+      out[i].delivery_count = static_cast<int>(it->second);
+    }
+  }
 }
 
 Result<std::vector<Delivery>> RedisStreamsConsumer::poll(std::size_t max,
@@ -231,17 +237,31 @@ Result<std::vector<Delivery>> RedisStreamsConsumer::poll(std::size_t max,
     if (!claimed) return claimed.error();
     if (!claimed->empty()) return claimed;
   }
-  std::vector<std::string> argv = {
-      "XREADGROUP",   "GROUP",
-      options_.group, options_.consumer_name,
-      "COUNT",        std::to_string(max),
-      "BLOCK",        std::to_string(std::max<std::int64_t>(1, timeout.count())),
-      "STREAMS"};
+  // Our own pending entries first ("0": no BLOCK, the history answers at once), then new ones.
+  const bool history = read_own_pending_;
+  std::vector<std::string> argv = {"XREADGROUP",           "GROUP", options_.group,
+                                   options_.consumer_name, "COUNT", std::to_string(max)};
+  if (!history) {
+    argv.insert(argv.end(), {"BLOCK", std::to_string(std::max<std::int64_t>(1, timeout.count()))});
+  }
+  argv.push_back("STREAMS");
   for (const auto& t : options_.topics) argv.push_back(t);
-  for (std::size_t i = 0; i < options_.topics.size(); ++i) argv.push_back(">");
+  for (std::size_t i = 0; i < options_.topics.size(); ++i) argv.push_back(history ? "0" : ">");
   client_.set_timeout(timeout + std::chrono::seconds(5));
-  auto r = client_.command(argv);
-  if (!r) return r.error();
+  // Deferred acknowledgements first, in the same round trip (commit_later()).
+  const std::size_t acks = deferred_acks_.size();
+  append_acks(deferred_acks_);
+  client_.append(argv);
+  auto replies = client_.flush();
+  if (!replies) {
+    read_own_pending_ = true;  // a reply lost with the connection may have delivered entries
+    return replies.error();    // the acknowledgements stay deferred
+  }
+  if (replies->size() != acks + 1) return internal_error("XREADGROUP: missing replies");
+  bool acked = true;
+  for (std::size_t i = 0; i < acks; ++i) acked = acked && !(*replies)[i].is_error();
+  if (acked) deferred_acks_.clear();
+  const Reply* r = &replies->back();
   if (r->is_error()) {
     if (r->str.find("NOGROUP") != std::string::npos) groups_ready_ = false;  // stream deleted
     return unavailable("XREADGROUP: " + r->str);
@@ -250,25 +270,57 @@ Result<std::vector<Delivery>> RedisStreamsConsumer::poll(std::size_t max,
   for (const auto& stream : r->elements) {
     if (stream.elements.size() < 2) continue;
     const std::string& name = stream.elements[0].str;
-    for (const auto& e : stream.elements[1].elements) out.push_back(delivery_from_entry(name, e));
+    const std::size_t first = out.size();
+    for (const auto& e : stream.elements[1].elements) {
+      // A history entry trimmed from the stream since comes back as [id, nil]: acknowledged
+      // with the next poll, there is nothing to apply.
+      if (history && (e.elements.size() < 2 || e.elements[1].type != Reply::Type::kArray)) {
+        if (!e.elements.empty()) deferred_acks_[name].push_back(e.elements[0].str);
+        continue;
+      }
+      out.push_back(delivery_from_entry(name, e));
+    }
+    if (!history) continue;
+    // Given to us before and never acknowledged: it may be what ended our previous process,
+    // so the runtime treats it as a suspect whatever count the pending list shows.
+    read_delivery_counts(name, out, first, max);
+    for (std::size_t i = first; i < out.size(); ++i) {
+      out[i].delivery_count = std::max(out[i].delivery_count, 2);
+    }
+  }
+  if (history && out.empty()) {
+    // None left (or only trimmed ones, now acknowledged): new entries from the next read on.
+    // (Stop reading history when acknowledging failed, rather than loop.)
+    read_own_pending_ = acked && !deferred_acks_.empty();
+    return poll(max, timeout);
   }
   return out;
 }
 
-Status RedisStreamsConsumer::commit(const std::vector<Delivery>& deliveries) {
-  if (deliveries.empty()) return {};
-  std::map<std::string, std::vector<std::string>> by_topic;
-  for (const auto& d : deliveries) by_topic[d.topic].push_back(d.position);
-  for (auto& [topic, ids] : by_topic) {
+void RedisStreamsConsumer::append_acks(const std::map<std::string, std::vector<std::string>>& ids) {
+  for (const auto& [topic, positions] : ids) {
     std::vector<std::string> argv = {"XACK", topic, options_.group};
-    argv.insert(argv.end(), ids.begin(), ids.end());
+    argv.insert(argv.end(), positions.begin(), positions.end());
     client_.append(argv);
   }
+}
+
+Status RedisStreamsConsumer::commit(const std::vector<Delivery>& deliveries) {
+  std::map<std::string, std::vector<std::string>> by_topic = deferred_acks_;
+  for (const auto& d : deliveries) by_topic[d.topic].push_back(d.position);
+  if (by_topic.empty()) return {};
+  append_acks(by_topic);
   auto r = client_.flush();
   if (!r) return r.error().wrap("XACK");
   for (const auto& reply : *r) {
     if (reply.is_error()) return internal_error("XACK: " + reply.str);
   }
+  deferred_acks_.clear();
+  return {};
+}
+
+Status RedisStreamsConsumer::commit_later(const std::vector<Delivery>& deliveries) {
+  for (const auto& d : deliveries) deferred_acks_[d.topic].push_back(d.position);
   return {};
 }
 

@@ -67,6 +67,7 @@ class RedisStreamsConsumer final : public Consumer {
 
   Result<std::vector<Delivery>> poll(std::size_t max, std::chrono::milliseconds timeout) override;
   Status commit(const std::vector<Delivery>& deliveries) override;
+  Status commit_later(const std::vector<Delivery>& deliveries) override;
   Result<std::int64_t> lag() override;
 
  private:
@@ -74,10 +75,22 @@ class RedisStreamsConsumer final : public Consumer {
       : client_(std::move(client)), options_(std::move(options)) {}
   Status ensure_groups();
   Result<std::vector<Delivery>> reclaim(std::size_t max);
+  // Appends an XACK per topic of `ids` (topic -> entry ids) to the client's pipeline.
+  void append_acks(const std::map<std::string, std::vector<std::string>>& ids);
+  // Sets the delivery counts of out[first..] (entries of `topic`) from the pending list.
+  void read_delivery_counts(const std::string& topic, std::vector<Delivery>& out, std::size_t first,
+                            std::size_t max);
 
   redis::Client client_;
   ConsumerOptions options_;
   bool groups_ready_ = false;
+  // Read this consumer's own pending entries ("0") before new ones (">"): at start, since a
+  // restarted member under the same name (`up` gives its workers stable names) finds what its
+  // previous process was given and never acknowledged, and after a lost connection, since a
+  // reply lost with it leaves entries delivered to us that we never saw. Otherwise they would
+  // wait for CONSUMER_CLAIM_IDLE_MS and another member's XAUTOCLAIM.
+  bool read_own_pending_ = true;
+  std::map<std::string, std::vector<std::string>> deferred_acks_;  // topic -> entry ids
   std::chrono::steady_clock::time_point next_claim_{};
 };
 

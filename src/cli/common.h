@@ -85,6 +85,9 @@ int free_port();
 // This program's path (/proc/self/exe), to run its subcommands as child processes.
 std::string self_exe();
 
+// This machine's name (gethostname), "host" when it has none.
+std::string host_name();
+
 // The bus settings of the configuration (relay_command.cc).
 bus::BusOptions bus_options(const Config& cfg, const StackUrls& urls);
 

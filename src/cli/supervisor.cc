@@ -7,8 +7,10 @@
 namespace hi::cli {
 
 namespace {
-// A part that ran this long before dying is healthy again: its next restart is quick.
-constexpr auto kHealthyAfter = std::chrono::minutes(1);
+// A part that ran this long before dying is healthy again: its next restart is quick. Longer
+// than any start (a crash loop still backs off), short enough that a part killed again and
+// again from outside, each time after doing its work, is not held down for tens of seconds.
+constexpr auto kHealthyAfter = std::chrono::seconds(10);
 }  // namespace
 
 Supervisor::Supervisor(std::filesystem::path log_dir, std::vector<std::string> env, Logger log)

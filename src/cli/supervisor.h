@@ -7,7 +7,7 @@
 //   sup.stop_all();                                     // in reverse order of add()
 //
 // A part that exits is restarted after a backoff that doubles with each quick death (250 ms up
-// to 30 s, jittered) and resets once the part has run for a minute; every exit and restart is
+// to 30 s, jittered) and resets once the part has run for 10 s; every exit and restart is
 // logged. Each child's stdout and stderr go to `log_dir/<name>.log`. Children get a
 // parent-death signal (core/process.h), so a supervisor killed with SIGKILL leaves none behind.
 //
@@ -47,7 +47,7 @@ class Supervisor {
 
   // The pid of each running part, by name (for up.json).
   std::map<std::string, pid_t> pids() const;
-  // How many times the part was restarted since it last ran for a minute.
+  // How many times the part was restarted since it last ran for 10 s.
   int restarts(const std::string& name) const;
 
  private:

@@ -267,16 +267,20 @@ nlohmann::json add_parts(Supervisor& sup, const Config& cfg, const Logger& log,
     metrics_urls[name] = "http://127.0.0.1:" + std::to_string(port) + "/metrics";
   };
   add("relay", {exe, "relay"});
-  add("worker-portfolio", {exe, "worker", "portfolio"});
-  add("worker-intel", {exe, "worker", "intel"});
+  // Workers keep their consumer name across restarts: a restarted one takes back at once what
+  // its previous process was given and never acknowledged (Redis Streams), instead of it
+  // waiting for another member to claim it after CONSUMER_CLAIM_IDLE_MS.
+  const std::string member = "-" + host_name() + "-up";
+  add("worker-portfolio", {exe, "worker", "portfolio", "--instance", "portfolio" + member});
+  add("worker-intel", {exe, "worker", "intel", "--instance", "intel" + member});
   // A part with nothing to read is not started (it would exit and be restarted forever).
   if (!cfg.str("RELAY_CAPTURE_TABLES").empty()) {
-    add("worker-audit", {exe, "worker", "audit"});
+    add("worker-audit", {exe, "worker", "audit", "--instance", "audit" + member});
   } else {
     log.info("worker audit not started: no captured tables (RELAY_CAPTURE_TABLES)", {});
   }
   if (cfg.is_set("CRM_WEBHOOK_URL")) {
-    add("worker-crm", {exe, "worker", "crm"});
+    add("worker-crm", {exe, "worker", "crm", "--instance", "crm" + member});
   } else {
     log.info("worker crm not started: CRM_WEBHOOK_URL is not set", {});
   }

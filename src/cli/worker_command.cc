@@ -39,12 +39,6 @@ std::int64_t default_linger_ms(const std::string& worker) {
   return worker == "intel" || worker == "audit" ? 100 : 0;
 }
 
-std::string host_name() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof buf - 1) != 0) return "host";
-  return buf;
-}
-
 }  // namespace
 
 void add_worker_command(CLI::App& app, Flags& flags) {

@@ -3,11 +3,18 @@
 namespace hi::consume {
 namespace {
 
-// KEYS: lock1, fence1, lock2, fence2, ...; ARGV: lease_ms, owner.
+// KEYS: lock1, fence1, lock2, fence2, ...; ARGV: lease_ms, owner. A lock held under our own
+// name ("<owner>:<digits>") was left by a previous process of this member: taken over.
 constexpr const char* kAcquire = R"lua(
 local out = {}
+local mine = ARGV[2] .. ':'
 for i = 1, #KEYS, 2 do
   local nxt = tonumber(redis.call('GET', KEYS[i + 1]) or '0') + 1
+  local held = redis.call('GET', KEYS[i])
+  if held and string.sub(held, 1, #mine) == mine and
+      string.match(string.sub(held, #mine + 1), '^%d+$') then
+    redis.call('DEL', KEYS[i])
+  end
   if redis.call('SET', KEYS[i], ARGV[2] .. ':' .. nxt, 'NX', 'PX', ARGV[1]) then
     redis.call('SET', KEYS[i + 1], nxt)
     out[#out + 1] = nxt

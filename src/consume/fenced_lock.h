@@ -12,6 +12,12 @@
 // repairs that: after a rejected write the runtime raises the counter to the stored token and
 // retries with a fresh, higher one.
 //
+// A lock found held under this owner's own name is taken over (with a new, higher token): the
+// owner is unique among live processes (the consumer name), and holds no lock between its
+// batches, so such a lock was left by a previous process of the same member that died holding
+// it (`up` restarts a worker under the same name). Without this, its users would wait out the
+// lease.
+//
 // Many users are locked in one script call (one round trip per batch). Not thread-safe: one
 // owner (it uses the caller's Client).
 #pragma once

@@ -149,7 +149,9 @@ class Runtime::Impl {
   bool process(std::stop_token stop, std::vector<bus::Delivery>& deliveries);
   // Acknowledges `deliveries` together with earlier ones whose acknowledgement failed; a
   // failure keeps them for the next call (after the next poll) instead of retrying here.
-  void acknowledge(const std::vector<bus::Delivery>& deliveries);
+  // `later`: with the next poll (commit_later()); the one-at-a-time path of suspects
+  // acknowledges each at once, so that a crash redelivers only what was not applied.
+  void acknowledge(const std::vector<bus::Delivery>& deliveries, bool later = true);
   // Kafka: which deliveries fall in the range of a batch whose processing never finished (a
   // marker per group, topic and partition in Redis), and marks this batch's range. Redis
   // Streams: the entries delivered before (delivery_count > 1).
@@ -373,6 +375,11 @@ Status Runtime::Impl::run(std::stop_token stop) {
     }
   }
   if (!unacked_.empty()) acknowledge({});
+  // What commit_later() left for the next poll goes now: there is none.
+  if (auto s = consumer_->commit({}); !s) {
+    log_.warn("acknowledging at stop failed (redelivered at the next start)",
+              {{"error", s.error().message}});
+  }
   publish_status(true);
   log_.info("consumer stopped", {{"group", o_.consumer.group},
                                  {"applied", stats_.applied.load()},
@@ -431,7 +438,7 @@ bool Runtime::Impl::consume(std::stop_token stop, std::vector<bus::Delivery>& ba
                    {{"topic", d.topic}, {"position", d.position}, {"error", e.message}});
         if (!park_delivery(stop, d, e, static_cast<int>(counted))) return false;
         attempt_finished(d);
-        if (ack_each) acknowledge(one);
+        if (ack_each) acknowledge(one, false);
         continue;
       }
     }
@@ -441,9 +448,9 @@ bool Runtime::Impl::consume(std::stop_token stop, std::vector<bus::Delivery>& ba
       clear_marks(batch);
       return false;
     }
-    if (ack_each) acknowledge(one);
+    if (ack_each) acknowledge(one, false);
   }
-  if (!ack_each) acknowledge(batch);
+  if (!ack_each) acknowledge(batch, false);
   clear_marks(batch);
   return true;
 }
@@ -480,16 +487,20 @@ bool Runtime::Impl::process(std::stop_token stop, std::vector<bus::Delivery>& de
   return flush_after_commit(stop);
 }
 
-void Runtime::Impl::acknowledge(const std::vector<bus::Delivery>& deliveries) {
+void Runtime::Impl::acknowledge(const std::vector<bus::Delivery>& deliveries, bool later) {
   const std::int64_t t = mono_now_ns();
   Status s = failpoint("consume.after_invalidate");
   if (s) {
+    // Redis Streams sends these with the next poll, in its round trip.
+    auto commit = [&](const std::vector<bus::Delivery>& d) {
+      return later ? consumer_->commit_later(d) : consumer_->commit(d);
+    };
     if (unacked_.empty()) {
-      s = consumer_->commit(deliveries);
+      s = commit(deliveries);
     } else {
       std::vector<bus::Delivery> all = unacked_;
       all.insert(all.end(), deliveries.begin(), deliveries.end());
-      s = consumer_->commit(all);
+      s = commit(all);
       if (s) unacked_.clear();
     }
   }

@@ -158,6 +158,37 @@ TEST_F(StreamRetentionTest, ReclaimedEntriesCarryTheirDeliveryCount) {
   }
 }
 
+// commit_later() sends the XACK with the next poll, in its round trip: until then the entries
+// are pending (XPENDING, read here on another connection), after it they are not; entries
+// deferred when the consumer stops go with an explicit commit().
+TEST_F(StreamRetentionTest, DeferredAcknowledgementsGoWithTheNextPoll) {
+  add("events.miner", 3);
+  bus::BusOptions o;
+  o.redis_url = test::TestServers::get().redis_url();
+  bus::ConsumerOptions co;
+  co.group = "later-group";
+  co.consumer_name = "a";
+  co.topics = {"events.miner"};
+  auto c = bus::RedisStreamsConsumer::create(o, co);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  auto pending = [&] {
+    auto r = redis_.command({"XPENDING", "events.miner", "later-group"});
+    return r.ok() && !r->elements.empty() ? r->elements[0].integer : -1;
+  };
+  auto got = (*c)->poll(10, std::chrono::milliseconds(100));
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ(got->size(), 3u);
+  ASSERT_TRUE((*c)->commit_later({(*got)[0], (*got)[1]}));
+  EXPECT_EQ(pending(), 3) << "acknowledged before the next poll";
+  auto none = (*c)->poll(10, std::chrono::milliseconds(20));
+  ASSERT_TRUE(none.ok()) << none.error().message;
+  EXPECT_TRUE(none->empty());
+  EXPECT_EQ(pending(), 1);
+  ASSERT_TRUE((*c)->commit_later({(*got)[2]}));
+  ASSERT_TRUE((*c)->commit({}));
+  EXPECT_EQ(pending(), 0);
+}
+
 // A script runs by its SHA1, which must be the server's own name for it (SCRIPT LOAD returns
 // it), and runs again after the server forgot it (SCRIPT FLUSH, as after a restart).
 TEST(RedisScript, RunsByItsShaAndAgainAfterTheServerForgetsIt) {

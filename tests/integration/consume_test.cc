@@ -171,6 +171,32 @@ TEST_F(ConsumeTest, TwoWorkersInOneGroupApplyEveryEventExactlyOnce) {
   EXPECT_EQ(consumers->elements.size(), 2u);
 }
 
+// A member restarted under the same name (as `up` restarts its workers) takes back a lock its
+// dead previous process held, with a higher token; another member, even one whose name starts
+// with the same letters, still finds it held.
+TEST_F(ConsumeTest, ALockLeftByThisMembersPreviousProcessIsTakenOver) {
+  const std::chrono::seconds lease(30);
+  consume::FencedLocks previous("member-a", lease);
+  auto t1 = previous.try_acquire(redis_, {"105"});
+  ASSERT_TRUE(t1.ok()) << t1.error().message;
+  ASSERT_GT((*t1)[0], 0);
+  for (const char* other : {"member-b", "member-a2", "member"}) {
+    consume::FencedLocks o(other, lease);
+    auto t = o.try_acquire(redis_, {"105"});
+    ASSERT_TRUE(t.ok());
+    EXPECT_EQ((*t)[0], 0) << other << " took a lock member-a holds";
+  }
+  consume::FencedLocks restarted("member-a", lease);
+  auto t2 = restarted.try_acquire(redis_, {"105"});
+  ASSERT_TRUE(t2.ok());
+  EXPECT_GT((*t2)[0], (*t1)[0]);
+  EXPECT_EQ(redis_.command({"GET", consume::lock_key("105")})->str,
+            "member-a:" + std::to_string((*t2)[0]));
+  // The previous process's release (had it lived) no longer removes it.
+  ASSERT_TRUE(previous.release(redis_, {"105"}, *t1).ok());
+  EXPECT_EQ(redis_.command({"EXISTS", consume::lock_key("105")})->integer, 1);
+}
+
 TEST_F(ConsumeTest, LockHolderPausedBeyondItsLeaseIsFencedOff) {
   test::give_miners(owner_, "1", "104", 1);
   // The stalled holder: takes the lock with a short lease and reads the state.
