@@ -101,7 +101,10 @@ TEST_F(ConsumeTest, LingerGathersEventsArrivingCloseTogetherIntoOneBatch) {
     const std::string user = linger == std::string("0") ? "102" : "104";
     const std::size_t w =
         worker("portfolio", {"--linger-ms", linger, "--instance", std::string("linger-") + linger});
-    ASSERT_TRUE(eventually([&] { return !status_field("updated_at").empty(); }));
+    // The status hash is the group's: wait for this worker's own (the previous one's final
+    // status stays for 60 s).
+    ASSERT_TRUE(
+        eventually([&] { return status_field("consumer") == std::string("linger-") + linger; }));
     const std::int64_t batches_before = std::stoll("0" + status_field("batches"));
     ASSERT_EQ(batches_before, 0);
     // Four events 200 ms apart: all within 3 s of the first, none within 0 ms of another.
