@@ -100,13 +100,6 @@ struct Fault {
   double restart_ms = -1;
 };
 
-nlohmann::json read_json_file(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) return nlohmann::json::object();
-  auto j = nlohmann::json::parse(in, nullptr, false);
-  return j.is_discarded() ? nlohmann::json::object() : j;
-}
-
 std::string read_file(const fs::path& path) {
   std::ifstream in(path);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -197,7 +190,7 @@ class Injector {
   }
   // Notes the pids of everything the run started, as they are now.
   void note_pids() {
-    const json ready = read_json_file(data_ / "up.json");
+    const json ready = read_json(data_ / "up.json");
     const json parts = ready.value("parts", json::object());
     std::lock_guard lock(mu_);
     for (const auto& [name, pid] : parts.items()) {
@@ -222,7 +215,7 @@ class Injector {
     const char* metric = f.target == "relay"                 ? "hashinsight_relay_events_total"
                          : f.target.rfind("worker-", 0) == 0 ? "hashinsight_consumer_applied_total"
                                                              : nullptr;
-    const json urls = read_json_file(data_ / "up.json").value("metrics_urls", json::object());
+    const json urls = read_json(data_ / "up.json").value("metrics_urls", json::object());
     const std::string url = urls.value(f.target, "");
     std::lock_guard lock(mu_);
     const std::size_t index = faults_.size();
@@ -269,7 +262,7 @@ class Injector {
     while (pause(std::chrono::milliseconds(interval_ms(rng)))) {
       note_pids();
       const std::string kind = next_kind(first, repeatable, rng);
-      const json ready = read_json_file(data_ / "up.json");
+      const json ready = read_json(data_ / "up.json");
       std::vector<std::pair<std::string, pid_t>> parts;
       const json listed = ready.value("parts", json::object());
       for (const auto& [name, pid] : listed.items()) {
@@ -386,7 +379,7 @@ class Injector {
 
   // The poisoned events, spread over the run, each written (PostgreSQL may be down) until it is.
   void poison() {
-    const std::string url = read_json_file(data_ / "up.json").value("database_url", "");
+    const std::string url = read_json(data_ / "up.json").value("database_url", "");
     const std::int64_t start = mono_now_ns();
     const std::int64_t span = until_ns_ - start;
     for (int k = 0; k < o_.poison; ++k) {

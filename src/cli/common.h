@@ -7,6 +7,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stop_token>
 #include <string>
@@ -84,6 +85,9 @@ int free_port();
 
 // This program's path (/proc/self/exe), to run its subcommands as child processes.
 std::string self_exe();
+
+// The JSON object in `path` (up.json); an empty object when it is missing or not JSON.
+nlohmann::json read_json(const std::string& path);
 
 // This machine's name (gethostname), "host" when it has none.
 std::string host_name();

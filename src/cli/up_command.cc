@@ -48,16 +48,6 @@ struct UpOptions {
   bool detach = false;
 };
 
-nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) return nlohmann::json::object();
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception&) {
-    return nlohmann::json::object();
-  }
-}
-
 // Written mode 600: it holds the servers' URLs with their passwords.
 void write_json_atomic(const fs::path& path, const nlohmann::json& j) {
   const fs::path tmp = path.string() + ".tmp";
