@@ -43,6 +43,9 @@ class AckTracker {
   // Nothing in flight: no open transaction and nothing unacknowledged.
   bool idle() const { return txs_.empty(); }
   std::size_t transactions() const { return txs_.size(); }
+  // Whether `tx` was released (fully acknowledged, it and everything before it). Meaningless for
+  // a transaction begun before a reset().
+  bool released(TxId tx) const { return tx < base_; }
   // Commit time of the newest released transaction (unix µs), 0 before the first.
   std::int64_t released_commit_time_us() const { return released_commit_time_us_; }
   // Forgets everything in flight (after a reconnect the server resends from the confirmed LSN).

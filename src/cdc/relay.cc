@@ -10,9 +10,11 @@
 #include <thread>
 
 #include "cdc/internal/session.h"
+#include "cdc/internal/snapshot_window.h"
 #include "cdc/maintenance.h"
 #include "cdc/poller.h"
 #include "cdc/slot.h"
+#include "cdc/snapshot.h"
 #include "core/backoff.h"
 #include "core/failpoint.h"
 #include "core/time.h"
@@ -60,6 +62,7 @@ Status Relay::pump(std::chrono::milliseconds timeout) {
     if (session_) session_->rs.confirm(*lsn);
     stats_.confirmed_commit_unix_us.store(tracker_.released_commit_time_us(),
                                           std::memory_order_relaxed);
+    snapshot_check_released();
   }
   stats_.in_flight.store(producer_->in_flight(), std::memory_order_relaxed);
   stats_.bus_degraded.store(producer_->degraded(), std::memory_order_relaxed);
@@ -146,6 +149,7 @@ Status Relay::open_session(std::stop_token stop) {
   if (!rs) return rs.error();
   session_ = std::make_unique<Session>(std::move(*rs));
   pg::ReplicationStream& stream = session_->rs;
+  snapshot_session_started();
 
   if (*state == SlotManager::State::kMissing) {
     auto point = slots.create(stream);
@@ -196,6 +200,10 @@ Status Relay::stream(std::stop_token stop) {
   });
 
   while (!stop.stop_requested()) {
+    if (snapshots_) {
+      snapshot_events();
+      if (auto st = snapshot_publish_slice(); !st) return st;
+    }
     int handled = 0;
     while (handled < kMessagesPerTurn && producer_->in_flight() < options_.max_inflight) {
       auto ev = rs.read();
@@ -211,13 +219,16 @@ Status Relay::stream(std::stop_token stop) {
     // Idle or back-pressured: confirm what is done, then wait for input, acks or a stop.
     if (rs.confirmed() > rs.last_sent_status()) send_status(true);
     const bool want_wal = producer_->in_flight() < options_.max_inflight;
-    pollfd fds[3];
+    pollfd fds[4];
     nfds_t n = 0;
     fds[n++] = {rs.socket(), static_cast<short>(want_wal ? POLLIN : 0), 0};
     fds[n++] = {stop_fd.get(), POLLIN, 0};
     if (producer_->wake_fd() >= 0) fds[n++] = {producer_->wake_fd(), POLLIN, 0};
+    if (snapshots_) fds[n++] = {snapshots_->wake_fd(), POLLIN, 0};
     int timeout_ms = 1000;
     if (producer_->in_flight() > 0 && producer_->wake_fd() < 0) timeout_ms = 20;
+    // Rows of a snapshot chunk wait to be published: do not sleep.
+    if (snapshots_ && snapshot_rows_pending() && !session_->in_tx && want_wal) timeout_ms = 0;
     const int ready = ::poll(fds, n, timeout_ms);
     if (ready < 0 && errno != EINTR) return unavailable("relay: poll failed");
     if (ready > 0 && (fds[0].revents & (POLLIN | POLLERR | POLLHUP))) {
@@ -272,6 +283,17 @@ Status Relay::run(std::stop_token stop) {
   if (auto s = connect_bus(stop); !s) {
     return s.error().code == Code::kCancelled ? Status() : s;
   }
+  // Snapshots of captured tables (`hashinsight snapshot`): a reader thread of their own.
+  if (!capture_.empty()) {
+    snapshot_window_ = std::make_unique<internal::SnapshotWindow>();
+    snapshots_ = std::make_unique<SnapshotReader>(
+        SnapshotOptions{options_.database_url, options_.capture_tables, options_.snapshot_pause},
+        metrics_, log_);
+  }
+  struct StopSnapshots {
+    Relay* relay;
+    ~StopSnapshots() { relay->snapshots_.reset(); }
+  } stop_snapshots{this};
   RelayMaintenance maintenance(options_, stats_, metrics_);
   std::jthread maintenance_thread([&maintenance](std::stop_token st) { maintenance.run(st); });
 

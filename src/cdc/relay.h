@@ -44,6 +44,11 @@ struct StreamEvent;
 
 namespace hi::cdc {
 
+class SnapshotReader;
+namespace internal {
+struct SnapshotWindow;
+}
+
 struct RelayOptions {
   std::string database_url;     // normal connection (slot checks, heartbeat, retention)
   std::string replication_url;  // replication connection (may equal database_url)
@@ -62,6 +67,7 @@ struct RelayOptions {
   // Redis Streams: entries every group has acknowledged are trimmed once older than this
   // (XTRIM MINID below what any group still needs; never an unread entry).
   std::chrono::milliseconds stream_keep{std::chrono::hours(24)};
+  std::chrono::milliseconds snapshot_pause{0};  // between two snapshot chunks
   bool recreate_slot = false;  // drop an invalidated slot and backfill (explicit operator choice)
   bus::BusOptions bus;
 };
@@ -111,6 +117,16 @@ class Relay {
   Status pump(std::chrono::milliseconds timeout);
   void drain(std::stop_token stop);
   void send_status(bool force);
+  // Snapshots (relay_snapshot.cc): what the reader sent, the keys changed in a chunk's window,
+  // the watermarks, the chunk's rows published a slice per loop turn.
+  void snapshot_events();
+  void snapshot_note_change(const pg::Relation& rel, const pg::Tuple* row, std::uint32_t xid);
+  void snapshot_note_truncate(const pg::Relation& rel);
+  void snapshot_watermark(const pg::LogicalMessage& message);
+  Status snapshot_publish_slice();
+  bool snapshot_rows_pending() const;
+  void snapshot_check_released();
+  void snapshot_session_started();
   prometheus::Counter& events_counter(const std::string& topic);
 
   RelayOptions options_;
@@ -121,8 +137,10 @@ class Relay {
   std::unordered_set<std::string> capture_;
   AckTracker tracker_;  // spans connections: reset only once nothing is in flight
   std::unique_ptr<bus::Producer> producer_;
-  std::optional<Error> fatal_;        // a permanent delivery failure, reported by the bus
-  std::unique_ptr<Session> session_;  // while connected
+  std::optional<Error> fatal_;                 // a permanent delivery failure, reported by the bus
+  std::unique_ptr<Session> session_;           // while connected
+  std::unique_ptr<SnapshotReader> snapshots_;  // when tables are captured
+  std::unique_ptr<internal::SnapshotWindow> snapshot_window_;
   std::map<std::string, prometheus::Counter*, std::less<>> topic_counters_;
   prometheus::Histogram& commit_to_ack_;
   prometheus::Gauge& confirmed_gauge_;

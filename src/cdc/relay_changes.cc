@@ -2,6 +2,7 @@
 // changes, track transactions for the ack tracker, spill and replay streamed transactions.
 #include "cdc/internal/session.h"
 #include "cdc/maintenance.h"
+#include "cdc/snapshot.h"
 #include "core/failpoint.h"
 #include "core/time.h"
 
@@ -22,6 +23,14 @@ std::optional<std::uint32_t> message_xid(const pg::Message& m) {
         }
       },
       m);
+}
+
+// The id of a relay_snapshots row (0 when absent).
+std::int64_t request_id(const pg::Relation& rel, const pg::Tuple& row) {
+  for (std::size_t i = 0; i < rel.columns.size() && i < row.columns.size(); ++i) {
+    if (rel.columns[i].name == "id") return std::atoll(row.columns[i].data.c_str());
+  }
+  return 0;
 }
 
 std::span<const std::uint8_t> bytes(std::string_view s) {
@@ -89,27 +98,42 @@ Status Relay::handle_change(const pg::Message& msg) {
             ++s.source.ordinal;
             return publish_outbox_row(*rel, m.new_tuple);
           }
+          if (rel != nullptr && is_table(*rel, kSnapshotTable)) {
+            // A snapshot request (`hashinsight snapshot start`); published nowhere.
+            if (snapshots_) snapshots_->poke(request_id(*rel, m.new_tuple));
+            return {};
+          }
           auto c = captured(m.relation_id);
           if (!c) return c.error();
-          if (*c)
+          if (*c) {
+            if (snapshots_) snapshot_note_change(**c, &m.new_tuple, s.source.xid);
             return publish(capture_change(ChangeOp::kCreate, **c, nullptr, &m.new_tuple, s.source));
+          }
         } else if constexpr (std::is_same_v<T, pg::Update>) {
           // Updates of outbox rows publish nothing.
           auto c = captured(m.relation_id);
           if (!c) return c.error();
           const pg::Tuple* before = m.old_kind == pg::OldTupleKind::kNone ? nullptr : &m.old_tuple;
-          if (*c)
+          if (*c) {
+            if (snapshots_) {
+              snapshot_note_change(**c, before, s.source.xid);  // a key that changed
+              snapshot_note_change(**c, &m.new_tuple, s.source.xid);
+            }
             return publish(capture_change(ChangeOp::kUpdate, **c, before, &m.new_tuple, s.source));
+          }
         } else if constexpr (std::is_same_v<T, pg::Delete>) {
           auto c = captured(m.relation_id);
           if (!c) return c.error();
-          if (*c)
+          if (*c) {
+            if (snapshots_) snapshot_note_change(**c, &m.old_tuple, s.source.xid);
             return publish(capture_change(ChangeOp::kDelete, **c, &m.old_tuple, nullptr, s.source));
+          }
         } else if constexpr (std::is_same_v<T, pg::Truncate>) {
           for (auto id : m.relation_ids) {
             ++s.source.ordinal;
             const pg::Relation* rel = s.relations.find(id);
             if (rel == nullptr || !capture_.contains(qualified(*rel))) continue;
+            if (snapshots_) snapshot_note_truncate(*rel);
             if (auto st =
                     publish(capture_change(ChangeOp::kTruncate, *rel, nullptr, nullptr, s.source));
                 !st) {
@@ -122,6 +146,7 @@ Status Relay::handle_change(const pg::Message& msg) {
           if (!m.transactional && m.prefix == kHeartbeatPrefix && s.quiescent(tracker_)) {
             s.rs.confirm(m.lsn);
           }
+          if (!m.transactional && m.prefix == kSnapshotPrefix && snapshots_) snapshot_watermark(m);
         }
         return {};
       },
@@ -149,6 +174,9 @@ Status Relay::handle(const pg::StreamEvent& ev) {
   if (const auto* abort = std::get_if<pg::StreamAbort>(&*msg)) {
     s.streams.abort(abort->xid, abort->subxid);
     return {};
+  }
+  if (const auto* lm = std::get_if<pg::LogicalMessage>(&*msg); lm && !lm->transactional) {
+    return handle_change(*msg);  // outside any transaction, streamed or not (watermarks)
   }
   if (s.streams.open()) {
     // Relations are needed when the spill is replayed; everything else waits for the commit.

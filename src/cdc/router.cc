@@ -261,6 +261,38 @@ bus::Message capture_change(ChangeOp op, const pg::Relation& rel, const pg::Tupl
   return m;
 }
 
+bus::Message snapshot_row(const pg::Relation& rel, const pg::Tuple& row) {
+  bus::Message m;
+  m.topic = "cdc." + (rel.schema.empty() ? std::string("public") : rel.schema) + "." + rel.name;
+  append_row(m.key, rel, row, false, true);
+  std::string& v = m.value;
+  v.reserve(row.columns.size() * 24 + 256);
+  v += "{\"op\":\"r\",\"before\":null,\"after\":";
+  append_row(v, rel, row, false, false);
+  v += ",\"unchanged\":[],\"source\":";
+  return m;
+}
+
+void finish_snapshot_row(bus::Message& m, const pg::Relation& rel, const ChangeSource& source,
+                         const SnapshotRef& snap) {
+  const std::string table = (rel.schema.empty() ? "public" : rel.schema) + "." + rel.name;
+  std::string& v = m.value;
+  append_source(v, source);
+  v += ",\"table\":";
+  append_json_string(v, table);
+  v += ",\"snapshot\":{\"id\":";
+  v += std::to_string(snap.id);
+  v += ",\"table\":";
+  append_json_string(v, table);
+  v += ",\"chunk\":";
+  v += std::to_string(snap.chunk);
+  v += snap.last ? ",\"last\":true}}}" : ",\"last\":false}}}";
+  m.headers = {{"id", source.commit_lsn.to_string() + ":" + std::to_string(source.ordinal)},
+               {"op", "r"},
+               {"table", table},
+               {"snapshot", std::to_string(snap.id)}};
+}
+
 bus::Message route_or_park(const OutboxRouter& router, const pg::Relation& relation,
                            const pg::Tuple& row, const ChangeSource& source,
                            const std::string& park_topic, std::string* parked_reason) {

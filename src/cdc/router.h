@@ -79,12 +79,31 @@ class OutboxRouter {
   Format format_;
 };
 
-enum class ChangeOp : char { kCreate = 'c', kUpdate = 'u', kDelete = 'd', kTruncate = 't' };
+enum class ChangeOp : char {
+  kCreate = 'c',
+  kUpdate = 'u',
+  kDelete = 'd',
+  kTruncate = 't',
+  kRead = 'r',  // a row of a snapshot (`hashinsight snapshot`), not a change
+};
 
 // The change event of a captured table. `before` may be null (inserts, updates without an old
 // image), `after` null for deletes and truncates.
 bus::Message capture_change(ChangeOp op, const pg::Relation& relation, const pg::Tuple* before,
                             const pg::Tuple* after, const ChangeSource& source);
+
+// A snapshot row (op "r") in two steps: snapshot_row() renders everything but the source, off
+// the relay's loop; finish_snapshot_row() appends the source once the chunk's high watermark
+// position is known: `source` carries the watermark's LSN and the row's 1-based index in its
+// chunk, and `source.snapshot` is {id, table, chunk, last}.
+struct SnapshotRef {
+  std::int64_t id = 0;
+  std::int64_t chunk = 0;  // 1-based
+  bool last = false;       // the snapshot's final chunk
+};
+bus::Message snapshot_row(const pg::Relation& relation, const pg::Tuple& row);
+void finish_snapshot_row(bus::Message& message, const pg::Relation& relation,
+                         const ChangeSource& source, const SnapshotRef& snapshot);
 
 // The message of an outbox row: routed, or, when the router refuses the row (a payload that is
 // not an object, a missing id or kind), parked whole on `park_topic` as a table change with a

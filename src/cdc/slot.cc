@@ -32,6 +32,10 @@ Status set_capture_tables(pg::Connection& owner, const std::string& publication,
     for (const auto& t : tables) list += (list.empty() ? "" : ", ") + quoted_table(owner, t);
     auto r = owner.exec("ALTER PUBLICATION " + cap + " SET TABLE " + list);
     if (!r) return r.error().wrap("capture publication " + publication + "_capture");
+    // The relay reads captured tables for their snapshots (`hashinsight snapshot`).
+    if (auto g = owner.exec("GRANT SELECT ON " + list + " TO hashinsight_relay"); !g) {
+      return g.error().wrap("grant SELECT on captured tables to hashinsight_relay");
+    }
     return {};
   }
   // No table: empty the publication (SET TABLE needs at least one).

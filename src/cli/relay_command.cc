@@ -69,6 +69,7 @@ cdc::RelayOptions relay_options(const Config& cfg) {
   o.max_inflight = static_cast<std::size_t>(cfg.integer("RELAY_MAX_INFLIGHT"));
   o.heartbeat = std::chrono::milliseconds(cfg.integer("RELAY_HEARTBEAT_MS"));
   o.lag_warn_bytes = cfg.integer("RELAY_LAG_WARN_BYTES");
+  o.snapshot_pause = std::chrono::milliseconds(cfg.integer("RELAY_SNAPSHOT_PAUSE_MS"));
   o.retention_hours = static_cast<int>(cfg.integer("OUTBOX_RETENTION_HOURS"));
   o.stream_keep = std::chrono::hours(cfg.integer("STREAM_RETENTION_HOURS"));
   o.bus = bus_options(cfg, urls);

@@ -45,12 +45,13 @@ std::string operation(const std::string& op) {
   if (op == "u") return "update";
   if (op == "d") return "delete";
   if (op == "t") return "truncate";
+  if (op == "r") return "snapshot";  // a row read by `hashinsight snapshot`
   return "";
 }
 
 json changed_columns(const std::string& op, const json& before, const json& after) {
   json out = json::array();
-  if (op == "insert" || (op == "update" && !before.is_object())) {
+  if (op == "insert" || op == "snapshot" || (op == "update" && !before.is_object())) {
     if (after.is_object()) {
       for (auto it = after.begin(); it != after.end(); ++it) out.push_back(it.key());
     }
