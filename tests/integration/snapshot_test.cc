@@ -201,6 +201,18 @@ class SnapshotTest : public test::RelayFixture {
     return m;
   }
 
+  // `hashinsight <args>` as the owner, to completion.
+  CommandResult cli(const std::vector<std::string>& args) {
+    SpawnOptions o;
+    o.argv = {test::hashinsight_binary()};
+    o.argv.insert(o.argv.end(), args.begin(), args.end());
+    o.env = {"DATABASE_URL=" + TestServers::get().database_url(), "LOG_FORMAT=text",
+             "HI_DATA_DIR=/nonexistent"};
+    auto r = run_command(o, std::chrono::seconds(60));
+    EXPECT_TRUE(r.ok());
+    return r.ok() ? *r : CommandResult{};
+  }
+
   std::atomic<bool> writing_{false};
   std::atomic<long> writes_{0};
   std::vector<std::jthread> writers_;
@@ -230,6 +242,141 @@ TEST_F(SnapshotTest, WhileWritersChangeTheTableTheTopicEndsEqualToIt) {
   EXPECT_EQ(static_cast<std::int64_t>(m.snapshot_events), column(id, "rows_done") - excluded);
   EXPECT_EQ(static_cast<std::int64_t>(m.chunks.size()), column(id, "chunks_done"));
   EXPECT_TRUE(m.saw_last);
+}
+
+// The relay crashed by failpoints at each step of a chunk, five times, while writers change the
+// table: every restart resumes from the last recorded chunk, and the topic still ends equal to
+// the table (a chunk is read again after a crash, never skipped).
+TEST_F(SnapshotTest, CrashedAtEachStepOfAChunkItResumesAndLosesNothing) {
+  make_items(30000);
+  start_writers(2, 32000);
+  const std::int64_t id = request("public.items", 2000);
+  const std::vector<std::pair<std::string, int>> crashes = {{"snapshot.after_low_watermark", 2},
+                                                            {"snapshot.after_read", 3},
+                                                            {"snapshot.after_publish", 2},
+                                                            {"snapshot.after_read", 1},
+                                                            {"snapshot.after_publish", 3}};
+  std::int64_t chunks_before = 0;
+  for (std::size_t i = 0; i < crashes.size(); ++i) {
+    const auto& [name, pass] = crashes[i];
+    Process p = relay({"HI_FAILPOINTS=" + name + "=" + std::to_string(pass) + "*crash"});
+    auto status = p.wait_for(std::chrono::seconds(120));
+    ASSERT_TRUE(status.has_value()) << name << " never fired\n" << log_text();
+    EXPECT_EQ(*status, 137) << log_text();
+    // The crash landed where it says, and the restart resumed rather than started over.
+    const std::string log = log_text();
+    const std::string line = "failpoint " + name + ": crash";
+    int fired = 0, planned = 0;
+    for (auto at = log.find(line); at != std::string::npos; at = log.find(line, at + 1)) ++fired;
+    for (std::size_t j = 0; j <= i; ++j) planned += crashes[j].first == name ? 1 : 0;
+    EXPECT_EQ(fired, planned) << log;
+    if (i > 0) EXPECT_NE(log.find("snapshot resumed"), std::string::npos) << log;
+    // Progress only moves forward, and only by chunks the bus acknowledged.
+    const std::int64_t chunks = column(id, "chunks_done");
+    EXPECT_GE(chunks, chunks_before);
+    chunks_before = chunks;
+    ASSERT_TRUE(eventually([&] {
+      auto r = owner_.exec(
+          "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'hashinsight_outbox' AND active");
+      return r && r->empty();
+    }));
+  }
+  EXPECT_EQ(state(id), "running");
+  EXPECT_GT(chunks_before, 0);
+  relay_ = relay();
+  ASSERT_TRUE(eventually([&] { return state(id) == "done"; }, std::chrono::seconds(120)))
+      << state(id) << "\n"
+      << log_text();
+  stop_writers();
+  wait_for_marker();
+  const Materialised m = expect_topic_equals_table();
+  // Every chunk number, 1 to the last, reached the topic.
+  EXPECT_EQ(static_cast<std::int64_t>(m.chunks.size()), column(id, "chunks_done"));
+  EXPECT_EQ(*m.chunks.begin(), 1);
+  EXPECT_EQ(*m.chunks.rbegin(), column(id, "chunks_done"));
+}
+
+// Composite and text keys page correctly (collation order, values with quotes and commas);
+// a table without a primary key is refused, by the command and by the relay.
+TEST_F(SnapshotTest, CompositeAndTextKeysAndATableWithoutAKey) {
+  ASSERT_TRUE(
+      owner_
+          .exec_script("DROP TABLE IF EXISTS pairs, nokey; DELETE FROM relay_snapshots;"
+                       "CREATE TABLE pairs (region text, seq int, note text, PRIMARY KEY (seq, "
+                       "region)); INSERT INTO pairs SELECT r, s, 'n' || s FROM unnest(ARRAY['a', "
+                       "'B', 'c,d', 'e''f', 'ü', 'a b', '']) r, generate_series(1, 15) s;"
+                       "CREATE TABLE nokey (a int, b text); INSERT INTO nokey VALUES (1, 'x')")
+          .ok());
+  test::capture_tables(owner_, {"public.pairs", "public.nokey"});
+  relay_ = test::start_relay({"RELAY_CAPTURE_TABLES=public.pairs,public.nokey",
+                              "RELAY_DATABASE_URL=" + test::relay_role_url()},
+                             log_);
+  // The command refuses it with the reason; the relay refuses a request written by hand.
+  const CommandResult refused = cli({"snapshot", "start", "--table", "public.nokey"});
+  EXPECT_EQ(refused.status, 2);
+  EXPECT_NE(refused.output.find("has no primary key"), std::string::npos) << refused.output;
+  const std::int64_t bad = request("public.nokey", 10);
+  const CommandResult started =
+      cli({"snapshot", "start", "--table", "pairs", "--chunk", "4", "--where", "seq <> 13"});
+  ASSERT_EQ(started.status, 0) << started.output;
+  const std::int64_t id = json::parse(started.output.substr(0, started.output.find('\n')))["id"];
+  ASSERT_TRUE(eventually([&] { return state(id) == "done"; }, std::chrono::seconds(60)))
+      << log_text();
+  EXPECT_EQ(state(bad), "failed");
+  auto err = owner_.exec("SELECT error FROM relay_snapshots WHERE id = $1", {std::to_string(bad)});
+  ASSERT_TRUE(err && !err->empty());
+  EXPECT_NE(std::string(err->text(0, 0)).find("no primary key"), std::string::npos);
+
+  // Every row but seq 13 arrived once, as op r, in key order (seq, then region as PostgreSQL
+  // orders text), with its chunk and index.
+  auto want = owner_.exec(
+      "SELECT seq::text || '/' || region FROM pairs WHERE seq <> 13 ORDER BY seq, region");
+  ASSERT_TRUE(want.ok());
+  auto events = test::read_stream(redis_, "cdc.public.pairs");
+  ASSERT_EQ(static_cast<int>(events.size()), want->rows());
+  for (int i = 0; i < want->rows(); ++i) {
+    const json v = json::parse(events[static_cast<std::size_t>(i)].value);
+    EXPECT_EQ(v["op"], "r");
+    EXPECT_EQ(std::to_string(v["after"]["seq"].get<int>()) + "/" +
+                  v["after"]["region"].get<std::string>(),
+              want->text(i, 0));
+    EXPECT_EQ(v["source"]["snapshot"]["chunk"], 1 + i / 4);
+    EXPECT_EQ(v["source"]["ordinal"], 1 + i % 4);
+    EXPECT_EQ(v["source"]["snapshot"]["id"], id);
+    EXPECT_EQ(json::parse(events[static_cast<std::size_t>(i)].key),
+              json({{"region", v["after"]["region"]}, {"seq", v["after"]["seq"]}}));
+  }
+  const CommandResult st = cli({"snapshot", "status", std::to_string(id)});
+  ASSERT_EQ(st.status, 0) << st.output;
+  const json s = json::parse(st.output.substr(0, st.output.find('\n')));
+  EXPECT_EQ(s["state"], "done");
+  EXPECT_EQ(s["rows_done"], want->rows());
+  EXPECT_EQ(s["chunks_done"], (want->rows() + 3) / 4);
+}
+
+// Cancel stops a running snapshot after its current chunk; the relay streams on.
+TEST_F(SnapshotTest, CancelStopsItCleanly) {
+  make_items(20000);
+  relay_ = relay({"RELAY_SNAPSHOT_PAUSE_MS=100"});
+  const std::int64_t id = request("public.items", 100);
+  ASSERT_TRUE(eventually([&] { return column(id, "chunks_done") >= 3; })) << log_text();
+  const CommandResult c = cli({"snapshot", "cancel", std::to_string(id)});
+  ASSERT_EQ(c.status, 0) << c.output;
+  ASSERT_TRUE(eventually([&] { return log_text().find("snapshot stopped") != std::string::npos; }))
+      << log_text();
+  EXPECT_EQ(state(id), "cancelled");
+  const std::int64_t chunks = column(id, "chunks_done");
+  EXPECT_LT(chunks, 200);
+  EXPECT_EQ(cli({"snapshot", "cancel", std::to_string(id)}).status, 2);  // not running any more
+  // Nothing more is read, and changes still stream.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(column(id, "chunks_done"), chunks);
+  wait_for_marker();
+  std::size_t r_events = 0;
+  for (const auto& e : test::read_stream(redis_, "cdc.public.items")) {
+    if (json::parse(e.value)["op"] == "r") ++r_events;
+  }
+  EXPECT_LE(r_events, static_cast<std::size_t>(chunks + 1) * 100);
 }
 
 }  // namespace
