@@ -18,7 +18,8 @@ std::optional<pg::Lsn> AckTracker::release() {
   std::optional<pg::Lsn> out;
   while (!txs_.empty() && txs_.front().committed && txs_.front().outstanding == 0) {
     out = txs_.front().end_lsn;
-    released_commit_time_us_ = txs_.front().commit_time_us;
+    // A snapshot chunk has no commit time (0): it says nothing of how far behind the stream is.
+    if (txs_.front().commit_time_us != 0) released_commit_time_us_ = txs_.front().commit_time_us;
     txs_.pop_front();
     ++base_;
   }

@@ -21,12 +21,14 @@ class AckTracker {
  public:
   using TxId = std::uint64_t;  // the tag bus messages carry
 
-  // A transaction starts (Begin); its commit time is known from the Begin message.
+  // A transaction starts (Begin); its commit time is known from the Begin message. 0 for what
+  // is no transaction of the stream (a snapshot chunk): no latency is measured from it.
   TxId begin(std::int64_t commit_time_us);
   // One more event of the open transaction was sent to the bus.
   void sent(TxId tx) { entry(tx).outstanding += 1; }
   // The bus acknowledged one event of `tx`; returns the transaction's commit time. A report for
-  // a transaction the tracker no longer holds (from before a reset()) is ignored: returns 0.
+  // a transaction the tracker no longer holds (from before a reset()) is ignored: returns 0, as
+  // for a transaction begun without a commit time.
   std::int64_t acked(TxId tx) {
     if (tx < base_ || tx >= base_ + txs_.size()) return 0;
     Tx& t = entry(tx);

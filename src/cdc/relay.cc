@@ -200,10 +200,7 @@ Status Relay::stream(std::stop_token stop) {
   });
 
   while (!stop.stop_requested()) {
-    if (snapshots_) {
-      snapshot_events();
-      if (auto st = snapshot_publish_slice(); !st) return st;
-    }
+    if (snapshots_) snapshot_events();
     int handled = 0;
     while (handled < kMessagesPerTurn && producer_->in_flight() < options_.max_inflight) {
       auto ev = rs.read();
@@ -211,6 +208,10 @@ Status Relay::stream(std::stop_token stop) {
       if (!ev->has_value()) break;
       if (auto st = handle(**ev); !st) return st;
       ++handled;
+    }
+    // A slice of a snapshot chunk goes after the changes read this turn: live changes first.
+    if (snapshots_) {
+      if (auto st = snapshot_publish_slice(); !st) return st;
     }
     if (auto st = pump(std::chrono::milliseconds(0)); !st) return st;
     send_status(false);
@@ -254,7 +255,7 @@ Status Relay::connect_bus(std::stop_token stop) {
     }
     const std::int64_t commit_us = tracker_.acked(tag);
     const std::int64_t now = unix_now_us();
-    commit_to_ack_.Observe(static_cast<double>(now - commit_us) / 1e6);
+    if (commit_us != 0) commit_to_ack_.Observe(static_cast<double>(now - commit_us) / 1e6);
     stats_.events_acked.fetch_add(1, std::memory_order_relaxed);
     stats_.last_ack_unix_us.store(now, std::memory_order_relaxed);
   };

@@ -141,6 +141,7 @@ class Relay {
   std::unique_ptr<Session> session_;           // while connected
   std::unique_ptr<SnapshotReader> snapshots_;  // when tables are captured
   std::unique_ptr<internal::SnapshotWindow> snapshot_window_;
+  std::int64_t last_change_ns_ = 0;  // when the stream last published a change (monotonic)
   std::map<std::string, prometheus::Counter*, std::less<>> topic_counters_;
   prometheus::Histogram& commit_to_ack_;
   prometheus::Gauge& confirmed_gauge_;

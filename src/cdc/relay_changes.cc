@@ -53,6 +53,7 @@ Status Relay::publish(bus::Message message) {
   if (auto s = producer_->send(std::move(message), session_->tx); !s) return s;
   tracker_.sent(session_->tx);
   stats_.events_published.fetch_add(1, std::memory_order_relaxed);
+  last_change_ns_ = mono_now_ns();
   return {};
 }
 
@@ -146,7 +147,7 @@ Status Relay::handle_change(const pg::Message& msg) {
           if (!m.transactional && m.prefix == kHeartbeatPrefix && s.quiescent(tracker_)) {
             s.rs.confirm(m.lsn);
           }
-          if (!m.transactional && m.prefix == kSnapshotPrefix && snapshots_) snapshot_watermark(m);
+          if (m.prefix == kSnapshotPrefix && snapshots_) snapshot_watermark(m);
         }
         return {};
       },
@@ -176,7 +177,7 @@ Status Relay::handle(const pg::StreamEvent& ev) {
     return {};
   }
   if (const auto* lm = std::get_if<pg::LogicalMessage>(&*msg); lm && !lm->transactional) {
-    return handle_change(*msg);  // outside any transaction, streamed or not (watermarks)
+    return handle_change(*msg);  // outside any transaction, streamed or not (heartbeats)
   }
   if (s.streams.open()) {
     // Relations are needed when the spill is replayed; everything else waits for the commit.

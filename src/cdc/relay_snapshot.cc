@@ -3,12 +3,18 @@
 #include "cdc/internal/session.h"
 #include "cdc/internal/snapshot_window.h"
 #include "cdc/snapshot.h"
+#include "core/time.h"
 
 namespace hi::cdc {
 namespace {
 
-// Rows published per loop turn: a 10,000-row chunk never holds live changes back for long.
-constexpr std::size_t kRowsPerTurn = 1000;
+// Bytes of snapshot rows published per loop turn. While changes stream, a slice is small, so a
+// change read in the same turn (sent ahead of it) or the next waits behind little: Redis with
+// appendfsync always syncs once per read of a client's pipeline (16 kB). On a quiet stream the
+// slices are large and the snapshot goes at full speed.
+constexpr std::size_t kSliceBytes = 16 * 1024;
+constexpr std::size_t kQuietSliceBytes = 512 * 1024;
+constexpr std::int64_t kQuietAfterNs = 250'000'000;
 
 std::vector<int> key_positions(const pg::Relation& rel, const std::vector<std::string>& names) {
   std::vector<int> out;
@@ -95,22 +101,23 @@ Status Relay::snapshot_publish_slice() {
     for (const auto& [xid, key] : w.recent) {
       if (!c.visibility.visible(xid)) w.changed.insert(key);
     }
-    w.tx = tracker_.begin(c.read_unix_us);
+    w.tx = tracker_.begin(0);  // no commit time: the stream's latency figures leave it out
     w.publishing = true;
   }
-  ChangeSource source;
-  source.commit_lsn = *w.high;
-  source.commit_time_unix_us = c.read_unix_us;
-  const std::size_t end = std::min(w.next + kRowsPerTurn, c.rows.size());
-  for (; w.next < end && producer_->in_flight() < options_.max_inflight; ++w.next) {
+  if (!w.source) w.source.emplace(c.relation, *w.high, c.read_unix_us, c.ref);
+  const std::size_t limit =
+      mono_now_ns() - last_change_ns_ < kQuietAfterNs ? kSliceBytes : kQuietSliceBytes;
+  std::size_t bytes = 0;
+  for (; w.next < c.rows.size() && bytes < limit && producer_->in_flight() < options_.max_inflight;
+       ++w.next) {
     // The streamed change of a key that changed in the window (or since) is newer: skip the row.
     if (w.truncated || w.changed.contains(c.keys[w.next])) {
       ++w.excluded;
       continue;
     }
-    source.ordinal = static_cast<std::uint32_t>(w.next + 1);
     bus::Message& m = c.rows[w.next];
-    finish_snapshot_row(m, c.relation, source, c.ref);
+    w.source->finish(m, static_cast<std::uint32_t>(w.next + 1));
+    bytes += m.value.size() + m.key.size();
     events_counter(m.topic).Increment();
     if (auto st = producer_->send(std::move(m), w.tx); !st) return st;
     tracker_.sent(w.tx);

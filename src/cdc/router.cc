@@ -273,24 +273,39 @@ bus::Message snapshot_row(const pg::Relation& rel, const pg::Tuple& row) {
   return m;
 }
 
-void finish_snapshot_row(bus::Message& m, const pg::Relation& rel, const ChangeSource& source,
-                         const SnapshotRef& snap) {
+SnapshotSource::SnapshotSource(const pg::Relation& rel, pg::Lsn high, std::int64_t read_unix_us,
+                               const SnapshotRef& snap)
+    : lsn_(high.to_string()) {
   const std::string table = (rel.schema.empty() ? "public" : rel.schema) + "." + rel.name;
-  std::string& v = m.value;
-  append_source(v, source);
-  v += ",\"table\":";
-  append_json_string(v, table);
-  v += ",\"snapshot\":{\"id\":";
-  v += std::to_string(snap.id);
-  v += ",\"table\":";
-  append_json_string(v, table);
-  v += ",\"chunk\":";
-  v += std::to_string(snap.chunk);
-  v += snap.last ? ",\"last\":true}}}" : ",\"last\":false}}}";
-  m.headers = {{"id", source.commit_lsn.to_string() + ":" + std::to_string(source.ordinal)},
-               {"op", "r"},
-               {"table", table},
-               {"snapshot", std::to_string(snap.id)}};
+  ChangeSource source;
+  source.commit_lsn = high;
+  source.commit_time_unix_us = read_unix_us;
+  std::string s;
+  append_source(s, source);  // {"commit_lsn":"L","ordinal":0,"xid":0,"commit_ts":"T"
+  const std::string ordinal = "\"ordinal\":";
+  const auto at = s.find(ordinal) + ordinal.size();
+  head_ = s.substr(0, at);
+  tail_ = s.substr(s.find(',', at));
+  tail_ += ",\"table\":";
+  append_json_string(tail_, table);
+  tail_ += ",\"snapshot\":{\"id\":";
+  tail_ += std::to_string(snap.id);
+  tail_ += ",\"table\":";
+  append_json_string(tail_, table);
+  tail_ += ",\"chunk\":";
+  tail_ += std::to_string(snap.chunk);
+  tail_ += snap.last ? ",\"last\":true}}}" : ",\"last\":false}}}";
+}
+
+void SnapshotSource::finish(bus::Message& m, std::uint32_t ordinal) const {
+  const std::string n = std::to_string(ordinal);
+  m.value.reserve(m.value.size() + head_.size() + n.size() + tail_.size());
+  m.value += head_;
+  m.value += n;
+  m.value += tail_;
+  m.headers.reserve(2);
+  m.headers.emplace_back("id", lsn_ + ":" + n);
+  m.headers.emplace_back("op", "r");
 }
 
 bus::Message route_or_park(const OutboxRouter& router, const pg::Relation& relation,

@@ -93,17 +93,28 @@ bus::Message capture_change(ChangeOp op, const pg::Relation& relation, const pg:
                             const pg::Tuple* after, const ChangeSource& source);
 
 // A snapshot row (op "r") in two steps: snapshot_row() renders everything but the source, off
-// the relay's loop; finish_snapshot_row() appends the source once the chunk's high watermark
-// position is known: `source` carries the watermark's LSN and the row's 1-based index in its
-// chunk, and `source.snapshot` is {id, table, chunk, last}.
+// the relay's loop; SnapshotSource::finish() appends the source once the chunk's high
+// watermark position is known: the watermark's LSN, the row's 1-based index in its chunk, and
+// `source.snapshot` {id, table, chunk, last}. Headers: `id` (commit_lsn:ordinal) and `op`.
 struct SnapshotRef {
   std::int64_t id = 0;
   std::int64_t chunk = 0;  // 1-based
   bool last = false;       // the snapshot's final chunk
 };
 bus::Message snapshot_row(const pg::Relation& relation, const pg::Tuple& row);
-void finish_snapshot_row(bus::Message& message, const pg::Relation& relation,
-                         const ChangeSource& source, const SnapshotRef& snapshot);
+
+// What the rows of one chunk share, rendered once per chunk.
+class SnapshotSource {
+ public:
+  SnapshotSource(const pg::Relation& relation, pg::Lsn high_watermark, std::int64_t read_unix_us,
+                 const SnapshotRef& snapshot);
+  void finish(bus::Message& message, std::uint32_t ordinal) const;
+
+ private:
+  std::string lsn_;
+  std::string head_;  // {"commit_lsn":"...","ordinal":
+  std::string tail_;  // ,"xid":0,...,"snapshot":{...}}}
+};
 
 // The message of an outbox row: routed, or, when the router refuses the row (a payload that is
 // not an object, a missing id or kind), parked whole on `park_topic` as a table change with a

@@ -31,8 +31,9 @@ namespace hi::cdc {
 
 // Makes the capture publication (`<publication>_capture`) publish exactly `tables`
 // ("schema.table"), as the owner does it: `hashinsight migrate` and `up`, from
-// RELAY_CAPTURE_TABLES, and grants hashinsight_relay SELECT on them (for their snapshots). The relay itself never creates or alters a publication (it does not own
-// the tables); it checks them and stops with this command's name when they do not match.
+// RELAY_CAPTURE_TABLES, and grants hashinsight_relay SELECT on them (for their snapshots). The
+// relay itself never creates or alters a publication (it does not own the tables); it checks them
+// and stops with this command's name when they do not match.
 Status set_capture_tables(pg::Connection& owner, const std::string& publication,
                           const std::vector<std::string>& tables);
 

@@ -189,7 +189,10 @@ bool SnapshotReader::wait_for(std::stop_token stop, std::uint64_t attempt, bool 
 }
 
 Result<pg::Lsn> SnapshotReader::emit(const std::string& content) {
-  auto r = conn_->exec("SELECT pg_logical_emit_message(false, $1, $2)::text",
+  // Transactional, in a transaction of its own: its commit flushes the WAL, so the walsender
+  // sends the watermark at once (a non-transactional message waits in the WAL buffers for the
+  // next flush, up to wal_writer_delay on an idle server).
+  auto r = conn_->exec("SELECT pg_logical_emit_message(true, $1, $2)::text",
                        {std::string(kSnapshotPrefix), content});
   if (!r) return r.error().wrap("snapshot watermark");
   return pg::Lsn::parse(r->text(0, 0));
@@ -255,12 +258,18 @@ Status SnapshotReader::work(std::stop_token stop) {
         std::lock_guard lock(mu_);
         poked = poked_id_;
       }
-      auto seen =
-          conn_->exec("SELECT 1 FROM relay_snapshots WHERE id = $1", {std::to_string(poked)});
-      if (poked > waited_for && seen && seen->empty() &&
-          std::chrono::steady_clock::now() < give_up) {
-        if (!sleep_for(stop, std::chrono::milliseconds(20))) return {};
-        continue;
+      if (poked > waited_for) {
+        auto seen =
+            conn_->exec("SELECT 1 FROM relay_snapshots WHERE id = $1", {std::to_string(poked)});
+        if (!seen) return seen.error();
+        if (!seen->empty()) {
+          waited_for = poked;  // visible now (perhaps only since the first query): look again
+          continue;
+        }
+        if (std::chrono::steady_clock::now() < give_up) {
+          if (!sleep_for(stop, std::chrono::milliseconds(20))) return {};
+          continue;
+        }
       }
       waited_for = poked;
       post(Event{});  // kIdle
@@ -396,10 +405,12 @@ Status SnapshotReader::run_snapshot(Request& req, std::stop_token stop) {
       post(Event{});  // kIdle
       return {};
     }
+    const std::int64_t t_start = mono_now_ns();
     const std::uint64_t attempt = ++next_attempt_;
     post({Event::Kind::kArm, attempt, req.table, key_names, nullptr});
     if (!wait_for(stop, attempt, false)) continue;  // abandoned (or stopping): arm again
 
+    const std::int64_t t_go = mono_now_ns();
     auto low = emit("low:" + std::to_string(attempt));
     if (!low) return low.error();
     if (auto f = failpoint("snapshot.after_low_watermark"); !f) return f;
@@ -450,6 +461,7 @@ Status SnapshotReader::run_snapshot(Request& req, std::stop_token stop) {
         next_last.emplace_back(std::move(v));
       }
     }
+    const std::int64_t t_read = mono_now_ns();
     if (auto f = failpoint("snapshot.after_read"); !f) return f;
 
     auto high = emit("high:" + std::to_string(attempt));
@@ -457,7 +469,9 @@ Status SnapshotReader::run_snapshot(Request& req, std::stop_token stop) {
     chunk->high = *high;
     const SnapshotRef ref = chunk->ref;
     post({Event::Kind::kChunk, attempt, {}, {}, std::move(chunk)});
+    const std::int64_t t_posted = mono_now_ns();
     if (!wait_for(stop, attempt, true)) continue;  // the loop reconnected: read it again
+    const std::int64_t t_published = mono_now_ns();
     std::uint64_t excluded = 0;
     {
       std::lock_guard lock(mu_);
@@ -474,6 +488,14 @@ Status SnapshotReader::run_snapshot(Request& req, std::stop_token stop) {
         {std::to_string(req.id), last_key.dump(), std::to_string(n), std::to_string(ref.chunk),
          std::to_string(excluded), ref.last ? "true" : "false"});
     if (!progress) return progress.error().wrap("snapshot progress");
+    log_.debug("snapshot chunk",
+               {{"id", req.id},
+                {"chunk", ref.chunk},
+                {"rows", n},
+                {"excluded", excluded},
+                {"read_ms", static_cast<double>(t_read - t_go) / 1e6},
+                {"publish_ms", static_cast<double>(t_published - t_posted) / 1e6},
+                {"total_ms", static_cast<double>(mono_now_ns() - t_start) / 1e6}});
     req.chunks_done = ref.chunk;
     req.rows_done += n;
     if (!next_last.empty()) last = std::move(next_last);

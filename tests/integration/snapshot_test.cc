@@ -420,5 +420,34 @@ TEST_F(SnapshotTest, CancelStopsItCleanly) {
   EXPECT_LE(r_events, static_cast<std::size_t>(chunks + 1) * 100);
 }
 
+// `bench snapshot` on its own private servers: the whole table reaches the stream, once per row
+// (XLEN of the idle run), beside its COPY baseline, and the live run measured its updates.
+TEST(SnapshotBench, ReportsRowsPerSecondBesideCopyAndTheLiveLatency) {
+  SpawnOptions o;
+  o.argv = {test::hashinsight_binary(),
+            "bench",
+            "snapshot",
+            "--rows",
+            "3000",
+            "--chunk",
+            "500",
+            "--live-rate",
+            "200",
+            "--json"};
+  o.env = {"LOG_FORMAT=text", "HI_DATA_DIR=/nonexistent"};
+  auto r = run_command(o, std::chrono::minutes(3));
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->status, 0) << r->output;
+  const auto brace = r->output.rfind("\n{");
+  const json out = json::parse(r->output.substr(brace == std::string::npos ? 0 : brace + 1));
+  EXPECT_EQ(out["rows"], 3000);
+  EXPECT_EQ(out["events"], 3000);  // 6 chunks of 500, each row once
+  EXPECT_GT(out["rows_per_s"].get<double>(), 0);
+  EXPECT_GT(out["copy_rows_per_s"].get<double>(), 0);
+  EXPECT_GT(out["live_writes"].get<long>(), 0);
+  EXPECT_GT(out["live_p99_ms"].get<double>(), 0);
+  EXPECT_EQ(out["durable"], true);
+}
+
 }  // namespace
 }  // namespace hi

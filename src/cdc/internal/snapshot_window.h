@@ -41,6 +41,7 @@ struct SnapshotWindow {
   std::size_t next = 0;
   std::uint64_t excluded = 0;
   AckTracker::TxId tx = 0;
+  std::optional<SnapshotSource> source;  // the chunk's, rendered once
 
   // Closes the window (keeps the table and its recent changes).
   void close() {
@@ -54,6 +55,7 @@ struct SnapshotWindow {
     sent_all = false;
     next = 0;
     excluded = 0;
+    source.reset();
   }
 };
 
