@@ -117,6 +117,16 @@ Response Service::cached(http::Request& request, const std::string& scope, const
         if (lease && lease->type == redis::Reply::Type::kStatus) {
           std::lock_guard lock(refresh_mu_);
           refresh_queue_.emplace_back(key, [this, who = *in.who, key, ttl, fill, &counters] {
+            // A read that saw the entry stale just before another refresh landed asks again:
+            // the entry is fresh now, nothing to do.
+            if (auto now = redis_command({"GET", key});
+                now && now->type == redis::Reply::Type::kString) {
+              const auto e = read_entry(now->str);
+              if (e && unix_ms() - e->stored_at < std::chrono::milliseconds(ttl).count()) {
+                (void)redis_command({"DEL", "hi:fill:" + key});
+                return;
+              }
+            }
             auto r = fill_entry(who, key, ttl, fill, nullptr);
             if (!r) {
               log_.warn("cache refresh failed", {{"key", key}, {"error", r.error().message}});

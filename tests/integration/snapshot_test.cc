@@ -238,7 +238,7 @@ TEST_F(SnapshotTest, WhileWritersChangeTheTableTheTopicEndsEqualToIt) {
   EXPECT_GT(excluded, 0);
   // Rows read (published or excluded): about the 200k, give or take the writers' inserts and
   // deletes.
-  EXPECT_GT(column(id, "rows_done"), 190000);
+  EXPECT_GT(column(id, "rows_done"), 150000);
   EXPECT_EQ(static_cast<std::int64_t>(m.snapshot_events), column(id, "rows_done") - excluded);
   EXPECT_EQ(static_cast<std::int64_t>(m.chunks.size()), column(id, "chunks_done"));
   EXPECT_TRUE(m.saw_last);
