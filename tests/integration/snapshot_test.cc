@@ -352,6 +352,13 @@ TEST_F(SnapshotTest, CompositeAndTextKeysAndATableWithoutAKey) {
   EXPECT_EQ(s["state"], "done");
   EXPECT_EQ(s["rows_done"], want->rows());
   EXPECT_EQ(s["chunks_done"], (want->rows() + 3) / 4);
+  // Never analysed: the estimate is a count of the table (the condition aside), 7 x 15 rows.
+  EXPECT_EQ(s["rows_estimated"], 7 * 15);
+  const CommandResult follow = cli({"snapshot", "status", std::to_string(id), "--follow"});
+  EXPECT_EQ(follow.status, 0) << follow.output;
+  EXPECT_NE(follow.output.find("done      rows " + std::to_string(want->rows()) + "/105"),
+            std::string::npos)
+      << follow.output;
 }
 
 // On Kafka (the mock cluster, six partitions): the snapshot rows and the changes of a key share
