@@ -242,5 +242,38 @@ TEST_F(WorkersTest, AuditRecordsEveryCapturedChangeOnceAndAnswersQueries) {
   EXPECT_EQ(none.output.find('{'), std::string::npos) << none.output;
 }
 
+// A snapshot's rows (op "r") are recorded once each, as operation 'snapshot', with their tenant.
+TEST_F(WorkersTest, AuditRecordsSnapshotRowsAsSnapshots) {
+  const std::string tables = "RELAY_CAPTURE_TABLES=public.user_miners";
+  test::capture_tables(owner_, {"public.user_miners"});
+  ASSERT_TRUE(owner_
+                  .exec("INSERT INTO user_miners (tenant_id, user_id, model_id, quantity) "
+                        "SELECT 2, 201, 1 + g % 5, g FROM generate_series(1, 25) g")
+                  .ok());
+  const std::int64_t rows = scalar("SELECT count(*) FROM user_miners");
+  const std::size_t relay_index = procs_.size();
+  procs_.push_back(test::start_relay({tables}, log(relay_index)));
+  ASSERT_TRUE(eventually([&] {
+    return test::file_text(log(relay_index)).find("streaming") != std::string::npos;
+  })) << test::file_text(log(relay_index));
+  worker("audit", {}, {tables});
+  ASSERT_TRUE(owner_
+                  .exec("INSERT INTO relay_snapshots (table_name, chunk_size) VALUES "
+                        "('public.user_miners', 10)")
+                  .ok());
+  ASSERT_TRUE(eventually([&] {
+    return scalar("SELECT count(*) FROM change_audit_log WHERE operation = 'snapshot'") == rows;
+  })) << test::file_text(log(relay_index))
+      << test::file_text(log(relay_index + 1));
+  // Each row once, under its own tenant, with every column as changed (like an insert).
+  EXPECT_EQ(scalar("SELECT count(DISTINCT row_key) FROM change_audit_log WHERE operation = "
+                   "'snapshot'"),
+            rows);
+  EXPECT_EQ(scalar("SELECT count(*) FROM change_audit_log a JOIN user_miners m ON a.row_key = "
+                   "jsonb_build_object('id', m.id) WHERE a.operation = 'snapshot' AND "
+                   "a.tenant_id = m.tenant_id AND 'quantity' = ANY (a.changed_columns)"),
+            rows);
+}
+
 }  // namespace
 }  // namespace hi
