@@ -266,11 +266,14 @@ TEST_F(SnapshotTest, WhileWritersChangeTheTableTheTopicEndsEqualToIt) {
 // table: every restart resumes from the last recorded chunk, and the topic still ends equal to
 // the table (a chunk is read again after a crash, never skipped).
 TEST_F(SnapshotTest, CrashedAtEachStepOfAChunkItResumesAndLosesNothing) {
-  make_items(30000 / kScale);
-  start_writers(2, 32000 / kScale);
+  // A crash loop: left to the normal build, as scripts/test leaves crash loops (under the
+  // sanitizers the writers empty the table before the five crashes have chunks to land in).
+  if (kScale > 1) GTEST_SKIP() << "crash loop: run by the normal build";
+  make_items(30000);
+  start_writers(2, 32000);
   // Chunks small enough that the five crashes (about eight chunks' worth of passes) still find
   // chunks left after the writers' deletes.
-  const std::int64_t id = request("public.items", 1000 / kScale);
+  const std::int64_t id = request("public.items", 1000);
   const std::vector<std::pair<std::string, int>> crashes = {{"snapshot.after_low_watermark", 2},
                                                             {"snapshot.after_read", 3},
                                                             {"snapshot.after_publish", 2},
