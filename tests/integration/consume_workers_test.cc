@@ -117,7 +117,20 @@ class Receiver {
   std::vector<Request> requests_;   // guarded by mu_
 };
 
-class WorkersTest : public test::ConsumerFixture {};
+class WorkersTest : public test::ConsumerFixture {
+ protected:
+  // The relay capturing user_miners, streaming, and the audit worker reading its topic.
+  void start_relay_and_audit() {
+    const std::string tables = "RELAY_CAPTURE_TABLES=public.user_miners";
+    test::capture_tables(owner_, {"public.user_miners"});
+    const std::size_t relay_index = procs_.size();
+    procs_.push_back(test::start_relay({tables}, log(relay_index)));
+    ASSERT_TRUE(eventually([&] {
+      return test::file_text(log(relay_index)).find("streaming") != std::string::npos;
+    })) << test::file_text(log(relay_index));
+    worker("audit", {}, {tables});
+  }
+};
 
 TEST_F(WorkersTest, IntelRefreshesForecastRowsAndInvalidatesTheCache) {
   test::give_miners(owner_, "1", "101", 2);
@@ -180,14 +193,8 @@ TEST_F(WorkersTest, CrmDeliversEachEventToTheWebhookAndParksWhatItRejects) {
 }
 
 TEST_F(WorkersTest, AuditRecordsEveryCapturedChangeOnceAndAnswersQueries) {
-  const std::string tables = "RELAY_CAPTURE_TABLES=public.user_miners";
-  test::capture_tables(owner_, {"public.user_miners"});
   const std::size_t relay_index = procs_.size();
-  procs_.push_back(test::start_relay({tables}, log(relay_index)));
-  ASSERT_TRUE(eventually([&] {
-    return test::file_text(log(relay_index)).find("streaming") != std::string::npos;
-  })) << test::file_text(log(relay_index));
-  worker("audit", {}, {tables});
+  ASSERT_NO_FATAL_FAILURE(start_relay_and_audit());
   auto id = owner_.exec(
       "INSERT INTO user_miners (tenant_id, user_id, model_id, quantity) VALUES (2, 201, 3, 4) "
       "RETURNING id");
@@ -244,19 +251,13 @@ TEST_F(WorkersTest, AuditRecordsEveryCapturedChangeOnceAndAnswersQueries) {
 
 // A snapshot's rows (op "r") are recorded once each, as operation 'snapshot', with their tenant.
 TEST_F(WorkersTest, AuditRecordsSnapshotRowsAsSnapshots) {
-  const std::string tables = "RELAY_CAPTURE_TABLES=public.user_miners";
-  test::capture_tables(owner_, {"public.user_miners"});
   ASSERT_TRUE(owner_
                   .exec("INSERT INTO user_miners (tenant_id, user_id, model_id, quantity) "
                         "SELECT 2, 201, 1 + g % 5, g FROM generate_series(1, 25) g")
                   .ok());
   const std::int64_t rows = scalar("SELECT count(*) FROM user_miners");
   const std::size_t relay_index = procs_.size();
-  procs_.push_back(test::start_relay({tables}, log(relay_index)));
-  ASSERT_TRUE(eventually([&] {
-    return test::file_text(log(relay_index)).find("streaming") != std::string::npos;
-  })) << test::file_text(log(relay_index));
-  worker("audit", {}, {tables});
+  ASSERT_NO_FATAL_FAILURE(start_relay_and_audit());
   ASSERT_TRUE(owner_
                   .exec("INSERT INTO relay_snapshots (table_name, chunk_size) VALUES "
                         "('public.user_miners', 10)")
