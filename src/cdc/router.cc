@@ -93,6 +93,89 @@ void append_typed(std::string& out, std::uint32_t type_oid, const Column& c) {
   append_json_string(out, c.data);
 }
 
+// The SQL name of a built-in type as format_type() prints it, with its modifier where it has
+// one ("numeric(12,2)", "character varying(40)"); other types (enums, domains, arrays) as
+// "oid <n>", which a sink stores as text.
+std::string type_name(std::uint32_t oid, std::int32_t typmod) {
+  const auto with_length = [&](const char* name) {
+    return typmod >= 4 ? std::string(name) + "(" + std::to_string(typmod - 4) + ")"
+                       : std::string(name);
+  };
+  switch (oid) {
+    case 16:
+      return "boolean";
+    case 17:
+      return "bytea";
+    case 18:
+      return "\"char\"";
+    case 20:
+      return "bigint";
+    case 21:
+      return "smallint";
+    case 23:
+      return "integer";
+    case 25:
+      return "text";
+    case 26:
+      return "oid";
+    case 114:
+      return "json";
+    case 142:
+      return "xml";
+    case 650:
+      return "cidr";
+    case 700:
+      return "real";
+    case 701:
+      return "double precision";
+    case 829:
+      return "macaddr";
+    case 869:
+      return "inet";
+    case 1042:
+      return with_length("character");
+    case 1043:
+      return with_length("character varying");
+    case 1082:
+      return "date";
+    case 1083:
+      return "time without time zone";
+    case 1114:
+      return "timestamp without time zone";
+    case 1184:
+      return "timestamp with time zone";
+    case 1186:
+      return "interval";
+    case 1266:
+      return "time with time zone";
+    case 1700:
+      if (typmod >= 4) {
+        const std::int32_t m = typmod - 4;
+        return "numeric(" + std::to_string((m >> 16) & 0xffff) + "," + std::to_string(m & 0xffff) +
+               ")";
+      }
+      return "numeric";
+    case 2950:
+      return "uuid";
+    case 3802:
+      return "jsonb";
+    default:
+      return "oid " + std::to_string(oid);
+  }
+}
+
+// {"id":"bigint","email":"text",...}: every column of the relation, in table order.
+void append_types(std::string& out, const pg::Relation& rel) {
+  out += '{';
+  for (std::size_t i = 0; i < rel.columns.size(); ++i) {
+    if (i > 0) out += ',';
+    append_json_string(out, rel.columns[i].name);
+    out += ':';
+    append_json_string(out, type_name(rel.columns[i].type_oid, rel.columns[i].type_modifier));
+  }
+  out += '}';
+}
+
 void append_row(std::string& out, const pg::Relation& rel, const pg::Tuple& row,
                 bool skip_unchanged, bool keys_only) {
   out += '{';
@@ -227,11 +310,13 @@ bus::Message capture_change(ChangeOp op, const pg::Relation& rel, const pg::Tupl
   // Key: the replica identity columns, from the new row, else the old key image.
   const pg::Tuple* key_row = after != nullptr ? after : before;
   if (key_row != nullptr && op != ChangeOp::kTruncate)
-    append_row(m.key, rel, *key_row, false, true);
+    append_row(m.key, rel, *key_row, true, true);  // an unchanged TOAST value has no text
   std::string& v = m.value;
   v += "{\"op\":\"";
   v += static_cast<char>(op);
-  v += "\",\"before\":";
+  v += "\",\"types\":";
+  append_types(v, rel);
+  v += ",\"before\":";
   if (before != nullptr) {
     append_row(v, rel, *before, true, false);
   } else {
@@ -267,7 +352,9 @@ bus::Message snapshot_row(const pg::Relation& rel, const pg::Tuple& row) {
   append_row(m.key, rel, row, false, true);
   std::string& v = m.value;
   v.reserve(row.columns.size() * 24 + 256);
-  v += "{\"op\":\"r\",\"before\":null,\"after\":";
+  v += "{\"op\":\"r\",\"types\":";
+  append_types(v, rel);
+  v += ",\"before\":null,\"after\":";
   append_row(v, rel, row, false, false);
   v += ",\"unchanged\":[],\"source\":";
   return m;

@@ -306,7 +306,7 @@ Status SnapshotReader::run_snapshot(Request& req, std::stop_token stop) {
   const std::string qualified = quoted_table(conn, req.table);
   // Columns and primary key, in the table's order and the key's order.
   auto cols = conn.exec(
-      "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid::bigint, "
+      "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid::bigint, a.atttypmod, "
       "coalesce((SELECT k.n FROM unnest(i.indkey) WITH ORDINALITY k(att, n) "
       "WHERE k.att = a.attnum), 0) "
       "FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
@@ -324,8 +324,9 @@ Status SnapshotReader::run_snapshot(Request& req, std::stop_token stop) {
     pg::RelationColumn c;
     c.name = std::string(cols->text(i, 0));
     c.type_oid = static_cast<std::uint32_t>(cols->int64(i, 2));
-    c.key = cols->int64(i, 3) > 0;
-    if (c.key) key_order.emplace_back(static_cast<int>(cols->int64(i, 3)), i);
+    c.type_modifier = static_cast<std::int32_t>(cols->int64(i, 3));
+    c.key = cols->int64(i, 4) > 0;
+    if (c.key) key_order.emplace_back(static_cast<int>(cols->int64(i, 4)), i);
     rel.columns.push_back(std::move(c));
   }
   if (key_order.empty()) {

@@ -156,6 +156,7 @@ void add_commands(CLI::App& app, Flags& flags) {
   add_status_command(app, flags);
   add_chaos_command(app, flags);
   add_snapshot_command(app, flags);
+  add_sink_command(app, flags);
 }
 
 int run_command_line(CLI::App& app, const std::function<void()>& parse, std::ostream& out,

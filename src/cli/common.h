@@ -130,6 +130,7 @@ void add_keys_command(CLI::App& app, Flags& flags);
 void add_status_command(CLI::App& app, Flags& flags);
 void add_chaos_command(CLI::App& app, Flags& flags);
 void add_snapshot_command(CLI::App& app, Flags& flags);
+void add_sink_command(CLI::App& app, Flags& flags);
 // `bench consume`, registered under the bench subcommand.
 void add_bench_consume(CLI::App& bench, Flags& flags);
 // `bench api`, registered under the bench subcommand (bench_api.cc).

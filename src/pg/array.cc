@@ -15,6 +15,11 @@ void ArrayLiteral::add(std::string_view element) {
   out_ += '"';
 }
 
+void ArrayLiteral::add_null() {
+  if (out_.size() > 1) out_ += ',';
+  out_ += "NULL";
+}
+
 void ArrayLiteral::add(std::int64_t element) { add(std::string_view(std::to_string(element))); }
 
 void ArrayLiteral::add(double element) {

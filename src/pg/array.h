@@ -19,6 +19,8 @@ class ArrayLiteral {
   // Numbers in their shortest exact text form (doubles round-trip: %.17g).
   void add(std::int64_t element);
   void add(double element);
+  // SQL NULL (unquoted), for a text[] that carries missing values.
+  void add_null();
   // "{...}"; "{}" when nothing was added.
   std::string str() const { return out_ + '}'; }
 

@@ -1,0 +1,162 @@
+#include "sinks/change.h"
+
+#include <charconv>
+
+#include "core/time.h"
+#include "pg/lsn.h"
+
+namespace hi::sinks {
+namespace {
+
+bool parse_u64(std::string_view text, std::uint64_t& out) {
+  if (text.empty()) return false;
+  const auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return ec == std::errc() && p == text.data() + text.size();
+}
+
+// The length of a parameterised type ("character varying(40)" -> 40), or -1 without one.
+long type_length(std::string_view pg_type) {
+  const auto open = pg_type.find('(');
+  if (open == std::string_view::npos) return -1;
+  std::uint64_t n = 0;
+  const auto close = pg_type.find_first_of(",)", open);
+  if (close == std::string_view::npos || !parse_u64(pg_type.substr(open + 1, close - open - 1), n))
+    return -1;
+  return static_cast<long>(n);
+}
+
+int integer_rank(std::string_view base) {
+  if (base == "smallint") return 1;
+  if (base == "integer") return 2;
+  if (base == "bigint") return 3;
+  if (base == "numeric") return 4;
+  return 0;
+}
+
+}  // namespace
+
+Result<Change> parse_change(const bus::Delivery& d) {
+  auto v = nlohmann::json::parse(d.value, nullptr, false);
+  if (v.is_discarded() || !v.is_object()) return invalid_argument("not a JSON object");
+  Change c;
+  const auto op = v.find("op");
+  if (op == v.end() || !op->is_string() || op->get_ref<const std::string&>().size() != 1) {
+    return invalid_argument("no op");
+  }
+  c.op = op->get_ref<const std::string&>()[0];
+  if (c.op != 'c' && c.op != 'u' && c.op != 'd' && c.op != 't' && c.op != 'r') {
+    return invalid_argument("unknown op");
+  }
+  const auto source = v.find("source");
+  if (source == v.end() || !source->is_object()) return invalid_argument("no source");
+  const auto table = source->find("table");
+  const auto lsn = source->find("commit_lsn");
+  const auto ordinal = source->find("ordinal");
+  if (table == source->end() || !table->is_string() || lsn == source->end() || !lsn->is_string() ||
+      ordinal == source->end() || !ordinal->is_number_unsigned()) {
+    return invalid_argument("source lacks table, commit_lsn or ordinal");
+  }
+  c.table = table->get<std::string>();
+  auto parsed = pg::Lsn::parse(lsn->get_ref<const std::string&>());
+  if (!parsed) return invalid_argument("bad commit_lsn");
+  c.version.lsn = parsed->value;
+  c.version.ordinal = ordinal->get<std::uint32_t>();
+  c.id = lsn->get<std::string>() + ":" + std::to_string(c.version.ordinal);
+  if (const auto ts = source->find("commit_ts"); ts != source->end() && ts->is_string()) {
+    if (auto us = parse_rfc3339_us(ts->get_ref<const std::string&>())) c.commit_unix_us = *us;
+  }
+  if (auto after = v.find("after"); after != v.end()) c.after = *after;
+  if (auto before = v.find("before"); before != v.end()) c.before = *before;
+  if ((c.op == 'c' || c.op == 'u' || c.op == 'r') && !c.after.is_object()) {
+    return invalid_argument("no after image");
+  }
+  if (auto unchanged = v.find("unchanged"); unchanged != v.end() && unchanged->is_array()) {
+    for (const auto& u : *unchanged) {
+      if (!u.is_string()) return invalid_argument("bad unchanged list");
+      c.unchanged.push_back(u.get<std::string>());
+    }
+  }
+  if (auto types = v.find("types"); types != v.end() && types->is_object()) {
+    // nlohmann's object is ordered by name; the relay's text has the table's order.
+    c.types.reserve(types->size());
+    for (auto it = types->begin(); it != types->end(); ++it) {
+      if (!it.value().is_string()) return invalid_argument("bad types");
+      c.types.emplace_back(it.key(), it.value().get<std::string>());
+    }
+  }
+  if (c.op != 't') {
+    c.key = d.key.empty() ? nlohmann::json() : nlohmann::json::parse(d.key, nullptr, false);
+    if (!c.key.is_object() || c.key.empty()) return invalid_argument("no key");
+  }
+  return c;
+}
+
+std::optional<Position> parse_position(std::string_view text) {
+  Position p;
+  const auto dash = text.find('-');
+  if (dash == std::string_view::npos) {
+    if (!parse_u64(text, p.high)) return std::nullopt;
+    return p;
+  }
+  if (!parse_u64(text.substr(0, dash), p.high) || !parse_u64(text.substr(dash + 1), p.low)) {
+    return std::nullopt;
+  }
+  return p;
+}
+
+std::string_view base_type(std::string_view pg_type) {
+  const auto open = pg_type.find('(');
+  return open == std::string_view::npos ? pg_type : pg_type.substr(0, open);
+}
+
+TypeChange classify_type_change(std::string_view from, std::string_view to) {
+  if (from == to) return TypeChange::kSame;
+  const std::string_view f = base_type(from), t = base_type(to);
+  if (t == "text") return TypeChange::kWiden;
+  if (integer_rank(f) > 0 && integer_rank(t) > 0) {
+    if (t == "numeric") {
+      // An unconstrained numeric holds every integer; numeric(p,s) only up to p - s digits.
+      if (type_length(to) < 0) return TypeChange::kWiden;
+      if (f == "numeric") return TypeChange::kNarrow;
+      return TypeChange::kNarrow;
+    }
+    return integer_rank(t) > integer_rank(f) ? TypeChange::kWiden : TypeChange::kNarrow;
+  }
+  if (f == "real" && t == "double precision") return TypeChange::kWiden;
+  if (f == "character varying" && t == "character varying") {
+    const long a = type_length(from), b = type_length(to);
+    return b < 0 || (a >= 0 && b >= a) ? TypeChange::kWiden : TypeChange::kNarrow;
+  }
+  if (f == "character" && t == "character varying") {
+    const long a = type_length(from), b = type_length(to);
+    return b < 0 || (a >= 0 && b >= a) ? TypeChange::kWiden : TypeChange::kNarrow;
+  }
+  return TypeChange::kNarrow;
+}
+
+std::string postgres_column_type(std::string_view pg_type) {
+  if (pg_type.starts_with("oid ") || pg_type.empty()) return "text";
+  return std::string(pg_type);
+}
+
+std::string clickhouse_column_type(std::string_view pg_type, bool key) {
+  const std::string_view b = base_type(pg_type);
+  std::string t = "String";
+  if (b == "boolean")
+    t = "UInt8";
+  else if (b == "smallint")
+    t = "Int16";
+  else if (b == "integer")
+    t = "Int32";
+  else if (b == "bigint")
+    t = "Int64";
+  else if (b == "real")
+    t = "Float32";
+  else if (b == "double precision")
+    t = "Float64";
+  else if (b == "uuid")
+    t = "UUID";
+  return key ? t : "Nullable(" + t + ")";
+}
+
+}  // namespace hi::sinks

@@ -1,0 +1,653 @@
+#include "sinks/sink.h"
+
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <set>
+#include <unordered_map>
+
+#include "core/backoff.h"
+#include "core/failpoint.h"
+#include "core/time.h"
+#include "pg/connection.h"
+#include "redis/client.h"
+#include "sinks/change.h"
+#include "sinks/destination.h"
+
+namespace hi::sinks {
+
+std::string sink_group(const std::string& destination) { return "sink-" + destination; }
+
+namespace {
+
+// What the sink knows of one target table.
+struct TableInfo {
+  const TableSpec* spec = nullptr;
+  std::unique_ptr<Masker> masker;
+  bool exists = false;
+  std::vector<Column> columns;  // destination columns (source ones only)
+  std::vector<std::string> key_columns;
+  std::optional<Version> truncate;
+  Version schema_version;  // of the newest change whose schema the destination follows
+  bool replica_identity_full = false;
+  bool source_known = false;  // primary key and identity read from the source catalog
+
+  const Column* column(std::string_view name) const {
+    for (const auto& c : columns) {
+      if (c.name == name) return &c;
+    }
+    return nullptr;
+  }
+};
+
+std::string key_text(const nlohmann::json& values, const std::vector<std::string>& keys) {
+  std::string out;
+  for (const auto& k : keys) {
+    const auto it = values.find(k);
+    out += it == values.end() ? "~" : it->dump();
+    out += '\x1f';
+  }
+  return out;
+}
+
+}  // namespace
+
+class Sink::Impl {
+ public:
+  Impl(SinkOptions o, Metrics& metrics, Logger log, SinkStats& stats)
+      : o_(std::move(o)), metrics_(metrics), log_(std::move(log)), stats_(stats) {
+    const MetricLabels dest = {{"destination", o_.destination.name}};
+    lag_ = &metrics_.gauge("cdc_replication_lag_seconds",
+                           "Seconds between the source commit of the last applied change and now "
+                           "(0 when nothing waits)",
+                           dest);
+    backlog_ = &metrics_.gauge("cdc_backlog_depth", "Changes on the bus not yet applied", dest);
+  }
+
+  Status run(std::stop_token stop);
+
+ private:
+  prometheus::Counter& processed(const std::string& table) {
+    auto it = processed_.find(table);
+    if (it == processed_.end()) {
+      it = processed_
+               .emplace(table,
+                        &metrics_.counter("cdc_events_processed_total",
+                                          "Changes handled (applied or parked)",
+                                          {{"destination", o_.destination.name}, {"table", table}}))
+               .first;
+    }
+    return *it->second;
+  }
+  void count_error(const std::string& type, double n = 1) {
+    metrics_
+        .counter("cdc_errors_total", "Errors by kind",
+                 {{"destination", o_.destination.name}, {"error_type", type}})
+        .Increment(n);
+  }
+
+  Status connect_destination(std::stop_token stop);
+  Status read_source_catalog();
+  Status prepare_tables(std::stop_token stop);
+  Status create_from_source(TableInfo& info);
+  Status process(std::vector<bus::Delivery>& deliveries, std::stop_token stop);
+  Status evolve(TableInfo& info, const Change& newest, std::vector<DeadLetter>& parked);
+  std::optional<std::string> narrowing(const TableInfo& info, const Change& c) const;
+  Status apply_with_fallback(Batch& batch, std::vector<DeadLetter>& parked, std::stop_token stop);
+  void publish_status(bool force);
+
+  SinkOptions o_;
+  Metrics& metrics_;
+  Logger log_;
+  SinkStats& stats_;
+  std::unique_ptr<Destination> dest_;
+  std::unique_ptr<bus::Consumer> consumer_;
+  std::map<std::string, TableInfo> tables_;  // by source "public.customers"
+  Positions positions_;
+  std::map<std::string, prometheus::Counter*> processed_;
+  prometheus::Gauge* lag_ = nullptr;
+  prometheus::Gauge* backlog_ = nullptr;
+  std::optional<redis::Client> status_;
+  std::int64_t last_status_ms_ = 0;
+  std::int64_t last_lag_check_ms_ = 0;
+};
+
+Sink::Sink(SinkOptions options, Metrics& metrics, Logger log)
+    : impl_(std::make_unique<Impl>(std::move(options), metrics, std::move(log), stats_)) {}
+Sink::~Sink() = default;
+Status Sink::run(std::stop_token stop) { return impl_->run(stop); }
+
+Status Sink::Impl::connect_destination(std::stop_token stop) {
+  Backoff backoff(o_.backoff_base, o_.backoff_max);
+  while (!stop.stop_requested()) {
+    Status s = dest_->connect();
+    if (s) return {};
+    if (s.error().code != Code::kUnavailable) return s;
+    count_error("unavailable");
+    log_.warn("destination unreachable, retrying",
+              {{"destination", o_.destination.name}, {"error", s.error().message}});
+    if (!sleep_for(stop, backoff.next())) break;
+  }
+  return cancelled("stopped");
+}
+
+Status Sink::Impl::read_source_catalog() {
+  if (o_.source_database_url.empty()) return {};
+  auto conn = pg::Connection::connect(o_.source_database_url);
+  if (!conn) return conn.error().wrap("source database");
+  for (auto& [source, info] : tables_) {
+    auto r = conn->exec(
+        "SELECT c.relreplident::text, coalesce((SELECT array_agg(a.attname ORDER BY k.n)::text "
+        "FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(att, n), pg_attribute a "
+        "WHERE i.indrelid = c.oid AND i.indisprimary AND a.attrelid = c.oid "
+        "AND a.attnum = k.att), '{}') FROM pg_class c WHERE c.oid = to_regclass($1)",
+        {source});
+    if (!r) return r.error().wrap("source catalog of " + source);
+    if (r->empty()) {
+      log_.warn("source table does not exist (yet)", {{"table", source}});
+      continue;
+    }
+    info.source_known = true;
+    info.replica_identity_full = r->text(0, 0) == "f";
+    std::string keys(r->text(0, 1));
+    info.key_columns.clear();
+    // {a,b} or {"a b"}: names are plain identifiers in practice; strip quotes.
+    std::string cur;
+    for (char ch : keys.substr(1, keys.size() >= 2 ? keys.size() - 2 : 0)) {
+      if (ch == ',') {
+        info.key_columns.push_back(cur);
+        cur.clear();
+      } else if (ch != '"') {
+        cur += ch;
+      }
+    }
+    if (!cur.empty()) info.key_columns.push_back(cur);
+    if (o_.destination.type == DestinationType::kClickHouse && !info.replica_identity_full) {
+      log_.error(
+          "source table needs REPLICA IDENTITY FULL for ClickHouse: updates that leave a TOASTed "
+          "value unchanged cannot be written whole and will be parked",
+          {{"table", source}, {"fix", "ALTER TABLE " + source + " REPLICA IDENTITY FULL"}});
+    }
+  }
+  return {};
+}
+
+Status Sink::Impl::create_from_source(TableInfo& info) {
+  auto conn = pg::Connection::connect(o_.source_database_url);
+  if (!conn) return conn.error().wrap("source database");
+  auto r = conn->exec(
+      "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+      "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped "
+      "ORDER BY a.attnum",
+      {info.spec->source});
+  if (!r) return r.error();
+  if (r->empty() || info.key_columns.empty()) return {};  // created from its first change
+  std::vector<Column> cols;
+  for (int i = 0; i < r->rows(); ++i) {
+    const std::string name(r->text(i, 0));
+    if (!info.masker->sends(name)) continue;
+    const bool key =
+        std::find(info.key_columns.begin(), info.key_columns.end(), name) != info.key_columns.end();
+    cols.push_back({name, dest_->column_type(r->text(i, 1), !info.masker->keeps_type(name), key)});
+  }
+  if (auto s = dest_->create_table(info.spec->target, cols, info.key_columns); !s) return s;
+  info.exists = true;
+  info.columns = cols;
+  log_.info("destination table created",
+            {{"table", info.spec->source}, {"target", info.spec->target}});
+  if (o_.request_snapshots) {
+    auto q = conn->exec("INSERT INTO relay_snapshots (table_name) VALUES ($1) RETURNING id",
+                        {info.spec->source});
+    if (!q) {
+      log_.warn("could not request a snapshot of the source table",
+                {{"table", info.spec->source}, {"error", q.error().message}});
+    } else {
+      log_.info("snapshot requested", {{"table", info.spec->source}, {"snapshot", q->int64(0, 0)}});
+    }
+  }
+  return {};
+}
+
+Status Sink::Impl::prepare_tables(std::stop_token stop) {
+  for (auto& [source, info] : tables_) {
+    if (stop.stop_requested()) return cancelled("stopped");
+    auto st = dest_->table_state(info.spec->target);
+    if (!st) return st.error();
+    info.exists = st->exists;
+    info.columns = st->columns;
+    info.truncate = st->truncate;
+    if (!info.exists && info.source_known) {
+      if (auto s = create_from_source(info); !s) return s;
+    }
+  }
+  return {};
+}
+
+std::optional<std::string> Sink::Impl::narrowing(const TableInfo& info, const Change& c) const {
+  for (const auto& [name, pg_type] : c.types) {
+    if (!info.masker->keeps_type(name)) continue;  // masked columns hold text whatever the type
+    const Column* cur = info.column(name);
+    if (cur == nullptr) continue;
+    const bool key =
+        std::find(info.key_columns.begin(), info.key_columns.end(), name) != info.key_columns.end();
+    const std::string want = dest_->column_type(pg_type, false, key);
+    if (want == cur->type) continue;
+    if (dest_->classify(cur->type, want) == TypeChange::kNarrow) {
+      return "narrowing type change of column " + name + ": the destination holds " + cur->type +
+             ", the change carries " + want;
+    }
+  }
+  return std::nullopt;
+}
+
+Status Sink::Impl::evolve(TableInfo& info, const Change& newest, std::vector<DeadLetter>&) {
+  if (newest.types.empty() || newest.version <= info.schema_version) return {};
+  const std::string& target = info.spec->target;
+  if (info.key_columns.empty()) {
+    for (auto it = newest.key.begin(); it != newest.key.end(); ++it)
+      info.key_columns.push_back(it.key());
+  }
+  std::vector<Column> want;
+  for (const auto& [name, pg_type] : newest.types) {
+    if (!info.masker->sends(name)) continue;
+    const bool key =
+        std::find(info.key_columns.begin(), info.key_columns.end(), name) != info.key_columns.end();
+    want.push_back({name, dest_->column_type(pg_type, !info.masker->keeps_type(name), key)});
+  }
+  bool changed = false;
+  if (!info.exists) {
+    if (auto s = dest_->create_table(target, want, info.key_columns); !s) return s;
+    log_.info("destination table created", {{"table", info.spec->source}, {"target", target}});
+    changed = true;
+  } else {
+    for (const auto& w : want) {
+      const Column* cur = info.column(w.name);
+      if (cur == nullptr) {
+        if (auto s = dest_->add_column(target, w); !s) return s;
+        log_.info("column added", {{"target", target}, {"column", w.name}, {"type", w.type}});
+        changed = true;
+      } else if (cur->type != w.type && dest_->classify(cur->type, w.type) == TypeChange::kWiden) {
+        if (auto s = dest_->alter_column(target, w); !s) return s;
+        log_.info("column widened",
+                  {{"target", target}, {"column", w.name}, {"from", cur->type}, {"to", w.type}});
+        changed = true;
+      }
+    }
+    for (const auto& c : info.columns) {
+      const bool kept =
+          std::any_of(want.begin(), want.end(), [&](const Column& w) { return w.name == c.name; });
+      const bool key = std::find(info.key_columns.begin(), info.key_columns.end(), c.name) !=
+                       info.key_columns.end();
+      if (!kept && !key) {
+        if (auto s = dest_->drop_column(target, c.name); !s) return s;
+        log_.info("column dropped", {{"target", target}, {"column", c.name}});
+        changed = true;
+      }
+    }
+  }
+  info.schema_version = newest.version;
+  if (changed || !info.exists) {
+    auto st = dest_->table_state(target);
+    if (!st) return st.error();
+    info.exists = st->exists;
+    info.columns = st->columns;
+  }
+  return {};
+}
+
+Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_token stop) {
+  struct Parsed {
+    Change change;
+    TableInfo* info;
+    nlohmann::json masked_key, masked_after, masked_before;
+  };
+  std::vector<Parsed> parsed;
+  parsed.reserve(deliveries.size());
+  std::vector<DeadLetter> parked;
+  Batch batch;
+  for (const auto& d : deliveries) {
+    const PositionKey where{d.topic, d.partition};
+    auto& top = batch.positions[where];
+    if (top.empty() || parse_position(top) < parse_position(d.position)) top = d.position;
+    if (const auto stored = positions_.find(where); stored != positions_.end()) {
+      if (parse_position(d.position) <= parse_position(stored->second)) {
+        stats_.skipped.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+    }
+    const std::string source = d.topic.starts_with("cdc.") ? d.topic.substr(4) : d.topic;
+    auto c = parse_change(d);
+    if (!c) {
+      // Unreadable: nothing of it can be masked, so nothing of it is kept but where it was.
+      parked.push_back({source, "", d.topic + "@" + d.position, nullptr, nullptr,
+                        "unreadable change: " + c.error().message});
+      count_error("unreadable");
+      continue;
+    }
+    auto t = tables_.find(c->table);
+    if (t == tables_.end()) continue;  // a topic shared with tables this destination skips
+    Parsed p{std::move(*c), &t->second, {}, {}, {}};
+    const Masker& m = *p.info->masker;
+    p.masked_key = m.mask_row(p.change.key);
+    p.masked_after = m.mask_row(p.change.after);
+    p.masked_before = m.mask_row(p.change.before);
+    parsed.push_back(std::move(p));
+  }
+  // Schema: per table, the newest change of the batch that names its types.
+  std::map<TableInfo*, const Change*> newest;
+  for (const auto& p : parsed) {
+    if (p.change.types.empty()) continue;
+    auto& n = newest[p.info];
+    if (n == nullptr || n->version < p.change.version) n = &p.change;
+  }
+  for (auto& [info, change] : newest) {
+    Backoff backoff(o_.backoff_base, o_.backoff_max);
+    for (;;) {
+      Status s = evolve(*info, *change, parked);
+      if (s) break;
+      count_error(s.error().code == Code::kUnavailable ? "unavailable" : "schema");
+      log_.warn("schema change not applied yet",
+                {{"target", info->spec->target}, {"error", s.error().message}});
+      if (s.error().code == Code::kUnavailable) (void)connect_destination(stop);
+      if (!sleep_for(stop, backoff.next())) return cancelled("stopped");
+      if (s.error().code != Code::kUnavailable && backoff.retries() > 3) break;
+    }
+  }
+  // Rows: each key's last image per table.
+  std::map<TableInfo*, TableWork> works;
+  std::map<TableInfo*, std::unordered_map<std::string, std::size_t>> index;
+  for (auto& p : parsed) {
+    TableInfo& info = *p.info;
+    TableWork& w = works[&info];
+    if (w.target.empty()) {
+      w.source = info.spec->source;
+      w.target = info.spec->target;
+      w.key_columns = info.key_columns;
+    }
+    processed(info.spec->source).Increment();
+    const Change& c = p.change;
+    const nlohmann::json masked_change = {{"op", std::string(1, c.op)},
+                                          {"id", c.id},
+                                          {"after", p.masked_after},
+                                          {"before", p.masked_before}};
+    auto park = [&](std::string reason) {
+      parked.push_back({info.spec->source, info.spec->target, c.id, p.masked_key, masked_change,
+                        std::move(reason)});
+    };
+    if (c.op == 't') {
+      if (!w.truncate || *w.truncate < c.version) w.truncate = c.version;
+      if (!info.truncate || *info.truncate < c.version) info.truncate = c.version;
+      continue;
+    }
+    if (info.truncate && c.version < *info.truncate) continue;  // removed by a later TRUNCATE
+    if (!info.exists) {
+      park("the destination table does not exist and the change names no column types");
+      continue;
+    }
+    if (auto why = narrowing(info, c)) {
+      park(*why);
+      continue;
+    }
+    RowImage row;
+    row.version = c.version;
+    row.change_id = c.id;
+    row.source_table = info.spec->source;
+    row.deleted = c.op == 'd';
+    const bool whole_rows = dest_->kind() == "clickhouse";
+    if (row.deleted) {
+      row.values =
+          p.masked_before.is_object() && whole_rows ? p.masked_before : nlohmann::json::object();
+    } else {
+      row.values = p.masked_after;
+    }
+    // The message key is the replica identity: with REPLICA IDENTITY FULL every column, an
+    // unchanged TOASTed one included (as ""). Only the primary key's columns come from it.
+    for (const auto& k : info.key_columns) {
+      const auto it = p.masked_key.find(k);
+      if (!row.values.contains(k) && it != p.masked_key.end()) row.values[k] = *it;
+    }
+    bool missing_key = false;
+    for (const auto& k : info.key_columns) {
+      if (!row.values.contains(k)) missing_key = true;
+    }
+    if (missing_key) {
+      park("a primary key column is not sent (dropped by its mask, or missing from the change)");
+      continue;
+    }
+    const std::string key = key_text(row.values, info.key_columns);
+    auto& slot = index[&info];
+    auto found = slot.find(key);
+    const RowImage* older = found == slot.end() ? nullptr : &w.rows[found->second];
+    if (older != nullptr && c.version < older->version) continue;  // already newer in the batch
+    if (!row.deleted && !c.unchanged.empty()) {
+      for (const auto& col : c.unchanged) {
+        if (!info.masker->sends(col)) continue;
+        if (older != nullptr && !older->deleted && older->values.contains(col)) {
+          row.values[col] = older->values[col];
+        } else if (whole_rows) {
+          if (p.masked_before.is_object() && p.masked_before.contains(col)) {
+            row.values[col] = p.masked_before[col];
+          } else {
+            missing_key = true;
+          }
+        }
+      }
+      if (missing_key) {
+        park(
+            "an unchanged TOASTed value is not in the change and ClickHouse replaces whole "
+            "rows: set REPLICA IDENTITY FULL on " +
+            info.spec->source);
+        continue;
+      }
+    }
+    row.change = masked_change;
+    if (older != nullptr) {
+      w.rows[found->second] = std::move(row);
+    } else {
+      slot.emplace(key, w.rows.size());
+      w.rows.push_back(std::move(row));
+    }
+  }
+  for (auto& [info, w] : works) {
+    if (w.truncate) {
+      // Rows of the batch older than its TRUNCATE are gone with it.
+      std::erase_if(w.rows, [&](const RowImage& r) { return r.version < *w.truncate; });
+    }
+    batch.tables.push_back(std::move(w));
+  }
+  std::size_t rows = 0;
+  for (const auto& t : batch.tables) rows += t.rows.size();
+  if (Status s = apply_with_fallback(batch, parked, stop); !s) return s;
+  if (!parked.empty()) {
+    Backoff backoff(o_.backoff_base, o_.backoff_max);
+    for (;;) {
+      Status s = dest_->park(parked);
+      if (s) break;
+      log_.warn("dead letters not written yet", {{"error", s.error().message}});
+      if (s.error().code == Code::kUnavailable) (void)connect_destination(stop);
+      if (!sleep_for(stop, backoff.next())) return cancelled("stopped");
+    }
+    for (const auto& l : parked) {
+      log_.warn("change parked",
+                {{"table", l.source_table}, {"change", l.change_id}, {"reason", l.reason}});
+    }
+    stats_.parked.fetch_add(parked.size(), std::memory_order_relaxed);
+    count_error("parked", static_cast<double>(parked.size()));
+  }
+  for (const auto& [where, position] : batch.positions) positions_[where] = position;
+  std::int64_t newest_commit = 0;
+  for (const auto& p : parsed) newest_commit = std::max(newest_commit, p.change.commit_unix_us);
+  if (newest_commit > 0) stats_.last_commit_unix_us.store(newest_commit);
+  stats_.applied.fetch_add(rows, std::memory_order_relaxed);
+  return {};
+}
+
+Status Sink::Impl::apply_with_fallback(Batch& batch, std::vector<DeadLetter>& parked,
+                                       std::stop_token stop) {
+  Backoff backoff(o_.backoff_base, o_.backoff_max);
+  for (;;) {
+    Status s = dest_->apply(batch);
+    if (s) return {};
+    if (s.error().code == Code::kUnavailable) {
+      count_error("unavailable");
+      log_.warn("destination unavailable, retrying the batch", {{"error", s.error().message}});
+      if (!sleep_for(stop, backoff.next())) return cancelled("stopped");
+      if (auto c = connect_destination(stop); !c) return c;
+      continue;
+    }
+    break;
+  }
+  // The batch's data is at fault: each row on its own, the failing ones parked.
+  count_error("apply");
+  log_.warn("batch refused, applying its rows one by one");
+  for (auto& t : batch.tables) {
+    if (t.truncate) {
+      Batch one;
+      TableWork w{t.source, t.target, t.key_columns, t.truncate, {}};
+      one.tables.push_back(std::move(w));
+      if (Status s = dest_->apply(one); !s) return s;
+      t.truncate.reset();
+    }
+    for (auto& row : t.rows) {
+      for (;;) {
+        Batch one;
+        TableWork w{t.source, t.target, t.key_columns, std::nullopt, {row}};
+        one.tables.push_back(std::move(w));
+        Status s = dest_->apply(one);
+        if (s) break;
+        if (s.error().code == Code::kUnavailable) {
+          if (!sleep_for(stop, backoff.next())) return cancelled("stopped");
+          if (auto c = connect_destination(stop); !c) return c;
+          continue;
+        }
+        parked.push_back(
+            {t.source, t.target, row.change_id, nullptr, row.change, s.error().message});
+        break;
+      }
+    }
+    t.rows.clear();
+  }
+  for (;;) {
+    Batch positions_only;
+    positions_only.positions = batch.positions;
+    Status s = dest_->apply(positions_only);
+    if (s) return {};
+    if (s.error().code != Code::kUnavailable) return s;
+    if (!sleep_for(stop, backoff.next())) return cancelled("stopped");
+    if (auto c = connect_destination(stop); !c) return c;
+  }
+}
+
+void Sink::Impl::publish_status(bool force) {
+  const std::int64_t now_ms = unix_now_us() / 1000;
+  if (now_ms - last_lag_check_ms_ >= 1000 || force) {
+    last_lag_check_ms_ = now_ms;
+    if (auto lag = consumer_->lag()) {
+      stats_.backlog.store(*lag);
+      backlog_->Set(static_cast<double>(*lag));
+    }
+  }
+  const std::int64_t backlog = stats_.backlog.load();
+  const std::int64_t last = stats_.last_commit_unix_us.load();
+  const double lag_s =
+      backlog > 0 && last > 0 ? static_cast<double>(unix_now_us() - last) / 1e6 : 0.0;
+  lag_->Set(lag_s);
+  if (o_.status_redis_url.empty() || (!force && now_ms - last_status_ms_ < 1000)) return;
+  last_status_ms_ = now_ms;
+  if (!status_) {
+    auto c = redis::Client::connect(o_.status_redis_url);
+    if (!c) return;
+    status_ = std::move(*c);
+  }
+  const std::string key = "hi:status:sink:" + o_.destination.name;
+  auto r = status_->command(std::vector<std::string>{
+      "HSET", key, "destination", o_.destination.name, "type",
+      std::string(to_string(o_.destination.type)), "lag_seconds", std::to_string(lag_s), "backlog",
+      std::to_string(backlog), "applied", std::to_string(stats_.applied.load()), "parked",
+      std::to_string(stats_.parked.load()), "updated_at_ms", std::to_string(now_ms)});
+  if (!r) status_.reset();
+}
+
+Status Sink::Impl::run(std::stop_token stop) {
+  for (const auto& t : o_.destination.tables) {
+    TableInfo info;
+    info.spec = &t;
+    info.masker = std::make_unique<Masker>(t, o_.keys);
+    tables_.emplace(t.source, std::move(info));
+  }
+  DestinationOptions d{o_.destination.name, o_.destination.url, o_.destination.tls};
+  auto dest = o_.destination.type == DestinationType::kPostgres ? make_postgres_destination(d)
+                                                                : make_clickhouse_destination(d);
+  if (!dest) return dest.error();
+  dest_ = std::move(*dest);
+  {
+    Backoff backoff(o_.backoff_base, o_.backoff_max);
+    for (;;) {
+      Status s = read_source_catalog();
+      if (s) break;
+      log_.warn("source catalog not readable yet", {{"error", s.error().message}});
+      if (!sleep_for(stop, backoff.next())) return {};
+    }
+  }
+  if (Status s = connect_destination(stop); !s) {
+    return s.error().code == Code::kCancelled ? Status{} : s;
+  }
+  {
+    Backoff backoff(o_.backoff_base, o_.backoff_max);
+    for (;;) {
+      auto p = dest_->load_positions();
+      Status s = p ? prepare_tables(stop) : Status(p.error());
+      if (s) {
+        positions_ = std::move(*p);
+        break;
+      }
+      if (s.error().code == Code::kCancelled) return {};
+      if (s.error().code != Code::kUnavailable) return s;
+      if (!sleep_for(stop, backoff.next())) return {};
+      if (Status c = connect_destination(stop); !c) return {};
+    }
+  }
+  bus::ConsumerOptions co;
+  co.group = sink_group(o_.destination.name);
+  co.consumer_name = o_.consumer_name;
+  for (const auto& t : o_.destination.tables) co.topics.push_back("cdc." + t.source);
+  auto consumer = bus::make_consumer(o_.bus, co);
+  if (!consumer) return consumer.error();
+  consumer_ = std::move(*consumer);
+  log_.info("sink started", {{"destination", o_.destination.name},
+                             {"type", std::string(to_string(o_.destination.type))},
+                             {"group", co.group},
+                             {"tables", o_.destination.tables.size()}});
+  Backoff poll_backoff(o_.backoff_base, o_.backoff_max);
+  while (!stop.stop_requested()) {
+    auto batch = consumer_->poll(o_.batch_size, o_.poll_timeout);
+    if (!batch) {
+      if (batch.error().code != Code::kUnavailable) return batch.error();
+      log_.warn("bus unavailable", {{"error", batch.error().message}});
+      if (!sleep_for(stop, poll_backoff.next())) break;
+      continue;
+    }
+    poll_backoff.reset();
+    if (batch->empty()) {
+      publish_status(false);
+      continue;
+    }
+    stats_.deliveries.fetch_add(batch->size(), std::memory_order_relaxed);
+    Status s = process(*batch, stop);
+    if (!s) {
+      if (s.error().code == Code::kCancelled) break;
+      return s;
+    }
+    if (Status f = failpoint("sink.after_destination_commit"); !f) return f;
+    if (Status c = consumer_->commit(*batch); !c) {
+      log_.warn("offset commit failed (the batch will be replayed and skipped)",
+                {{"error", c.error().message}});
+    }
+    stats_.batches.fetch_add(1, std::memory_order_relaxed);
+    publish_status(false);
+  }
+  publish_status(true);
+  return {};
+}
+
+}  // namespace hi::sinks
