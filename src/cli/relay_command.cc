@@ -129,13 +129,15 @@ void add_relay_command(CLI::App& app, Flags& flags) {
     arm_failpoints_for(cfg, "relay");
     cdc::RelayOptions options = relay_options(cfg);
     options.recreate_slot = *recreate;
+    // Signals first: the endpoint's thread inherits the mask, so SIGTERM reaches the waiter
+    // (delivered to a thread that does not block it, it would end the process at once).
+    std::stop_source stop;
+    auto signals = stop_on_signals(stop);
     Metrics metrics;
     Logger log("relay");
     auto endpoint =
         http::start_part_endpoint(static_cast<int>(cfg.integer("METRICS_PORT")), metrics, log);
     if (!endpoint) fail(kExitFailure, "metrics endpoint: " + endpoint.error().message);
-    std::stop_source stop;
-    auto signals = stop_on_signals(stop);
     Status s;
     if (cfg.str("RELAY_MODE") == "poll") {
       cdc::Poller poller(options, static_cast<std::size_t>(cfg.integer("RELAY_POLL_BATCH")),

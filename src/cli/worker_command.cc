@@ -146,12 +146,14 @@ void add_worker_command(CLI::App& app, Flags& flags) {
             : group + "-" + host_name() + "-" + std::to_string(::getpid()) + "-" + random_hex(2);
     o.bus.client_id = o.consumer.consumer_name;
 
+    // Signals first: the endpoint's thread inherits the mask, so SIGTERM reaches the waiter
+    // (delivered to a thread that does not block it, it would end the process at once).
+    std::stop_source stop;
+    auto signals = stop_on_signals(stop);
     Metrics metrics;
     auto endpoint =
         http::start_part_endpoint(static_cast<int>(cfg.integer("METRICS_PORT")), metrics, log);
     if (!endpoint) fail(kExitFailure, "metrics endpoint: " + endpoint.error().message);
-    std::stop_source stop;
-    auto signals = stop_on_signals(stop);
     consume::Runtime runtime(o, *handler, metrics, log);
     Status s = runtime.run(stop.get_token());
     signals.request_stop();

@@ -167,15 +167,21 @@ class ClickHouseDestination final : public Destination {
     return ddl(sql);
   }
 
+  // 18.16 knows neither ADD COLUMN IF NOT EXISTS nor DROP COLUMN IF EXISTS: each step asks
+  // system.columns first, so it can be repeated.
   Status add_column(const std::string& target, const Column& c) override {
-    // 18.16 has ADD COLUMN IF NOT EXISTS; the version columns stay last only for new tables.
-    return ddl("ALTER TABLE " + quote_name(target) + " ADD COLUMN IF NOT EXISTS " +
-               quote_name(c.name) + " " + c.type);
+    auto has = has_column(target, c.name);
+    if (!has) return has.error();
+    if (*has) return {};
+    return ddl("ALTER TABLE " + quote_name(target) + " ADD COLUMN " + quote_name(c.name) + " " +
+               c.type);
   }
 
   Status drop_column(const std::string& target, const std::string& column) override {
-    return ddl("ALTER TABLE " + quote_name(target) + " DROP COLUMN IF EXISTS " +
-               quote_name(column));
+    auto has = has_column(target, column);
+    if (!has) return has.error();
+    if (!*has) return {};
+    return ddl("ALTER TABLE " + quote_name(target) + " DROP COLUMN " + quote_name(column));
   }
 
   Status alter_column(const std::string& target, const Column& c) override {
@@ -269,6 +275,14 @@ class ClickHouseDestination final : public Destination {
     if (!r) return r.error();
     columns_.clear();
     return {};
+  }
+
+  Result<bool> has_column(const std::string& target, const std::string& column) {
+    auto r =
+        query("SELECT count() FROM system.columns WHERE database = " + quote_string(database_) +
+              " AND table = " + quote_string(target) + " AND name = " + quote_string(column));
+    if (!r) return r.error();
+    return std::stoll(*r) > 0;
   }
 
   // The stored type of each column of `target`.

@@ -31,6 +31,8 @@ struct TableInfo {
   Version schema_version;  // of the newest change whose schema the destination follows
   bool replica_identity_full = false;
   bool source_known = false;  // primary key and identity read from the source catalog
+  // Columns whose source type narrowed: the type the destination refused to take.
+  std::map<std::string, std::string> refused;
 
   const Column* column(std::string_view name) const {
     for (const auto& c : columns) {
@@ -232,9 +234,14 @@ std::optional<std::string> Sink::Impl::narrowing(const TableInfo& info, const Ch
         std::find(info.key_columns.begin(), info.key_columns.end(), name) != info.key_columns.end();
     const std::string want = dest_->column_type(pg_type, false, key);
     if (want == cur->type) continue;
-    if (dest_->classify(cur->type, want) == TypeChange::kNarrow) {
+    if (const auto r = info.refused.find(name); r != info.refused.end() && r->second == want) {
       return "narrowing type change of column " + name + ": the destination holds " + cur->type +
-             ", the change carries " + want;
+             ", the source now has " + want;
+    }
+    // A change from before a widening fits the wider column; anything else does not.
+    if (dest_->classify(want, cur->type) == TypeChange::kNarrow) {
+      return "the type of column " + name + " (" + want + ") does not fit the destination's " +
+             cur->type;
     }
   }
   return std::nullopt;
@@ -266,11 +273,22 @@ Status Sink::Impl::evolve(TableInfo& info, const Change& newest, std::vector<Dea
         if (auto s = dest_->add_column(target, w); !s) return s;
         log_.info("column added", {{"target", target}, {"column", w.name}, {"type", w.type}});
         changed = true;
-      } else if (cur->type != w.type && dest_->classify(cur->type, w.type) == TypeChange::kWiden) {
-        if (auto s = dest_->alter_column(target, w); !s) return s;
-        log_.info("column widened",
-                  {{"target", target}, {"column", w.name}, {"from", cur->type}, {"to", w.type}});
-        changed = true;
+      } else if (cur->type != w.type) {
+        if (dest_->classify(cur->type, w.type) == TypeChange::kWiden) {
+          if (auto s = dest_->alter_column(target, w); !s) return s;
+          log_.info("column widened",
+                    {{"target", target}, {"column", w.name}, {"from", cur->type}, {"to", w.type}});
+          info.refused.erase(w.name);
+          changed = true;
+        } else if (info.refused[w.name] != w.type) {
+          // The destination keeps its type; changes carrying the new one are parked.
+          info.refused[w.name] = w.type;
+          log_.warn("narrowing type change not applied; its changes are parked",
+                    {{"target", target}, {"column", w.name}, {"from", cur->type}, {"to", w.type}});
+          count_error("schema");
+        }
+      } else {
+        info.refused.erase(w.name);
       }
     }
     for (const auto& c : info.columns) {
@@ -305,11 +323,15 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
   parsed.reserve(deliveries.size());
   std::vector<DeadLetter> parked;
   Batch batch;
+  const bool kafka = o_.bus.kind == bus::BusKind::kKafka;
   for (const auto& d : deliveries) {
     const PositionKey where{d.topic, d.partition};
     auto& top = batch.positions[where];
     if (top.empty() || parse_position(top) < parse_position(d.position)) top = d.position;
-    if (const auto stored = positions_.find(where); stored != positions_.end()) {
+    // Kafka delivers a partition in offset order, so what lies at or below the stored offset was
+    // applied. Redis Streams do not: a dead sink's pending entries come back (XAUTOCLAIM) after
+    // later ones were applied; their versions make them harmless, and they must not be skipped.
+    if (const auto stored = positions_.find(where); kafka && stored != positions_.end()) {
       if (parse_position(d.position) <= parse_position(stored->second)) {
         stats_.skipped.fetch_add(1, std::memory_order_relaxed);
         continue;
@@ -333,6 +355,10 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
     p.masked_before = m.mask_row(p.change.before);
     parsed.push_back(std::move(p));
   }
+  // Commit order: a batch may hold a dead sink's pending entries beside newer ones.
+  std::stable_sort(parsed.begin(), parsed.end(), [](const Parsed& a, const Parsed& b) {
+    return a.change.version < b.change.version;
+  });
   // Schema: per table, the newest change of the batch that names its types.
   std::map<TableInfo*, const Change*> newest;
   for (const auto& p : parsed) {
@@ -610,6 +636,7 @@ Status Sink::Impl::run(std::stop_token stop) {
   bus::ConsumerOptions co;
   co.group = sink_group(o_.destination.name);
   co.consumer_name = o_.consumer_name;
+  co.claim_idle = o_.claim_idle;
   for (const auto& t : o_.destination.tables) co.topics.push_back("cdc." + t.source);
   auto consumer = bus::make_consumer(o_.bus, co);
   if (!consumer) return consumer.error();

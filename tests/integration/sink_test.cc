@@ -16,6 +16,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "core/process.h"
@@ -533,6 +534,106 @@ TEST_F(SinkTest, BothDestinationsEqualTheSourceMaskedAndRotationReachesBoth) {
   start_sink("chdest");
   ASSERT_TRUE(owner_.exec("UPDATE customers SET ssn = ssn || '-r' WHERE ssn IS NOT NULL").ok());
   expect_drained(2);
+}
+
+// Killed at its failpoints, each sink ten times between them (after the destination commit and
+// before the offset commit; between a batch's tables and its position), while a writer goes on:
+// the destinations still end equal to the source.
+TEST_F(SinkTest, KilledAtItsFailpointsTheDestinationsStillEqualTheSource) {
+  run_ops(200, 120, false, 11);
+  start_writer(120, 12);
+  const std::vector<std::string> points = {"sink.after_destination_commit", "sink.mid_batch"};
+  std::map<std::string, int> expected_crashes;
+  for (int i = 0; i < 10; ++i) {
+    const std::string name = i % 2 ? "chdest" : "pgdest";
+    const std::string point = points[static_cast<std::size_t>(i / 2) % 2];
+    Process& p =
+        start_sink(name, {"HI_FAILPOINTS=" + point + "=" + std::to_string(2 + i % 3) + "*crash"});
+    const auto st = p.wait_for(std::chrono::seconds(60));
+    ASSERT_EQ(st.value_or(-1), 137) << test::file_text(sink_log(name));
+    ++expected_crashes[name + " " + point];
+    int seen = 0;
+    std::istringstream in(test::file_text(sink_log(name)));
+    for (std::string line; std::getline(in, line);) {
+      if (line.find("failpoint " + point + ": crash") != std::string::npos) ++seen;
+    }
+    EXPECT_EQ(seen, expected_crashes[name + " " + point]) << name << " " << point;
+  }
+  EXPECT_GT(writer_ops_.load(), 0);
+  stop_writer();
+  start_sink("pgdest");
+  start_sink("chdest");
+  expect_drained();
+}
+
+// ADD COLUMN, ALTER COLUMN TYPE (widening) and DROP COLUMN on the source while it streams reach
+// both destinations; a narrowing type change is not applied and its changes are parked.
+TEST_F(SinkTest, SchemaChangesFollowTheSourceAndANarrowingOneIsParked) {
+  run_ops(200, 100, false, 31);
+  start_sink("pgdest");
+  start_sink("chdest");
+  start_writer(100, 32);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(owner_.exec("ALTER TABLE customers ADD COLUMN tier text DEFAULT 'basic'").ok());
+  ASSERT_TRUE(owner_.exec("UPDATE customers SET tier = 'gold' WHERE id % 3 = 0").ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(owner_.exec("ALTER TABLE customers ALTER COLUMN qty TYPE bigint").ok());
+  // A value only the wider type holds.
+  ASSERT_TRUE(owner_.exec("UPDATE customers SET qty = 5000000000 + id WHERE id % 5 = 0").ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  stop_writer();  // it writes `small`, dropped next
+  ASSERT_TRUE(owner_.exec("ALTER TABLE customers DROP COLUMN small").ok());
+  ASSERT_TRUE(owner_.exec("UPDATE customers SET tier = 'silver' WHERE id % 2 = 0").ok());
+  expect_drained();
+  auto dest = pg::Connection::connect(dest_url());
+  ASSERT_TRUE(dest.ok());
+  auto qty_type = dest->exec(
+      "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+      "'customers'::regclass AND attname = 'qty'");
+  ASSERT_TRUE(qty_type.ok() && !qty_type->empty());
+  EXPECT_EQ(qty_type->text(0, 0), "bigint");
+  EXPECT_EQ(ch("SELECT type FROM system.columns WHERE database = '" + db_ +
+               "' AND table = 'customers' AND name = 'qty'")
+                .value_or(""),
+            "Nullable(Int64)\n");
+  EXPECT_EQ(ch("SELECT count() FROM system.columns WHERE database = '" + db_ +
+               "' AND table = 'customers' AND name = 'small'")
+                .value_or(""),
+            "0\n");
+
+  // double precision -> real narrows: neither destination follows, the change is parked.
+  auto some = owner_.exec("SELECT id, score::text FROM customers WHERE score IS NOT NULL LIMIT 1");
+  ASSERT_TRUE(some.ok() && !some->empty());
+  const std::string id(some->text(0, 0));
+  ASSERT_TRUE(owner_.exec("ALTER TABLE customers ALTER COLUMN score TYPE real").ok());
+  ASSERT_TRUE(owner_.exec("UPDATE customers SET score = 1.5 WHERE id = " + id).ok());
+  EXPECT_TRUE(eventually([&] {
+    return pg_dead_letters("reason LIKE 'narrowing type change of column score%'") == 1 &&
+           ch("SELECT count() FROM " + db_ +
+              "._hi_sink_dead_letters WHERE reason LIKE 'narrowing type change of column score%'")
+                   .value_or("") == "1\n";
+  })) << test::file_text(sink_log("pgdest"));
+  auto kept = dest->exec("SELECT score::text FROM customers WHERE id = " + id);
+  ASSERT_TRUE(kept.ok() && !kept->empty());
+  EXPECT_EQ(kept->text(0, 0), some->text(0, 1)) << "the parked change was applied";
+  EXPECT_EQ(qty_type->text(0, 0), "bigint");
+}
+
+// ClickHouse down for 10 s while the writer goes on: the PostgreSQL destination keeps up; the
+// ClickHouse one catches up once its server is back, with nothing lost.
+TEST_F(SinkTest, ADestinationDownHoldsOnlyItsOwnBacklog) {
+  run_ops(200, 150, false, 41);
+  start_sink("pgdest");
+  start_sink("chdest");
+  expect_drained();
+  clickhouse().stop();
+  start_writer(150, 42);
+  std::this_thread::sleep_for(std::chrono::seconds(10));
+  stop_writer();
+  expect_drained(1, /*postgres=*/true, /*clickhouse_too=*/false);
+  ASSERT_TRUE(clickhouse().start_again().ok());
+  expect_drained();
+  EXPECT_NE(test::file_text(sink_log("chdest")).find("destination unavailable"), std::string::npos);
 }
 
 }  // namespace
