@@ -533,6 +533,39 @@ Response Service::health(bool full) {
         worsen(status);
       }
       checks["consumers"] = groups;
+      // Sinks (hashinsight sink): each destination's lag behind the source. A status older
+      // than 10 s means the sink is stuck (its destination refuses it) or gone.
+      keys.clear();
+      cursor = "0";
+      do {
+        auto page = redis_command({"SCAN", cursor, "MATCH", "hi:status:sink:*", "COUNT", "1000"});
+        if (!page || page->elements.size() < 2) break;
+        cursor = page->elements[0].str;
+        for (const auto& k : page->elements[1].elements) keys.push_back(k.str);
+      } while (cursor != "0");
+      json sinks = json::object();
+      const std::int64_t now_ms = unix_now_us() / 1000;
+      for (const auto& key : keys) {
+        auto h = redis_command({"HGETALL", key});
+        if (!h) continue;
+        std::map<std::string, std::string> f;
+        for (std::size_t i = 0; i + 1 < h->elements.size(); i += 2) {
+          f[h->elements[i].str] = h->elements[i + 1].str;
+        }
+        const double lag = std::strtod(f["lag_seconds"].c_str(), nullptr);
+        const std::int64_t age = now_ms - to_int(f["updated_at_ms"], 0);
+        const std::string status = age > 10000                          ? "degraded"
+                                   : lag < options_.sink_lag_degraded_s ? "healthy"
+                                                                        : "degraded";
+        sinks[key.substr(std::string("hi:status:sink:").size())] = {
+            {"status", status},
+            {"lag_seconds", std::round(lag * 1000) / 1000},
+            {"backlog", to_int(f["backlog"], -1)},
+            {"parked", to_int(f["parked"], 0)},
+            {"status_age_ms", age}};
+        worsen(status);
+      }
+      checks["sinks"] = sinks;
     }
   }
   // The bus: what the relay publishes to and the workers read from.

@@ -62,6 +62,8 @@ struct ServiceOptions {
   double database_ms_degraded = 100;
   std::int64_t outbox_backlog_degraded = 1000;
   std::int64_t consumer_lag_degraded = 1000;
+  // A sink further behind its source than this is degraded.
+  double sink_lag_degraded_s = 60;
   std::int64_t dlq_degraded = 10;
   std::int64_t forecast_age_degraded_s = 172'800;
   // The read-through cache (CACHE_*_TTL_S): an entry younger than this is fresh; older, it is

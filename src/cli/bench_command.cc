@@ -357,6 +357,7 @@ void add_bench_command(CLI::App& app, Flags& flags) {
   add_bench_sse(*bench, flags);
   add_bench_e2e(*bench, flags);
   add_bench_snapshot(*bench, flags);
+  add_bench_sink(*bench, flags);
 }
 
 }  // namespace hi::cli

@@ -140,5 +140,6 @@ void add_bench_sse(CLI::App& bench, Flags& flags);
 // `bench e2e` (bench_e2e.cc).
 void add_bench_e2e(CLI::App& bench, Flags& flags);
 void add_bench_snapshot(CLI::App& bench, Flags& flags);
+void add_bench_sink(CLI::App& bench, Flags& flags);
 
 }  // namespace hi::cli

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -35,6 +36,8 @@
 #include "redis/local_server.h"
 #include "schema/migrations.h"
 #include "schema/seed.h"
+#include "sinks/config.h"
+#include "sinks/masking.h"
 
 namespace hi::cli {
 
@@ -245,6 +248,34 @@ std::unique_ptr<bus::MockCluster> host_mock_kafka(const Config& cfg, const Logge
   return std::move(*m);
 }
 
+// DIR/sinks.yaml, when there is one: its destinations (a bad file stops `up` with the line and
+// the reason).
+std::optional<sinks::SinksConfig> sinks_config(const Config& cfg) {
+  const std::string path = data_dir(cfg) + "/sinks.yaml";
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return std::nullopt;
+  auto c = sinks::load_sinks_config(path);
+  if (!c) fail(kExitUsage, c.error().message);
+  return std::move(*c);
+}
+
+// The sinks' source tables join the relay's capture list (RELAY_CAPTURE_TABLES), so the owner
+// role puts them in the capture publication and the relay and the audit worker see them.
+void with_sink_tables(Flags& flags) {
+  const auto sinks = sinks_config(load_config(flags));
+  if (!sinks) return;
+  std::vector<std::string> tables;
+  for (const auto& t : split_list(load_config(flags).str("RELAY_CAPTURE_TABLES"))) {
+    tables.push_back(t.find('.') == std::string::npos ? "public." + t : t);
+  }
+  for (const auto& t : sinks->source_tables()) {
+    if (std::find(tables.begin(), tables.end(), t) == tables.end()) tables.push_back(t);
+  }
+  std::string list;
+  for (const auto& t : tables) list += (list.empty() ? "" : ",") + t;
+  flags.overrides["RELAY_CAPTURE_TABLES"] = list;
+}
+
 // Every part, each long-running one with its /metrics port; returns {part: metrics URL}.
 nlohmann::json add_parts(Supervisor& sup, const Config& cfg, const Logger& log,
                          const std::string& api_url) {
@@ -273,6 +304,14 @@ nlohmann::json add_parts(Supervisor& sup, const Config& cfg, const Logger& log,
     add("worker-crm", {exe, "worker", "crm", "--instance", "crm" + member});
   } else {
     log.info("worker crm not started: CRM_WEBHOOK_URL is not set", {});
+  }
+  // One sink per destination of DIR/sinks.yaml (none by default).
+  if (const auto sinks = sinks_config(cfg)) {
+    for (const auto& d : sinks->destinations) {
+      add("sink-" + d.name, {exe, "sink", "--destination", d.name});
+    }
+    log.info("sinks started", {{"destinations", sinks->destinations.size()},
+                               {"capture", cfg.str("RELAY_CAPTURE_TABLES")}});
   }
   sup.add("api", {exe, "api"});  // /metrics on its own port
   metrics_urls["api"] = api_url + "/metrics";
@@ -333,6 +372,12 @@ int run_up(const Config& cfg) {
   const std::string jwt_secret =
       cfg.is_set("JWT_SECRET") ? cfg.str("JWT_SECRET") : secret(dir, "jwt_secret", 32);
   (void)secret(dir, "master_key_v1", 32);
+  // The masking keys every sink shares (created here once, so no two sinks race to make them).
+  if (sinks_config(cfg)) {
+    if (auto k = sinks::load_masking_keys((dir / "secrets").string(), true); !k) {
+      fail(kExitFailure, "masking keys: " + k.error().message);
+    }
+  }
   std::unique_ptr<bus::MockCluster> mock = host_mock_kafka(cfg, log);
   const std::string kafka_brokers = mock ? mock->bootstrap() : cfg.str("KAFKA_BROKERS");
 
@@ -482,6 +527,7 @@ void add_up_command(CLI::App& app, Flags& flags) {
       "redis or kafka (BUS)");
   cmd->add_flag("--detach", opts->detach, "return once the stack is ready");
   cmd->callback([&flags, opts] {
+    with_sink_tables(flags);
     const Config cfg = load_config(flags);
     if (opts->detach) {
       const int rc = detach_and_wait(cfg);
