@@ -65,8 +65,8 @@ Result<Change> parse_change(const bus::Delivery& d) {
   if (const auto ts = source->find("commit_ts"); ts != source->end() && ts->is_string()) {
     if (auto us = parse_rfc3339_us(ts->get_ref<const std::string&>())) c.commit_unix_us = *us;
   }
-  if (auto after = v.find("after"); after != v.end()) c.after = *after;
-  if (auto before = v.find("before"); before != v.end()) c.before = *before;
+  if (auto after = v.find("after"); after != v.end()) c.after = std::move(*after);
+  if (auto before = v.find("before"); before != v.end()) c.before = std::move(*before);
   if ((c.op == 'c' || c.op == 'u' || c.op == 'r') && !c.after.is_object()) {
     return invalid_argument("no after image");
   }

@@ -199,17 +199,20 @@ class ClickHouseDestination final : public Destination {
       body.reserve(t.rows.size() * 160);
       const auto& types = known_types(t.target);
       for (const auto& row : t.rows) {
-        nlohmann::json j = nlohmann::json::object();
+        body += '{';
         for (auto it = row.values.begin(); it != row.values.end(); ++it) {
           const auto ty = types.find(it.key());
           if (ty == types.end()) continue;  // a column the destination does not have
-          j[it.key()] = for_column(it.value(), ty->second);
+          append_json_string(body, it.key());
+          body += ':';
+          append_for_column(body, it.value(), ty->second);
+          body += ',';
         }
-        j["_version"] = row.version.lsn;
-        j["_ordinal"] = row.version.ordinal;
-        j["_is_deleted"] = row.deleted ? 1 : 0;
-        body += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-        body += '\n';
+        body += "\"_version\":";
+        body += std::to_string(row.version.lsn);
+        body += ",\"_ordinal\":";
+        body += std::to_string(row.version.ordinal);
+        body += row.deleted ? ",\"_is_deleted\":1}\n" : ",\"_is_deleted\":0}\n";
       }
       if (auto r = insert(t.target, body); !r) return r.error();
       if (auto s = failpoint("sink.mid_batch"); !s) return s;
@@ -291,14 +294,24 @@ class ClickHouseDestination final : public Destination {
     return columns_[target];
   }
 
+  static void append_json_string(std::string& out, const std::string& text) {
+    out += nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+
   // A value as JSONEachRow reads it into a column of type `type`: booleans as 0/1, anything
   // that is not a string as its JSON text where the column holds strings.
-  static nlohmann::json for_column(const nlohmann::json& v, std::string_view type) {
-    if (v.is_null()) return v;
-    const std::string_view t = unwrap_nullable(type);
-    if (t == "String") return v.is_string() ? v : nlohmann::json(v.dump());
-    if (v.is_boolean()) return v.get<bool>() ? 1 : 0;
-    return v;
+  static void append_for_column(std::string& out, const nlohmann::json& v, std::string_view type) {
+    if (v.is_null()) {
+      out += "null";
+    } else if (v.is_string()) {
+      out += v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    } else if (unwrap_nullable(type) == "String") {
+      append_json_string(out, v.dump());
+    } else if (v.is_boolean()) {
+      out += v.get<bool>() ? '1' : '0';
+    } else {
+      out += v.dump();
+    }
   }
 
   Status truncate(const std::string& target, const Version& v) {

@@ -46,7 +46,7 @@ struct RowImage {
   bool deleted = false;
   std::string change_id;  // for dead letters and logs
   std::string source_table;
-  nlohmann::json change;  // the masked change, for a dead letter
+  std::size_t origin = 0;  // the sink's index of the change, for a dead letter
 };
 
 // A destination column: its name and its type in the destination's own terms.

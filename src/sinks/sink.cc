@@ -1,6 +1,7 @@
 #include "sinks/sink.h"
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -95,7 +96,10 @@ class Sink::Impl {
   Status process(std::vector<bus::Delivery>& deliveries, std::stop_token stop);
   Status evolve(TableInfo& info, const Change& newest, std::vector<DeadLetter>& parked);
   std::optional<std::string> narrowing(const TableInfo& info, const Change& c) const;
-  Status apply_with_fallback(Batch& batch, std::vector<DeadLetter>& parked, std::stop_token stop);
+  void request_snapshot_for_default(const TableInfo& info, const std::string& column);
+  Status apply_with_fallback(Batch& batch, std::vector<DeadLetter>& parked,
+                             const std::function<nlohmann::json(std::size_t)>& change_of,
+                             std::stop_token stop);
   void publish_status(bool force);
 
   SinkOptions o_;
@@ -247,6 +251,28 @@ std::optional<std::string> Sink::Impl::narrowing(const TableInfo& info, const Ch
   return std::nullopt;
 }
 
+// ADD COLUMN ... DEFAULT gives every existing row the value in the source without a single
+// change event: a snapshot of the table brings those rows to the destination whole.
+void Sink::Impl::request_snapshot_for_default(const TableInfo& info, const std::string& column) {
+  if (o_.source_database_url.empty() || !o_.request_snapshots) return;
+  auto conn = pg::Connection::connect(o_.source_database_url);
+  if (!conn) return;
+  auto r = conn->exec(
+      "SELECT a.atthasmissing FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND "
+      "a.attname = $2",
+      {info.spec->source, column});
+  if (!r || r->empty() || !r->boolean(0, 0)) return;
+  auto q = conn->exec("INSERT INTO relay_snapshots (table_name) VALUES ($1) RETURNING id",
+                      {info.spec->source});
+  if (q) {
+    log_.info("snapshot requested: the new column has a default the existing rows took",
+              {{"table", info.spec->source}, {"column", column}, {"snapshot", q->int64(0, 0)}});
+  } else {
+    log_.warn("could not request a snapshot for a column default",
+              {{"table", info.spec->source}, {"error", q.error().message}});
+  }
+}
+
 Status Sink::Impl::evolve(TableInfo& info, const Change& newest, std::vector<DeadLetter>&) {
   if (newest.types.empty() || newest.version <= info.schema_version) return {};
   const std::string& target = info.spec->target;
@@ -273,6 +299,7 @@ Status Sink::Impl::evolve(TableInfo& info, const Change& newest, std::vector<Dea
         if (auto s = dest_->add_column(target, w); !s) return s;
         log_.info("column added", {{"target", target}, {"column", w.name}, {"type", w.type}});
         changed = true;
+        request_snapshot_for_default(info, w.name);
       } else if (cur->type != w.type) {
         if (dest_->classify(cur->type, w.type) == TypeChange::kWiden) {
           if (auto s = dest_->alter_column(target, w); !s) return s;
@@ -317,7 +344,7 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
   struct Parsed {
     Change change;
     TableInfo* info;
-    nlohmann::json masked_key, masked_after, masked_before;
+    nlohmann::json masked_key, masked_after;
   };
   std::vector<Parsed> parsed;
   parsed.reserve(deliveries.size());
@@ -348,17 +375,25 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
     }
     auto t = tables_.find(c->table);
     if (t == tables_.end()) continue;  // a topic shared with tables this destination skips
-    Parsed p{std::move(*c), &t->second, {}, {}, {}};
+    Parsed p{std::move(*c), &t->second, {}, {}};
     const Masker& m = *p.info->masker;
     p.masked_key = m.mask_row(p.change.key);
     p.masked_after = m.mask_row(p.change.after);
-    p.masked_before = m.mask_row(p.change.before);
     parsed.push_back(std::move(p));
   }
   // Commit order: a batch may hold a dead sink's pending entries beside newer ones.
   std::stable_sort(parsed.begin(), parsed.end(), [](const Parsed& a, const Parsed& b) {
     return a.change.version < b.change.version;
   });
+  // A change as a dead letter keeps it: masked, built only for the few that are parked.
+  const auto change_of = [&parsed](std::size_t i) {
+    const Parsed& p = parsed[i];
+    const Masker& m = *p.info->masker;
+    return nlohmann::json{{"op", std::string(1, p.change.op)},
+                          {"id", p.change.id},
+                          {"after", m.mask_row(p.change.after)},
+                          {"before", m.mask_row(p.change.before)}};
+  };
   // Schema: per table, the newest change of the batch that names its types.
   std::map<TableInfo*, const Change*> newest;
   for (const auto& p : parsed) {
@@ -392,12 +427,9 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
     }
     processed(info.spec->source).Increment();
     const Change& c = p.change;
-    const nlohmann::json masked_change = {{"op", std::string(1, c.op)},
-                                          {"id", c.id},
-                                          {"after", p.masked_after},
-                                          {"before", p.masked_before}};
+    const std::size_t origin = static_cast<std::size_t>(&p - parsed.data());
     auto park = [&](std::string reason) {
-      parked.push_back({info.spec->source, info.spec->target, c.id, p.masked_key, masked_change,
+      parked.push_back({info.spec->source, info.spec->target, c.id, p.masked_key, change_of(origin),
                         std::move(reason)});
     };
     if (c.op == 't') {
@@ -420,11 +452,15 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
     row.source_table = info.spec->source;
     row.deleted = c.op == 'd';
     const bool whole_rows = dest_->kind() == "clickhouse";
+    // The old image is masked only where it is used: ClickHouse writes whole rows.
+    nlohmann::json masked_before;
+    if (whole_rows && c.before.is_object() && (row.deleted || !c.unchanged.empty())) {
+      masked_before = info.masker->mask_row(c.before);
+    }
     if (row.deleted) {
-      row.values =
-          p.masked_before.is_object() && whole_rows ? p.masked_before : nlohmann::json::object();
+      row.values = masked_before.is_object() ? std::move(masked_before) : nlohmann::json::object();
     } else {
-      row.values = p.masked_after;
+      row.values = std::move(p.masked_after);
     }
     // The message key is the replica identity: with REPLICA IDENTITY FULL every column, an
     // unchanged TOASTed one included (as ""). Only the primary key's columns come from it.
@@ -451,8 +487,8 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
         if (older != nullptr && !older->deleted && older->values.contains(col)) {
           row.values[col] = older->values[col];
         } else if (whole_rows) {
-          if (p.masked_before.is_object() && p.masked_before.contains(col)) {
-            row.values[col] = p.masked_before[col];
+          if (masked_before.is_object() && masked_before.contains(col)) {
+            row.values[col] = masked_before[col];
           } else {
             missing_key = true;
           }
@@ -466,7 +502,7 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
         continue;
       }
     }
-    row.change = masked_change;
+    row.origin = origin;
     if (older != nullptr) {
       w.rows[found->second] = std::move(row);
     } else {
@@ -483,7 +519,7 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
   }
   std::size_t rows = 0;
   for (const auto& t : batch.tables) rows += t.rows.size();
-  if (Status s = apply_with_fallback(batch, parked, stop); !s) return s;
+  if (Status s = apply_with_fallback(batch, parked, change_of, stop); !s) return s;
   if (!parked.empty()) {
     Backoff backoff(o_.backoff_base, o_.backoff_max);
     for (;;) {
@@ -509,6 +545,7 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
 }
 
 Status Sink::Impl::apply_with_fallback(Batch& batch, std::vector<DeadLetter>& parked,
+                                       const std::function<nlohmann::json(std::size_t)>& change_of,
                                        std::stop_token stop) {
   Backoff backoff(o_.backoff_base, o_.backoff_max);
   for (;;) {
@@ -547,7 +584,7 @@ Status Sink::Impl::apply_with_fallback(Batch& batch, std::vector<DeadLetter>& pa
           continue;
         }
         parked.push_back(
-            {t.source, t.target, row.change_id, nullptr, row.change, s.error().message});
+            {t.source, t.target, row.change_id, nullptr, change_of(row.origin), s.error().message});
         break;
       }
     }
