@@ -77,12 +77,10 @@ Result<Change> parse_change(const bus::Delivery& d) {
     }
   }
   if (auto types = v.find("types"); types != v.end() && types->is_object()) {
-    // nlohmann's object is ordered by name; the relay's text has the table's order.
-    c.types.reserve(types->size());
-    for (auto it = types->begin(); it != types->end(); ++it) {
-      if (!it.value().is_string()) return invalid_argument("bad types");
-      c.types.emplace_back(it.key(), it.value().get<std::string>());
+    for (const auto& t : *types) {
+      if (!t.is_string()) return invalid_argument("bad types");
     }
+    c.types = std::move(*types);
   }
   if (c.op != 't') {
     c.key = d.key.empty() ? nlohmann::json() : nlohmann::json::parse(d.key, nullptr, false);

@@ -38,9 +38,9 @@ struct Change {
   nlohmann::json after;                // the new row (object), null for d and t
   nlohmann::json before;               // the old image, when the table has one
   std::vector<std::string> unchanged;  // columns whose unchanged TOAST value is not in `after`
-  // Every column of the table as of the change, in table order: (name, PostgreSQL type as
-  // format_type() prints it). Empty for events of a relay that did not send types.
-  std::vector<std::pair<std::string, std::string>> types;
+  // Every column of the table as of the change: name -> PostgreSQL type as format_type()
+  // prints it (an object of strings). Empty for events of a relay that did not send types.
+  nlohmann::json types = nlohmann::json::object();
 };
 
 // kInvalidArgument for anything the relay does not write (then the change is dead-lettered).

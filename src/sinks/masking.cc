@@ -361,6 +361,24 @@ nlohmann::json Masker::mask_row(const nlohmann::json& row) const {
   return out;
 }
 
+void Masker::mask_in_place(nlohmann::json& row) const {
+  if (!row.is_object()) return;
+  for (auto it = row.begin(); it != row.end();) {
+    const ColumnRule rule = table_.rule(it.key());
+    if (rule.mask == Mask::kKeep) {
+      ++it;
+      continue;
+    }
+    auto masked = mask_value(rule, *it, keys_);
+    if (!masked) {
+      it = row.erase(it);
+      continue;
+    }
+    *it = std::move(*masked);
+    ++it;
+  }
+}
+
 bool Masker::keeps_type(std::string_view column) const {
   const Mask mask = table_.rule(column).mask;
   return mask == Mask::kKeep || mask == Mask::kNull;

@@ -68,6 +68,8 @@ class Masker {
   // `row` with every column masked by its rule (dropped columns removed). Non-objects (null)
   // come back unchanged.
   nlohmann::json mask_row(const nlohmann::json& row) const;
+  // The same in place: kept columns are not copied (the sink's path for every change).
+  void mask_in_place(nlohmann::json& row) const;
   // The rule of one column.
   ColumnRule rule(std::string_view column) const { return table_.rule(column); }
   // True when the column reaches the destination with its own type (keep or null).

@@ -97,9 +97,10 @@ class Sink::Impl {
   Status evolve(TableInfo& info, const Change& newest, std::vector<DeadLetter>& parked);
   std::optional<std::string> narrowing(const TableInfo& info, const Change& c) const;
   void request_snapshot_for_default(const TableInfo& info, const std::string& column);
-  Status apply_with_fallback(Batch& batch, std::vector<DeadLetter>& parked,
-                             const std::function<nlohmann::json(std::size_t)>& change_of,
-                             std::stop_token stop);
+  Status apply_with_fallback(
+      Batch& batch, std::vector<DeadLetter>& parked,
+      const std::function<nlohmann::json(std::size_t, const nlohmann::json*)>& change_of,
+      std::stop_token stop);
   void publish_status(bool force);
 
   SinkOptions o_;
@@ -230,7 +231,9 @@ Status Sink::Impl::prepare_tables(std::stop_token stop) {
 }
 
 std::optional<std::string> Sink::Impl::narrowing(const TableInfo& info, const Change& c) const {
-  for (const auto& [name, pg_type] : c.types) {
+  for (auto t = c.types.begin(); t != c.types.end(); ++t) {
+    const std::string& name = t.key();
+    const std::string& pg_type = t.value().get_ref<const std::string&>();
     if (!info.masker->keeps_type(name)) continue;  // masked columns hold text whatever the type
     const Column* cur = info.column(name);
     if (cur == nullptr) continue;
@@ -281,7 +284,9 @@ Status Sink::Impl::evolve(TableInfo& info, const Change& newest, std::vector<Dea
       info.key_columns.push_back(it.key());
   }
   std::vector<Column> want;
-  for (const auto& [name, pg_type] : newest.types) {
+  for (auto t = newest.types.begin(); t != newest.types.end(); ++t) {
+    const std::string& name = t.key();
+    const std::string& pg_type = t.value().get_ref<const std::string&>();
     if (!info.masker->sends(name)) continue;
     const bool key =
         std::find(info.key_columns.begin(), info.key_columns.end(), name) != info.key_columns.end();
@@ -344,7 +349,7 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
   struct Parsed {
     Change change;
     TableInfo* info;
-    nlohmann::json masked_key, masked_after;
+    nlohmann::json masked_key;
   };
   std::vector<Parsed> parsed;
   parsed.reserve(deliveries.size());
@@ -375,10 +380,10 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
     }
     auto t = tables_.find(c->table);
     if (t == tables_.end()) continue;  // a topic shared with tables this destination skips
-    Parsed p{std::move(*c), &t->second, {}, {}};
+    Parsed p{std::move(*c), &t->second, {}};
     const Masker& m = *p.info->masker;
     p.masked_key = m.mask_row(p.change.key);
-    p.masked_after = m.mask_row(p.change.after);
+    m.mask_in_place(p.change.after);  // masked from here on
     parsed.push_back(std::move(p));
   }
   // Commit order: a batch may hold a dead sink's pending entries beside newer ones.
@@ -386,12 +391,13 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
     return a.change.version < b.change.version;
   });
   // A change as a dead letter keeps it: masked, built only for the few that are parked.
-  const auto change_of = [&parsed](std::size_t i) {
+  // `values`: the row's image once it left the change (its masked `after`, completed).
+  const auto change_of = [&parsed](std::size_t i, const nlohmann::json* values) {
     const Parsed& p = parsed[i];
     const Masker& m = *p.info->masker;
     return nlohmann::json{{"op", std::string(1, p.change.op)},
                           {"id", p.change.id},
-                          {"after", m.mask_row(p.change.after)},
+                          {"after", values != nullptr ? *values : p.change.after},
                           {"before", m.mask_row(p.change.before)}};
   };
   // Schema: per table, the newest change of the batch that names its types.
@@ -428,9 +434,9 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
     processed(info.spec->source).Increment();
     const Change& c = p.change;
     const std::size_t origin = static_cast<std::size_t>(&p - parsed.data());
-    auto park = [&](std::string reason) {
-      parked.push_back({info.spec->source, info.spec->target, c.id, p.masked_key, change_of(origin),
-                        std::move(reason)});
+    auto park = [&](std::string reason, const nlohmann::json* values = nullptr) {
+      parked.push_back({info.spec->source, info.spec->target, c.id, p.masked_key,
+                        change_of(origin, values), std::move(reason)});
     };
     if (c.op == 't') {
       if (!w.truncate || *w.truncate < c.version) w.truncate = c.version;
@@ -460,7 +466,7 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
     if (row.deleted) {
       row.values = masked_before.is_object() ? std::move(masked_before) : nlohmann::json::object();
     } else {
-      row.values = std::move(p.masked_after);
+      row.values = std::move(p.change.after);
     }
     // The message key is the replica identity: with REPLICA IDENTITY FULL every column, an
     // unchanged TOASTed one included (as ""). Only the primary key's columns come from it.
@@ -473,7 +479,8 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
       if (!row.values.contains(k)) missing_key = true;
     }
     if (missing_key) {
-      park("a primary key column is not sent (dropped by its mask, or missing from the change)");
+      park("a primary key column is not sent (dropped by its mask, or missing from the change)",
+           &row.values);
       continue;
     }
     const std::string key = key_text(row.values, info.key_columns);
@@ -498,7 +505,8 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
         park(
             "an unchanged TOASTed value is not in the change and ClickHouse replaces whole "
             "rows: set REPLICA IDENTITY FULL on " +
-            info.spec->source);
+                info.spec->source,
+            &row.values);
         continue;
       }
     }
@@ -544,9 +552,10 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
   return {};
 }
 
-Status Sink::Impl::apply_with_fallback(Batch& batch, std::vector<DeadLetter>& parked,
-                                       const std::function<nlohmann::json(std::size_t)>& change_of,
-                                       std::stop_token stop) {
+Status Sink::Impl::apply_with_fallback(
+    Batch& batch, std::vector<DeadLetter>& parked,
+    const std::function<nlohmann::json(std::size_t, const nlohmann::json*)>& change_of,
+    std::stop_token stop) {
   Backoff backoff(o_.backoff_base, o_.backoff_max);
   for (;;) {
     Status s = dest_->apply(batch);
@@ -583,8 +592,8 @@ Status Sink::Impl::apply_with_fallback(Batch& batch, std::vector<DeadLetter>& pa
           if (auto c = connect_destination(stop); !c) return c;
           continue;
         }
-        parked.push_back(
-            {t.source, t.target, row.change_id, nullptr, change_of(row.origin), s.error().message});
+        parked.push_back({t.source, t.target, row.change_id, nullptr,
+                          change_of(row.origin, &row.values), s.error().message});
         break;
       }
     }

@@ -9,6 +9,7 @@
 #include <openssl/hmac.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
@@ -165,7 +166,7 @@ class SinkTest : public test::RelayFixture {
     ::chmod(path.c_str(), 0600);
   }
 
-  void write_config() {
+  void write_config(const std::string& pg_tls = "") {
     const std::string pg_url = dest_url();
     std::string tables =
         "      - source: public.customers\n"
@@ -178,7 +179,8 @@ class SinkTest : public test::RelayFixture {
         "          small: {mask: 'null'}\n";
     std::ofstream(config_path()) << "destinations:\n"
                                  << "  - name: pgdest\n    type: postgres\n    url: " << pg_url
-                                 << "\n    tables:\n"
+                                 << "\n"
+                                 << pg_tls << "    tables:\n"
                                  << tables << "  - name: chdest\n    type: clickhouse\n    url: "
                                  << clickhouse().url() << "/" << db_ << "\n    tables:\n"
                                  << tables;
@@ -617,6 +619,76 @@ TEST_F(SinkTest, SchemaChangesFollowTheSourceAndANarrowingOneIsParked) {
   ASSERT_TRUE(kept.ok() && !kept->empty());
   EXPECT_EQ(kept->text(0, 0), some->text(0, 1)) << "the parked change was applied";
   EXPECT_EQ(qty_type->text(0, 0), "bigint");
+}
+
+// The PostgreSQL destination over TLS: the server (this cluster) gets a self-signed certificate
+// made here with openssl; the sink verifies it (sslmode verify-full, the certificate as CA) and
+// its connection is encrypted (pg_stat_ssl). With another CA it refuses the server.
+TEST_F(SinkTest, PostgresDestinationOverVerifiedTls) {
+  const std::string dir = tmp_.path() + "/tls";
+  std::filesystem::create_directories(dir);
+  auto make_cert = [&](const std::string& name) {
+    SpawnOptions o;
+    o.argv = {"openssl",  "req",
+              "-x509",    "-newkey",
+              "rsa:2048", "-nodes",
+              "-keyout",  dir + "/" + name + ".key",
+              "-out",     dir + "/" + name + ".crt",
+              "-days",    "1",
+              "-subj",    "/CN=127.0.0.1",
+              "-addext",  "subjectAltName=IP:127.0.0.1"};
+    auto r = run_command(o);
+    ASSERT_TRUE(r.ok() && r->status == 0) << (r.ok() ? r->output : r.error().message);
+  };
+  make_cert("server");
+  make_cert("other");
+  // The cluster runs as the postgres user when the tests run as root: the key must be its own.
+  if (::geteuid() == 0) {
+    if (auto ids = lookup_user("postgres")) {
+      for (auto* f : {"/server.key", "/server.crt"}) {
+        ASSERT_EQ(::chown((dir + f).c_str(), ids->uid, ids->gid), 0);
+      }
+    }
+  }
+  ::chmod((dir + "/server.key").c_str(), 0600);
+  ::chmod(dir.c_str(), 0755);
+  ASSERT_TRUE(
+      owner_.exec("ALTER SYSTEM SET ssl_cert_file = " + owner_.quote_literal(dir + "/server.crt"))
+          .ok());
+  ASSERT_TRUE(
+      owner_.exec("ALTER SYSTEM SET ssl_key_file = " + owner_.quote_literal(dir + "/server.key"))
+          .ok());
+  ASSERT_TRUE(owner_.exec("ALTER SYSTEM SET ssl = on").ok());
+  ASSERT_TRUE(owner_.exec("SELECT pg_reload_conf()").ok());
+  EXPECT_TRUE(eventually([&] {
+    auto r = owner_.exec("SHOW ssl");
+    return r && r->text(0, 0) == "on";
+  }));
+
+  // Another CA first: the sink cannot trust the server and applies nothing.
+  write_config("    tls: {sslmode: verify-full, ca_file: " + dir + "/other.crt}\n");
+  run_ops(100, 50, false, 51);
+  start_sink("pgdest");
+  EXPECT_TRUE(eventually([&] {
+    return test::file_text(sink_log("pgdest")).find("certificate verify failed") !=
+           std::string::npos;
+  })) << test::file_text(sink_log("pgdest"));
+  sinks_["pgdest"].signal(SIGTERM);
+  EXPECT_EQ(sinks_["pgdest"].wait_for(std::chrono::seconds(20)).value_or(-1), 0);
+
+  write_config("    tls: {sslmode: verify-full, ca_file: " + dir + "/server.crt}\n");
+  start_sink("pgdest");
+  run_ops(300, 50, false, 52);
+  expect_drained(1, /*postgres=*/true, /*clickhouse_too=*/false);
+  auto ssl = owner_.exec(
+      "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND "
+      "a.datname = $1",
+      {db_});
+  ASSERT_TRUE(ssl.ok());
+  EXPECT_GE(ssl->int64(0, 0), 1) << "the sink's connection is not encrypted";
+
+  ASSERT_TRUE(owner_.exec("ALTER SYSTEM RESET ssl").ok());
+  ASSERT_TRUE(owner_.exec("SELECT pg_reload_conf()").ok());
 }
 
 // ClickHouse down for 10 s while the writer goes on: the PostgreSQL destination keeps up; the
