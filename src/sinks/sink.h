@@ -1,8 +1,9 @@
 // One destination's sink: a consumer group (sink-<name>) on the cdc.<schema>.<table> topics of
 // its tables, applying every change to the destination exactly once, masked.
 //
-//   poll a batch -> skip what the destination's stored positions already cover
-//     -> parse, mask (nothing unmasked goes further) -> follow schema changes (DDL)
+//   poll a batch -> skip what the destination's stored positions already cover (Kafka)
+//     -> parse, mask (nothing unmasked goes further) -> order by version
+//     -> follow schema changes (DDL)
 //     -> collapse to each key's last image -> destination.apply(rows + positions)
 //     -> commit the bus offsets
 //
