@@ -10,8 +10,9 @@
 // {op, types, before, after, unchanged, source{commit_lsn, ordinal, xid, commit_ts, table}}, key =
 // the replica identity columns as a JSON object. `types` names every column's type as of the
 // change, as format_type() prints it ({"id":"bigint","price":"numeric(12,2)"}; "oid <n>" for a
-// type that is not built in), so a sink can follow schema changes. A TOASTed value an UPDATE did not change is never
-// written as null: it is left out of `after` and its column named in `unchanged`.
+// type that is not built in), so a sink can follow schema changes. A TOASTed value an UPDATE did
+// not change is never written as null: it is left out of `after` and its column named in
+// `unchanged`.
 //
 // Pure functions of their inputs; no I/O. Thread-compatible.
 #pragma once
