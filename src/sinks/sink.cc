@@ -458,9 +458,10 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
     row.source_table = info.spec->source;
     row.deleted = c.op == 'd';
     const bool whole_rows = dest_->kind() == "clickhouse";
-    // The old image is masked only where it is used: ClickHouse writes whole rows.
+    // The old image is masked only where it is used: ClickHouse writes whole rows, and an
+    // update's unchanged TOAST values come from it.
     nlohmann::json masked_before;
-    if (whole_rows && c.before.is_object() && (row.deleted || !c.unchanged.empty())) {
+    if (c.before.is_object() && ((whole_rows && row.deleted) || !c.unchanged.empty())) {
       masked_before = info.masker->mask_row(c.before);
     }
     if (row.deleted) {
@@ -493,12 +494,13 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
         if (!info.masker->sends(col)) continue;
         if (older != nullptr && !older->deleted && older->values.contains(col)) {
           row.values[col] = older->values[col];
+        } else if (masked_before.is_object() && masked_before.contains(col)) {
+          // The old image (REPLICA IDENTITY FULL) holds the unchanged value: written, it also
+          // completes a row the destination never had whole (a snapshot excludes the keys
+          // changed in its window, and such a change may be this update).
+          row.values[col] = masked_before[col];
         } else if (whole_rows) {
-          if (masked_before.is_object() && masked_before.contains(col)) {
-            row.values[col] = masked_before[col];
-          } else {
-            missing_key = true;
-          }
+          missing_key = true;
         }
       }
       if (missing_key) {
