@@ -1,10 +1,16 @@
 #include "http/client.h"
 
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <optional>
 
 namespace hi::http {
@@ -76,18 +82,74 @@ Result<bhttp::request<bhttp::string_body>> build_request(const ClientRequest& re
 
 }  // namespace
 
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
 struct Session::Impl {
   net::io_context ioc{1};
-  beast::tcp_stream stream{ioc};
+  beast::tcp_stream stream{ioc};   // http
+  std::unique_ptr<TlsStream> tls;  // https: the open connection, or the one being opened
+  std::optional<net::ssl::context> tls_context;
+  std::string tls_context_ca;  // the ca_file tls_context trusts
   beast::flat_buffer buffer;
-  std::string connected_to;  // authority of the open connection; "" = none
+  std::string connected_to;  // scheme, authority and CA of the open connection; "" = none
+
+  beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : stream; }
 
   void close() {
     beast::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream.socket().close(ignored);
+    lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    lowest().socket().close(ignored);
+    tls.reset();
     buffer.clear();
     connected_to.clear();
+  }
+
+  // A TLS client context trusting `ca_file` (the system's store when empty), kept while the
+  // requests name the same file.
+  Result<net::ssl::context*> context_for(const std::string& ca_file) {
+    if (tls_context && tls_context_ca == ca_file) return &*tls_context;
+    net::ssl::context ctx(net::ssl::context::tls_client);
+    SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+    beast::error_code ec;
+    if (ca_file.empty()) {
+      ctx.set_default_verify_paths(ec);
+    } else {
+      ctx.load_verify_file(ca_file, ec);
+    }
+    if (ec) {
+      return invalid_argument("https: cannot load the CA certificates '" + ca_file +
+                              "': " + ec.message());
+    }
+    ctx.set_verify_mode(net::ssl::verify_peer);
+    tls_context.emplace(std::move(ctx));
+    tls_context_ca = ca_file;
+    return &*tls_context;
+  }
+
+  // A new TLS stream for `url`: the certificate must chain to the context's CAs and name the
+  // host (X509_check_host / X509_check_ip); SNI carries a DNS name (never an address, RFC 6066).
+  Status open_tls(const Url& url, const std::string& ca_file) {
+    auto ctx = context_for(ca_file);
+    if (!ctx) return ctx.error();
+    tls = std::make_unique<TlsStream>(ioc, **ctx);
+    beast::error_code ec;
+    (void)net::ip::make_address(url.host, ec);
+    if (ec && SSL_set_tlsext_host_name(tls->native_handle(), url.host.c_str()) != 1) {
+      return invalid_argument("https: bad host name for SNI '" + url.host + "'");
+    }
+    tls->set_verify_mode(net::ssl::verify_peer);
+    tls->set_verify_callback(net::ssl::host_name_verification(url.host));
+    return {};
+  }
+
+  // Why a handshake failed, with OpenSSL's verdict on the certificate when it was refused.
+  std::string handshake_failure(const beast::error_code& ec) {
+    std::string out = ec.message();
+    if (tls) {
+      const long v = SSL_get_verify_result(tls->native_handle());
+      if (v != X509_V_OK) out += std::string(": ") + X509_verify_cert_error_string(v);
+    }
+    return out;
   }
 
   // One exchange; `reused` is set when it went over a connection opened before, and
@@ -101,12 +163,22 @@ Session::~Session() = default;
 
 Result<ClientResponse> Session::Impl::exchange(const ClientRequest& request, bool keep_alive,
                                                bool& reused, bool& answered) {
-  const std::string where = "http " + request.method + " " + request.url.authority();
+  const std::string where =
+      (request.url.tls ? "https " : "http ") + request.method + " " + request.url.authority();
   auto req = build_request(request, where, keep_alive);
   if (!req) return req.error();
-  if (connected_to != request.url.authority()) close();
+  const std::string connection = (request.url.tls ? "https://" : "http://") +
+                                 request.url.authority() + " " +
+                                 (request.url.tls ? request.ca_file : "");
+  if (connected_to != connection) close();
   reused = !connected_to.empty();
   answered = false;
+  if (request.url.tls && !reused) {
+    if (Status s = open_tls(request.url, request.ca_file); !s) {
+      tls.reset();
+      return s.error();
+    }
+  }
 
   // Asynchronous operations on the session's context, so that one timer bounds the whole
   // exchange (Beast's synchronous calls have no timeouts).
@@ -120,8 +192,8 @@ Result<ClientResponse> Session::Impl::exchange(const ClientRequest& request, boo
   bool done = false;
   std::optional<Error> failure;
 
-  const auto fail = [&](std::string_view stage, const beast::error_code& ec) {
-    if (!failure) failure = unavailable(where + ": " + std::string(stage) + ": " + ec.message());
+  const auto fail = [&](std::string_view stage, const std::string& why) {
+    if (!failure) failure = unavailable(where + ": " + std::string(stage) + ": " + why);
     deadline.cancel();
   };
   deadline.expires_after(request.timeout);
@@ -130,18 +202,26 @@ Result<ClientResponse> Session::Impl::exchange(const ClientRequest& request, boo
     timed_out = true;
     resolver.cancel();
     beast::error_code ignored;
-    stream.socket().close(ignored);
+    lowest().socket().close(ignored);
   });
-  const auto send = [&] {
-    bhttp::async_write(stream, *req, [&](const beast::error_code& ec, std::size_t) {
-      if (ec) return fail("send", ec);
-      bhttp::async_read(stream, buffer, parser, [&](const beast::error_code& ec, std::size_t) {
+  const auto send_on = [&](auto& s) {
+    auto* on = &s;
+    bhttp::async_write(*on, *req, [&, on](const beast::error_code& ec, std::size_t) {
+      if (ec) return fail("send", ec.message());
+      bhttp::async_read(*on, buffer, parser, [&](const beast::error_code& ec, std::size_t) {
         answered = parser.got_some();
-        if (ec) return fail("receive", ec);
+        if (ec) return fail("receive", ec.message());
         done = true;
         deadline.cancel();
       });
     });
+  };
+  const auto send = [&] {
+    if (tls) {
+      send_on(*tls);
+    } else {
+      send_on(stream);
+    }
   };
   if (reused) {
     send();
@@ -149,10 +229,14 @@ Result<ClientResponse> Session::Impl::exchange(const ClientRequest& request, boo
     resolver.async_resolve(
         request.url.host, std::to_string(request.url.port),
         [&](const beast::error_code& ec, const tcp::resolver::results_type& endpoints) {
-          if (ec) return fail("resolve", ec);
-          stream.async_connect(endpoints, [&](const beast::error_code& ec, const tcp::endpoint&) {
-            if (ec) return fail("connect", ec);
-            send();
+          if (ec) return fail("resolve", ec.message());
+          lowest().async_connect(endpoints, [&](const beast::error_code& ec, const tcp::endpoint&) {
+            if (ec) return fail("connect", ec.message());
+            if (!tls) return send();
+            tls->async_handshake(net::ssl::stream_base::client, [&](const beast::error_code& ec) {
+              if (ec) return fail("tls handshake", handshake_failure(ec));
+              send();
+            });
           });
         });
   }
@@ -168,7 +252,7 @@ Result<ClientResponse> Session::Impl::exchange(const ClientRequest& request, boo
   }
   auto msg = parser.release();
   if (keep_alive && msg.keep_alive()) {
-    connected_to = request.url.authority();
+    connected_to = connection;
   } else {
     close();
   }

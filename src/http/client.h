@@ -11,8 +11,12 @@
 //   if (!r) ...            // kDeadlineExceeded: no answer in time; kUnavailable: no connection
 //   if (r->status / 100 != 2) ...
 //
-// http:// only (uri.h). Thread-safe: each call has its own I/O context and connection. Name
-// resolution runs in the system resolver, whose own timeout bounds a hung DNS server.
+// https:// URLs go over TLS (1.2 or later, OpenSSL): the server's certificate must chain to
+// `ca_file` (PEM), or to the system's trust store when it is empty, and name the URL's host (a
+// DNS name or an IP address in its subjectAltName). There is no way to turn the check off.
+//
+// Thread-safe: each call has its own I/O context and connection. Name resolution runs in the
+// system resolver, whose own timeout bounds a hung DNS server.
 #pragma once
 
 #include <chrono>
@@ -37,6 +41,8 @@ struct ClientRequest {
   Pairs headers;
   std::chrono::milliseconds timeout{5000};
   std::size_t max_response_bytes = std::size_t{16} << 20;
+  // https: the CA certificates (PEM) the server's chain must end in; "" = the system's.
+  std::string ca_file;
 };
 
 struct ClientResponse {
@@ -48,8 +54,9 @@ struct ClientResponse {
 };
 
 // Any status is a response (a 500 is not an Error). kDeadlineExceeded when `timeout` passes
-// first; kUnavailable when the host does not resolve, the connection fails or the peer does not
-// answer with HTTP; kInvalidArgument for a request that cannot be sent.
+// first; kUnavailable when the host does not resolve, the connection fails, the TLS handshake
+// fails (the message says why: "certificate verify failed") or the peer does not answer with
+// HTTP; kInvalidArgument for a request that cannot be sent or a `ca_file` that cannot be read.
 Result<ClientResponse> fetch(const ClientRequest& request);
 
 // A connection kept open from one request to the next (HTTP/1.1 keep-alive), as a browser keeps

@@ -105,18 +105,25 @@ Result<Target> parse_target(std::string_view target) {
 std::string Url::authority() const {
   const bool v6 = host.find(':') != std::string::npos;
   std::string out = v6 ? "[" + host + "]" : host;
-  if (port != 80) out += ":" + std::to_string(port);
+  if (port != (tls ? 443 : 80)) out += ":" + std::to_string(port);
   return out;
 }
 
 Result<Url> parse_url(std::string_view url) {
-  constexpr std::string_view kScheme = "http://";
   const std::string quoted = "url '" + std::string(url) + "'";
-  if (!url.starts_with(kScheme)) return invalid_argument(quoted + ": only http:// is supported");
-  std::string_view rest = url.substr(kScheme.size());
+  Url out;
+  std::string_view rest;
+  if (url.starts_with("http://")) {
+    rest = url.substr(7);
+  } else if (url.starts_with("https://")) {
+    rest = url.substr(8);
+    out.tls = true;
+    out.port = 443;
+  } else {
+    return invalid_argument(quoted + ": only http:// and https:// are supported");
+  }
   const auto end = rest.find_first_of("/?");
   std::string_view hostport = rest.substr(0, end);
-  Url out;
   if (end != std::string_view::npos) {
     out.target = std::string(rest.substr(end));
     if (out.target[0] == '?') out.target.insert(0, "/");

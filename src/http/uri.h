@@ -37,14 +37,16 @@ struct Target {
 // form, "*"), or holds a '#', is an error.
 Result<Target> parse_target(std::string_view target);
 
-// http://host[:port][/path][?query]. Only http: the platform speaks plain HTTP to its
-// webhooks and sinks on a private network (TLS is a proxy's business).
+// http[s]://host[:port][/path][?query]. https: the client verifies the server's certificate and
+// name (client.h).
 struct Url {
-  std::string host;  // a name, an IPv4 address, or an IPv6 address without brackets
-  int port = 80;
+  std::string host;          // a name, an IPv4 address, or an IPv6 address without brackets
+  int port = 80;             // 443 for https unless given
   std::string target = "/";  // path and query, as given
+  bool tls = false;          // https
 
-  // "host:port" as a Host header and in messages ("[::1]:8080" for IPv6).
+  // "host:port" as a Host header and in messages ("[::1]:8080" for IPv6); the port is left out
+  // when it is the scheme's default.
   std::string authority() const;
 };
 Result<Url> parse_url(std::string_view url);

@@ -351,6 +351,7 @@ class ClickHouseDestination final : public Destination {
     req.headers = {{"Content-Type", "text/plain; charset=utf-8"}};
     req.timeout = std::chrono::milliseconds(30000);
     req.max_response_bytes = std::size_t{256} << 20;
+    req.ca_file = options_.tls.ca_file;
     auto r = session_.fetch(req);
     if (!r) return unavailable("clickhouse " + url_.authority() + ": " + r.error().message);
     if (r->status / 100 != 2) {
@@ -380,11 +381,6 @@ class ClickHouseDestination final : public Destination {
 
 Result<std::unique_ptr<Destination>> make_clickhouse_destination(
     const DestinationOptions& options) {
-  if (options.url.starts_with("https://")) {
-    return invalid_argument("destination " + options.name +
-                            ": https:// is not supported yet; reach ClickHouse over http:// on a "
-                            "private network or through a TLS proxy");
-  }
   auto url = http::parse_url(options.url);
   if (!url) return url.error().wrap("destination " + options.name + " url");
   std::string database = "default";

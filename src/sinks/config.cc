@@ -183,6 +183,16 @@ class Parser {
       auto spec = parse_tls(tls, context);
       if (!spec) return spec.error();
       dest.tls = std::move(*spec);
+      // ClickHouse's TLS is its https:// URL, verified against ca_file (the system's CAs when
+      // absent): an sslmode, or a CA for a plain http:// URL, would suggest a protection that
+      // is not there.
+      if (!postgres && !dest.tls.sslmode.empty()) {
+        return error(tls["sslmode"], context,
+                     "sslmode is PostgreSQL's; ClickHouse is reached over TLS by an https:// url");
+      }
+      if (!postgres && !dest.tls.ca_file.empty() && !dest.url.starts_with("https://")) {
+        return error(tls["ca_file"], context, "ca_file needs an https:// url");
+      }
     }
 
     const YAML::Node tables = node["tables"];

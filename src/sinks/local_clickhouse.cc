@@ -39,6 +39,18 @@ Result<std::unique_ptr<LocalClickHouse>> LocalClickHouse::start(LocalClickHouseO
   if (options.http_port == 0) options.http_port = free_loopback_port();
   if (options.tcp_port == 0) options.tcp_port = free_loopback_port();
   const std::string& d = options.data_dir;
+  std::string https;
+  if (!options.tls_cert_file.empty()) {
+    if (options.https_port == 0) options.https_port = free_loopback_port();
+    https = "  <https_port>" + std::to_string(options.https_port) +
+            "</https_port>\n"
+            "  <openSSL><server><certificateFile>" +
+            options.tls_cert_file + "</certificateFile><privateKeyFile>" + options.tls_key_file +
+            "</privateKeyFile><verificationMode>none</verificationMode>"
+            "<loadDefaultCAFile>false</loadDefaultCAFile>"
+            "<disableProtocols>sslv2,sslv3,tlsv1,tlsv1_1</disableProtocols>"
+            "</server></openSSL>\n";
+  }
   const std::string config =
       "<?xml version=\"1.0\"?>\n<yandex>\n"
       "  <logger><level>warning</level><log>" +
@@ -51,8 +63,7 @@ Result<std::unique_ptr<LocalClickHouse>> LocalClickHouse::start(LocalClickHouseO
       std::to_string(options.http_port) +
       "</http_port>\n"
       "  <tcp_port>" +
-      std::to_string(options.tcp_port) +
-      "</tcp_port>\n"
+      std::to_string(options.tcp_port) + "</tcp_port>\n" + https +
       "  <listen_host>127.0.0.1</listen_host>\n"
       "  <path>" +
       d +

@@ -16,6 +16,10 @@ struct LocalClickHouseOptions {
   std::string data_dir;  // created when missing
   int http_port = 0;     // 0: a free port
   int tcp_port = 0;      // 0: a free port (the native protocol; unused, but it must listen)
+  // Also serve HTTPS with this certificate and key (PEM) when set; https_port 0: a free port.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  int https_port = 0;
 };
 
 class LocalClickHouse {
@@ -29,6 +33,10 @@ class LocalClickHouse {
   // http://127.0.0.1:PORT
   std::string url() const { return "http://127.0.0.1:" + std::to_string(options_.http_port); }
   int http_port() const { return options_.http_port; }
+  // https://127.0.0.1:PORT, when started with a certificate.
+  std::string https_url() const {
+    return "https://127.0.0.1:" + std::to_string(options_.https_port);
+  }
   Process& process() { return process_; }
   // Stops the server (SIGTERM, then SIGKILL); start_again() brings it back on the same ports
   // with the same data.

@@ -2,11 +2,13 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
 #include "core/net.h"
+#include "core/process.h"
 #include "http/client.h"
 #include "http/part_endpoint.h"
 #include "http_support.h"
@@ -161,6 +163,111 @@ TEST(PartEndpoint, ATakenPortIsAnError) {
   auto second = start_part_endpoint(first->port(), metrics, Logger("test"), "127.0.0.1");
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.error().code, Code::kUnavailable);
+}
+
+// https against `openssl s_server` serving a file (-WWW): a certificate made here with openssl,
+// trusted as its own CA. The client reads the file through the right CA and refuses the server
+// with another CA, or when the certificate names another host.
+class HttpsClient : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/hi-https-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    std::ofstream(dir_ + "/hello.txt") << "hello over tls\n";
+  }
+  void TearDown() override {
+    for (auto& p : servers_) p.stop(std::chrono::milliseconds(2000));
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  void make_cert(const std::string& name, const std::string& san) {
+    SpawnOptions o;
+    o.argv = {"openssl",  "req",
+              "-x509",    "-newkey",
+              "rsa:2048", "-nodes",
+              "-keyout",  dir_ + "/" + name + ".key",
+              "-out",     dir_ + "/" + name + ".crt",
+              "-days",    "1",
+              "-subj",    "/CN=hashinsight test",
+              "-addext",  "subjectAltName=" + san};
+    auto r = run_command(o);
+    ASSERT_TRUE(r.ok() && r->status == 0) << (r.ok() ? r->output : r.error().message);
+  }
+  // An s_server with `cert`; its port once it accepts connections.
+  int serve_tls(const std::string& cert) {
+    const int port = free_loopback_port();
+    SpawnOptions o;
+    o.argv = {"openssl", "s_server",
+              "-accept", "127.0.0.1:" + std::to_string(port),
+              "-cert",   dir_ + "/" + cert + ".crt",
+              "-key",    dir_ + "/" + cert + ".key",
+              "-WWW",    "-quiet"};
+    o.cwd = dir_;
+    o.output_path = dir_ + "/" + cert + ".log";
+    auto p = Process::spawn(o);
+    EXPECT_TRUE(p.ok());
+    if (!p.ok()) return 0;
+    servers_.push_back(std::move(*p));
+    for (int i = 0; i < 100 && loopback_port_free(port); ++i) std::this_thread::sleep_for(50ms);
+    return port;
+  }
+  ClientRequest get(int port, const std::string& ca) {
+    auto url = parse_url("https://127.0.0.1:" + std::to_string(port) + "/hello.txt");
+    EXPECT_TRUE(url.ok());
+    ClientRequest r;
+    r.url = *url;
+    r.ca_file = ca.empty() ? "" : dir_ + "/" + ca + ".crt";
+    return r;
+  }
+
+  std::string dir_;
+  std::vector<Process> servers_;
+};
+
+TEST_F(HttpsClient, VerifiesTheServerAndReadsOverTls) {
+  make_cert("server", "IP:127.0.0.1");
+  make_cert("other", "IP:127.0.0.1");
+  const int port = serve_tls("server");
+  ASSERT_GT(port, 0);
+
+  auto ok = fetch(get(port, "server"));
+  ASSERT_TRUE(ok.ok()) << ok.error().to_string();
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_EQ(ok->body, "hello over tls\n");
+
+  // A session keeps one TLS connection for the same host and CA.
+  Session session;
+  for (int i = 0; i < 2; ++i) {
+    auto again = session.fetch(get(port, "server"));
+    ASSERT_TRUE(again.ok()) << again.error().to_string();
+    EXPECT_EQ(again->body, "hello over tls\n");
+  }
+
+  auto untrusted = fetch(get(port, "other"));
+  ASSERT_FALSE(untrusted.ok());
+  EXPECT_EQ(untrusted.error().code, Code::kUnavailable);
+  EXPECT_NE(untrusted.error().message.find("certificate verify failed"), std::string::npos)
+      << untrusted.error().message;
+  // Nor is the system's store a way around it: a self-signed certificate is in no store.
+  EXPECT_FALSE(fetch(get(port, "")).ok());
+
+  auto missing = get(port, "server");
+  missing.ca_file = dir_ + "/none.crt";
+  auto no_ca = fetch(missing);
+  ASSERT_FALSE(no_ca.ok());
+  EXPECT_EQ(no_ca.error().code, Code::kInvalidArgument);
+}
+
+TEST_F(HttpsClient, RefusesACertificateForAnotherHost) {
+  make_cert("elsewhere", "DNS:db.example");
+  const int port = serve_tls("elsewhere");
+  ASSERT_GT(port, 0);
+  auto r = fetch(get(port, "elsewhere"));  // trusted, but it names db.example, not 127.0.0.1
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, Code::kUnavailable);
+  EXPECT_NE(r.error().message.find("certificate verify failed"), std::string::npos)
+      << r.error().message;
 }
 
 }  // namespace

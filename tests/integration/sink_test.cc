@@ -124,11 +124,39 @@ class SinkTest : public test::RelayFixture {
   static sinks::LocalClickHouse& clickhouse() {
     static std::unique_ptr<sinks::LocalClickHouse> server = [] {
       static test::TempDir dir;
-      auto s = sinks::LocalClickHouse::start({dir.path() + "/clickhouse"}, Logger("test"));
+      // HTTPS beside HTTP, with a self-signed certificate for 127.0.0.1 made here.
+      make_cert(dir.path(), "clickhouse");
+      sinks::LocalClickHouseOptions o;
+      o.data_dir = dir.path() + "/clickhouse";
+      o.tls_cert_file = dir.path() + "/clickhouse.crt";
+      o.tls_key_file = dir.path() + "/clickhouse.key";
+      clickhouse_ca() = o.tls_cert_file;
+      auto s = sinks::LocalClickHouse::start(o, Logger("test"));
       EXPECT_TRUE(s.ok()) << s.error().message;
       return s.ok() ? std::move(*s) : nullptr;
     }();
     return *server;
+  }
+
+  // The certificate that the shared ClickHouse serves HTTPS with (its own CA).
+  static std::string& clickhouse_ca() {
+    static std::string path;
+    return path;
+  }
+
+  // A self-signed certificate for 127.0.0.1: dir/name.crt and dir/name.key.
+  static void make_cert(const std::string& dir, const std::string& name) {
+    SpawnOptions o;
+    o.argv = {"openssl",  "req",
+              "-x509",    "-newkey",
+              "rsa:2048", "-nodes",
+              "-keyout",  dir + "/" + name + ".key",
+              "-out",     dir + "/" + name + ".crt",
+              "-days",    "1",
+              "-subj",    "/CN=127.0.0.1",
+              "-addext",  "subjectAltName=IP:127.0.0.1"};
+    auto r = run_command(o);
+    ASSERT_TRUE(r.ok() && r->status == 0) << (r.ok() ? r->output : r.error().message);
   }
 
   void SetUp() override {
@@ -187,7 +215,9 @@ class SinkTest : public test::RelayFixture {
     ::chmod(path.c_str(), 0600);
   }
 
-  void write_config(const std::string& pg_tls = "") {
+  // pg_tls / ch_tls: the destinations' `tls:` lines; with ch_tls ClickHouse is reached over
+  // https.
+  void write_config(const std::string& pg_tls = "", const std::string& ch_tls = "") {
     const std::string pg_url = dest_url();
     std::string tables =
         "      - source: public.customers\n"
@@ -203,7 +233,9 @@ class SinkTest : public test::RelayFixture {
                                  << "\n"
                                  << pg_tls << "    tables:\n"
                                  << tables << "  - name: chdest\n    type: clickhouse\n    url: "
-                                 << clickhouse().url() << "/" << db_ << "\n    tables:\n"
+                                 << (ch_tls.empty() ? clickhouse().url() : clickhouse().https_url())
+                                 << "/" << db_ << "\n"
+                                 << ch_tls << "    tables:\n"
                                  << tables;
   }
   // The owner's URL with the destination database in place of the platform's.
@@ -643,27 +675,15 @@ TEST_F(SinkTest, SchemaChangesFollowTheSourceAndANarrowingOneIsParked) {
   EXPECT_EQ(qty_type->text(0, 0), "bigint");
 }
 
-// The PostgreSQL destination over TLS: the server (this cluster) gets a self-signed certificate
-// made here with openssl; the sink verifies it (sslmode verify-full, the certificate as CA) and
-// its connection is encrypted (pg_stat_ssl). With another CA it refuses the server.
-TEST_F(SinkTest, PostgresDestinationOverVerifiedTls) {
+// Both destinations over TLS, each server with a self-signed certificate made here with openssl.
+// PostgreSQL (this cluster): the sink verifies it (sslmode verify-full, the certificate as CA) and
+// its connection is encrypted (pg_stat_ssl). ClickHouse: an https:// URL and the certificate as
+// ca_file. With another CA each sink refuses its server.
+TEST_F(SinkTest, BothDestinationsOverVerifiedTls) {
   const std::string dir = tmp_.path() + "/tls";
   std::filesystem::create_directories(dir);
-  auto make_cert = [&](const std::string& name) {
-    SpawnOptions o;
-    o.argv = {"openssl",  "req",
-              "-x509",    "-newkey",
-              "rsa:2048", "-nodes",
-              "-keyout",  dir + "/" + name + ".key",
-              "-out",     dir + "/" + name + ".crt",
-              "-days",    "1",
-              "-subj",    "/CN=127.0.0.1",
-              "-addext",  "subjectAltName=IP:127.0.0.1"};
-    auto r = run_command(o);
-    ASSERT_TRUE(r.ok() && r->status == 0) << (r.ok() ? r->output : r.error().message);
-  };
-  make_cert("server");
-  make_cert("other");
+  make_cert(dir, "server");
+  make_cert(dir, "other");
   // The cluster runs as the postgres user when the tests run as root: the key must be its own.
   if (::geteuid() == 0) {
     if (auto ids = lookup_user("postgres")) {
@@ -687,21 +707,28 @@ TEST_F(SinkTest, PostgresDestinationOverVerifiedTls) {
     return r && r->text(0, 0) == "on";
   }));
 
-  // Another CA first: the sink cannot trust the server and applies nothing.
-  write_config("    tls: {sslmode: verify-full, ca_file: " + dir + "/other.crt}\n");
+  // Another CA first: the sinks cannot trust their servers and apply nothing.
+  write_config("    tls: {sslmode: verify-full, ca_file: " + dir + "/other.crt}\n",
+               "    tls: {ca_file: " + dir + "/other.crt}\n");
   run_ops(100, 50, false, 51);
-  start_sink("pgdest");
-  EXPECT_TRUE(eventually([&] {
-    return test::file_text(sink_log("pgdest")).find("certificate verify failed") !=
-           std::string::npos;
-  })) << test::file_text(sink_log("pgdest"));
-  sinks_["pgdest"].signal(SIGTERM);
-  EXPECT_EQ(sinks_["pgdest"].wait_for(std::chrono::seconds(20)).value_or(-1), 0);
+  for (const char* name : {"pgdest", "chdest"}) {
+    start_sink(name);
+    EXPECT_TRUE(eventually([&] {
+      return test::file_text(sink_log(name)).find("certificate verify failed") != std::string::npos;
+    })) << test::file_text(sink_log(name));
+    sinks_[name].signal(SIGTERM);
+    EXPECT_EQ(sinks_[name].wait_for(std::chrono::seconds(20)).value_or(-1), 0);
+  }
+  auto ch_rows = ch("SELECT count() FROM system.tables WHERE database = '" + db_ + "'");
+  ASSERT_TRUE(ch_rows.ok());
+  EXPECT_EQ(*ch_rows, "0\n") << "the sink wrote to a server it does not trust";
 
-  write_config("    tls: {sslmode: verify-full, ca_file: " + dir + "/server.crt}\n");
+  write_config("    tls: {sslmode: verify-full, ca_file: " + dir + "/server.crt}\n",
+               "    tls: {ca_file: " + clickhouse_ca() + "}\n");
   start_sink("pgdest");
+  start_sink("chdest");
   run_ops(300, 50, false, 52);
-  expect_drained(1, /*postgres=*/true, /*clickhouse_too=*/false);
+  expect_drained(1, /*postgres=*/true, /*clickhouse_too=*/true);
   auto ssl = owner_.exec(
       "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND "
       "a.datname = $1",

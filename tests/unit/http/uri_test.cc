@@ -79,11 +79,26 @@ TEST(ParseUrl, SplitsHostPortAndTarget) {
   EXPECT_EQ(v6->host, "::1");
   EXPECT_EQ(v6->port, 9000);
   EXPECT_EQ(v6->authority(), "[::1]:9000");
+  EXPECT_FALSE(v6->tls);
+}
+
+TEST(ParseUrl, HttpsDefaultsToPort443) {
+  auto s = parse_url("https://ch.example/?query=1");
+  ASSERT_TRUE(s.ok());
+  EXPECT_TRUE(s->tls);
+  EXPECT_EQ(s->port, 443);
+  EXPECT_EQ(s->authority(), "ch.example");
+  auto p = parse_url("https://127.0.0.1:8443");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->port, 8443);
+  EXPECT_EQ(p->authority(), "127.0.0.1:8443");
+  // 80 is not https's default: it stays in the Host header.
+  EXPECT_EQ(parse_url("https://h:80/")->authority(), "h:80");
 }
 
 TEST(ParseUrl, RefusesWhatItCannotSpeak) {
   for (const char* bad :
-       {"https://crm.example/", "http://:80/", "http://h:port/", "http://h:/", "http://h:0/",
+       {"https:/crm.example/", "http://:80/", "http://h:port/", "http://h:/", "http://h:0/",
         "http://h:70000/", "ftp://h/", "http://u:p@h/", "http://[::1/"}) {
     auto r = parse_url(bad);
     ASSERT_FALSE(r.ok()) << bad;

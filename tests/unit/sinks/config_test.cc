@@ -361,6 +361,19 @@ TEST(SinksConfigErrors, Tls) {
   }
 }
 
+TEST(SinksConfigErrors, ClickHouseTlsIsItsHttpsUrl) {
+  const auto ch = [](const std::string& url, const std::string& spec) {
+    return error_of("destinations:\n  - name: a\n    type: clickhouse\n    url: " + url +
+                    "\n    tls: " + spec + "\n    tables: [{source: s.t}]\n");
+  };
+  EXPECT_EQ(ch("https://ch:8443", "{sslmode: verify-full}"),
+            "sinks.yaml:5: destination 'a': sslmode is PostgreSQL's; ClickHouse is reached over "
+            "TLS by an https:// url");
+  EXPECT_EQ(ch("http://ch:8123", "{ca_file: /etc/hostname}"),
+            "sinks.yaml:5: destination 'a': ca_file needs an https:// url");
+  EXPECT_EQ(ch("https://ch:8443", "{ca_file: /etc/hostname}"), "<accepted>");
+}
+
 TEST(SinksConfigErrors, DuplicateKeys) {
   const std::string m = error_of(std::string(kHead) + R"(        columns:
           email: {mask: redact}
