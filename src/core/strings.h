@@ -1,4 +1,4 @@
-// Small string helpers shared by the configuration and the command line.
+// Small string helpers shared by the configuration, the command line and JSON text building.
 #pragma once
 
 #include <optional>
@@ -24,5 +24,11 @@ std::string redact_url(std::string_view url);
 std::string hex_encode(std::string_view bytes);
 // The bytes of lowercase or uppercase hex; nullopt for an odd length or a non-hex digit.
 std::optional<std::string> hex_decode(std::string_view hex);
+
+// Appends `s` as a JSON string literal: quotes, escapes for '"', '\\' and control characters
+// (\n \r \t, else \u00XX); every other byte as it is, so valid UTF-8 stays valid and invalid
+// bytes pass through. For hot paths that build JSON text without a DOM (the relay's events, the
+// ClickHouse sink's rows).
+void append_json_string(std::string& out, std::string_view s);
 
 }  // namespace hi

@@ -49,15 +49,17 @@ std::optional<std::string_view> ClientResponse::header(std::string_view name) co
 namespace {
 
 // The request as Beast sends it, or why it cannot be sent.
-Result<bhttp::request<bhttp::string_body>> build_request(const ClientRequest& request,
-                                                         const std::string& where,
-                                                         bool keep_alive) {
+// The body is sent from the caller's string, not copied (a sink's insert is megabytes).
+using OutRequest = bhttp::request<bhttp::span_body<char>>;
+
+Result<OutRequest> build_request(const ClientRequest& request, const std::string& where,
+                                 bool keep_alive) {
   if (!token(request.method)) return invalid_argument(where + ": bad method");
   if (request.url.target.empty() || request.url.target[0] != '/' ||
       !field_value(request.url.target) || request.url.target.find(' ') != std::string::npos) {
     return invalid_argument(where + ": bad target '" + request.url.target + "'");
   }
-  bhttp::request<bhttp::string_body> req;
+  OutRequest req;
   req.method_string(bview(request.method));
   req.target(bview(request.url.target));
   req.version(11);
@@ -75,7 +77,9 @@ Result<bhttp::request<bhttp::string_body>> build_request(const ClientRequest& re
     req.set(bhttp::field::content_type, "application/json");
   }
   req.keep_alive(keep_alive);
-  req.body() = request.body;
+  // span_body's writer only reads the span.
+  req.body() =
+      boost::beast::span<char>(const_cast<char*>(request.body.data()), request.body.size());
   req.prepare_payload();
   return req;
 }

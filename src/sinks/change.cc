@@ -35,8 +35,82 @@ int integer_rank(std::string_view base) {
 
 }  // namespace
 
-Result<Change> parse_change(const bus::Delivery& d) {
-  auto v = nlohmann::json::parse(d.value, nullptr, false);
+namespace {
+
+// One past the '}' closing the JSON object that opens at text[open], or npos. Strings are skipped
+// with their escapes, so braces inside them do not count.
+std::size_t object_end(std::string_view text, std::size_t open) {
+  int depth = 0;
+  bool in_string = false;
+  for (std::size_t i = open; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      ++depth;
+    } else if ((c == '}' || c == ']') && --depth == 0) {
+      return i + 1;
+    }
+  }
+  return std::string_view::npos;
+}
+
+Result<Types> parse_types(std::string_view text) {
+  auto t = nlohmann::json::parse(text, nullptr, false);
+  if (t.is_discarded() || !t.is_object()) return invalid_argument("bad types");
+  for (const auto& v : t) {
+    if (!v.is_string()) return invalid_argument("bad types");
+  }
+  return std::make_shared<const nlohmann::json>(std::move(t));
+}
+
+}  // namespace
+
+Result<Types> TypesCache::intern(const std::string& topic, std::string_view text) {
+  auto it = topics_.find(topic);
+  if (it != topics_.end() && it->second.text == text) return it->second.types;
+  auto parsed = parse_types(text);
+  if (!parsed) return parsed.error();
+  Entry& e = topics_[topic];
+  e.text.assign(text);
+  e.types = *parsed;
+  return e.types;
+}
+
+nlohmann::json Change::key() const {
+  auto k = nlohmann::json::parse(key_text, nullptr, false);
+  if (k.is_discarded() || !k.is_object()) return nullptr;
+  return k;
+}
+
+Result<Change> parse_change(const bus::Delivery& d, TypesCache* cache) {
+  // The relay writes {"op":"X","types":{...},...}: the types are cut out of the text before it is
+  // parsed and interned instead (a batch of one table repeats them in every change).
+  constexpr std::string_view kHead = R"({"op":"?","types":{)";
+  std::string_view text = d.value;
+  std::string without_types;
+  std::string_view types_text;
+  const std::size_t types_open = kHead.size() - 1;
+  if (cache != nullptr && text.size() > kHead.size() && text[types_open] == '{' &&
+      text.substr(0, 7) == kHead.substr(0, 7) &&
+      text.substr(8, types_open - 8) == kHead.substr(8, types_open - 8)) {
+    if (const std::size_t end = object_end(text, types_open); end != std::string_view::npos) {
+      types_text = text.substr(types_open, end - types_open);
+      without_types.reserve(text.size() - types_text.size());
+      without_types.append(text.substr(0, 9));  // {"op":"X"
+      without_types.append(text.substr(end));
+      text = without_types;
+    }
+  }
+  auto v = nlohmann::json::parse(text, nullptr, false);
   if (v.is_discarded() || !v.is_object()) return invalid_argument("not a JSON object");
   Change c;
   const auto op = v.find("op");
@@ -76,15 +150,25 @@ Result<Change> parse_change(const bus::Delivery& d) {
       c.unchanged.push_back(u.get<std::string>());
     }
   }
-  if (auto types = v.find("types"); types != v.end() && types->is_object()) {
+  if (!types_text.empty()) {
+    auto types = cache->intern(d.topic, types_text);
+    if (!types) return types.error();
+    c.types = std::move(*types);
+  } else if (auto types = v.find("types"); types != v.end() && types->is_object()) {
     for (const auto& t : *types) {
       if (!t.is_string()) return invalid_argument("bad types");
     }
-    c.types = std::move(*types);
+    c.types = std::make_shared<const nlohmann::json>(std::move(*types));
   }
   if (c.op != 't') {
-    c.key = d.key.empty() ? nlohmann::json() : nlohmann::json::parse(d.key, nullptr, false);
-    if (!c.key.is_object() || c.key.empty()) return invalid_argument("no key");
+    // Checked for its shape here, parsed where it is used (key()).
+    const std::string_view k = d.key;
+    const auto first = k.find_first_not_of(" \t\r\n");
+    if (first == std::string_view::npos || k[first] != '{' ||
+        k.find('"', first) == std::string_view::npos) {
+      return invalid_argument("no key");
+    }
+    c.key_text = d.key;
   }
   return c;
 }

@@ -10,6 +10,8 @@
 
 #include <compare>
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -28,23 +30,47 @@ struct Version {
   auto operator<=>(const Version&) const = default;
 };
 
+// Every column of a table as of a change: name -> PostgreSQL type as format_type() prints it (an
+// object of strings). Shared by the changes that carry the same text (TypesCache).
+using Types = std::shared_ptr<const nlohmann::json>;
+
 struct Change {
   char op = 'c';      // c u d t r
   std::string table;  // source "public.customers"
   Version version;
   std::string id;  // "commit_lsn:ordinal" (logs, dead letters)
   std::int64_t commit_unix_us = 0;
-  nlohmann::json key;                  // the replica identity columns (object; null for a truncate)
+  // The replica identity columns as the message key's JSON text (an object; empty for a
+  // truncate), parsed by key() only where a change needs it: with REPLICA IDENTITY FULL it is
+  // the whole row again.
+  std::string key_text;
   nlohmann::json after;                // the new row (object), null for d and t
   nlohmann::json before;               // the old image, when the table has one
   std::vector<std::string> unchanged;  // columns whose unchanged TOAST value is not in `after`
-  // Every column of the table as of the change: name -> PostgreSQL type as format_type()
-  // prints it (an object of strings). Empty for events of a relay that did not send types.
-  nlohmann::json types = nlohmann::json::object();
+  Types types;                         // null for events of a relay that did not send types
+
+  nlohmann::json key() const;  // null when key_text is not a JSON object
+};
+
+// The types of each topic's latest change, as text and parsed: a table's changes repeat the same
+// `types` until its schema changes, so a batch parses them once (and each change holds a pointer,
+// not a copy). Not thread-safe: one per sink.
+class TypesCache {
+ public:
+  // The parsed object for `text`, parsed now only when it differs from the topic's last one.
+  Result<Types> intern(const std::string& topic, std::string_view text);
+
+ private:
+  struct Entry {
+    std::string text;
+    Types types;
+  };
+  std::map<std::string, Entry, std::less<>> topics_;
 };
 
 // kInvalidArgument for anything the relay does not write (then the change is dead-lettered).
-Result<Change> parse_change(const bus::Delivery& delivery);
+// With a cache, `types` is shared with earlier changes of the topic that carried the same text.
+Result<Change> parse_change(const bus::Delivery& delivery, TypesCache* cache = nullptr);
 
 // A bus position, comparable within one (topic, partition): Redis entry ids "ms-seq" by their
 // two numbers, Kafka offsets as numbers.

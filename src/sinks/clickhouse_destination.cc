@@ -16,11 +16,13 @@
 // (ReplacingMergeTree on the time of the write) after the batch's rows. ClickHouse has no
 // transactions: a crash between the two replays the batch, which changes nothing.
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <map>
 #include <thread>
 
 #include "core/failpoint.h"
+#include "core/strings.h"
 #include "core/time.h"
 #include "http/client.h"
 #include "http/uri.h"
@@ -200,9 +202,11 @@ class ClickHouseDestination final : public Destination {
       const auto& types = known_types(t.target);
       for (const auto& row : t.rows) {
         body += '{';
+        // Both are ordered by name: one pass over each.
+        auto ty = types.begin();
         for (auto it = row.values.begin(); it != row.values.end(); ++it) {
-          const auto ty = types.find(it.key());
-          if (ty == types.end()) continue;  // a column the destination does not have
+          while (ty != types.end() && ty->first < it.key()) ++ty;
+          if (ty == types.end() || ty->first != it.key()) continue;  // not in the destination
           append_json_string(body, it.key());
           body += ':';
           append_for_column(body, it.value(), ty->second);
@@ -294,21 +298,24 @@ class ClickHouseDestination final : public Destination {
     return columns_[target];
   }
 
-  static void append_json_string(std::string& out, const std::string& text) {
-    out += nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  }
-
   // A value as JSONEachRow reads it into a column of type `type`: booleans as 0/1, anything
   // that is not a string as its JSON text where the column holds strings.
   static void append_for_column(std::string& out, const nlohmann::json& v, std::string_view type) {
     if (v.is_null()) {
       out += "null";
     } else if (v.is_string()) {
-      out += v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      // Valid UTF-8: parsed from the relay's JSON, or a mask of such text.
+      append_json_string(out, v.get_ref<const std::string&>());
     } else if (unwrap_nullable(type) == "String") {
       append_json_string(out, v.dump());
     } else if (v.is_boolean()) {
       out += v.get<bool>() ? '1' : '0';
+    } else if (v.is_number_integer()) {
+      char buf[24];
+      const auto r = v.is_number_unsigned()
+                         ? std::to_chars(buf, buf + sizeof buf, v.get<std::uint64_t>())
+                         : std::to_chars(buf, buf + sizeof buf, v.get<std::int64_t>());
+      out.append(buf, r.ptr);
     } else {
       out += v.dump();
     }

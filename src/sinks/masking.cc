@@ -2,9 +2,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -55,29 +56,82 @@ struct MdCtxFree {
 };
 using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, MdCtxFree>;
 
+struct MacFree {
+  void operator()(EVP_MAC_CTX* c) const noexcept { EVP_MAC_CTX_free(c); }
+};
+using MacCtxPtr = std::unique_ptr<EVP_MAC_CTX, MacFree>;
+
 // SHA-256 and HMAC-SHA-256 only fail when OpenSSL cannot allocate: that is reported like any
 // other allocation failure, never by a value that could pass for a mask.
+//
+// Each thread keeps its contexts, keyed by the salt or key they were set up with: fetching the
+// algorithm and setting the key for every value (what EVP_Digest() and HMAC() do) cost more than
+// hashing a short value. A value then costs a context copy (SHA-256, salt already absorbed) or a
+// re-initialisation under the same key (HMAC).
+std::string digest_hex(const unsigned char* md, unsigned int len) {
+  return hex_encode(std::string_view(reinterpret_cast<const char*>(md), len));
+}
+
 std::string sha256_hex(std::string_view salt, std::string_view text) {
+  struct Salted {
+    std::string salt;
+    MdCtxPtr salted;  // SHA-256 with the salt absorbed
+    MdCtxPtr work;
+  };
+  thread_local Salted cache;
+  if (!cache.salted || cache.salt != salt) {
+    static EVP_MD* const kSha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    cache.salted.reset(EVP_MD_CTX_new());
+    cache.work.reset(EVP_MD_CTX_new());
+    if (kSha256 == nullptr || !cache.salted || !cache.work ||
+        EVP_DigestInit_ex(cache.salted.get(), kSha256, nullptr) != 1 ||
+        EVP_DigestUpdate(cache.salted.get(), salt.data(), salt.size()) != 1) {
+      cache.salted.reset();
+      throw std::bad_alloc();
+    }
+    cache.salt.assign(salt);
+  }
   std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
   unsigned int len = 0;
-  MdCtxPtr ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1 ||
-      EVP_DigestUpdate(ctx.get(), salt.data(), salt.size()) != 1 ||
-      EVP_DigestUpdate(ctx.get(), text.data(), text.size()) != 1 ||
-      EVP_DigestFinal_ex(ctx.get(), md.data(), &len) != 1) {
+  if (EVP_MD_CTX_copy_ex(cache.work.get(), cache.salted.get()) != 1 ||
+      EVP_DigestUpdate(cache.work.get(), text.data(), text.size()) != 1 ||
+      EVP_DigestFinal_ex(cache.work.get(), md.data(), &len) != 1) {
     throw std::bad_alloc();
   }
-  return hex_encode(std::string_view(reinterpret_cast<const char*>(md.data()), len));
+  return digest_hex(md.data(), len);
 }
 
 std::string hmac_sha256_hex(std::string_view key, std::string_view text) {
+  struct Keyed {
+    std::string key;
+    MacCtxPtr ctx;
+  };
+  thread_local Keyed cache;
+  bool ok = true;
+  if (!cache.ctx || cache.key != key) {
+    static EVP_MAC* const kHmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+    cache.ctx.reset(kHmac == nullptr ? nullptr : EVP_MAC_CTX_new(kHmac));
+    if (!cache.ctx) throw std::bad_alloc();
+    char digest[] = "SHA256";
+    const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0),
+                                 OSSL_PARAM_construct_end()};
+    ok = EVP_MAC_init(cache.ctx.get(), u8(key), key.size(), params) == 1;
+    if (!ok) {
+      cache.ctx.reset();
+      throw std::bad_alloc();
+    }
+    cache.key.assign(key);
+  } else {
+    ok = EVP_MAC_init(cache.ctx.get(), nullptr, 0, nullptr) == 1;  // the same key, afresh
+  }
   std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
-  unsigned int len = 0;
-  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), u8(text), text.size(), md.data(),
-           &len) == nullptr) {
+  std::size_t len = 0;
+  if (!ok || EVP_MAC_update(cache.ctx.get(), u8(text), text.size()) != 1 ||
+      EVP_MAC_final(cache.ctx.get(), md.data(), &len, md.size()) != 1) {
+    cache.ctx.reset();
     throw std::bad_alloc();
   }
-  return hex_encode(std::string_view(reinterpret_cast<const char*>(md.data()), len));
+  return digest_hex(md.data(), static_cast<unsigned int>(len));
 }
 
 // ---- text rules ----

@@ -110,6 +110,7 @@ class Sink::Impl {
   std::unique_ptr<Destination> dest_;
   std::unique_ptr<bus::Consumer> consumer_;
   std::map<std::string, TableInfo> tables_;  // by source "public.customers"
+  TypesCache types_;                         // the latest `types` of each topic
   Positions positions_;
   std::map<std::string, prometheus::Counter*> processed_;
   prometheus::Gauge* lag_ = nullptr;
@@ -231,7 +232,8 @@ Status Sink::Impl::prepare_tables(std::stop_token stop) {
 }
 
 std::optional<std::string> Sink::Impl::narrowing(const TableInfo& info, const Change& c) const {
-  for (auto t = c.types.begin(); t != c.types.end(); ++t) {
+  if (!c.types) return std::nullopt;
+  for (auto t = c.types->begin(); t != c.types->end(); ++t) {
     const std::string& name = t.key();
     const std::string& pg_type = t.value().get_ref<const std::string&>();
     if (!info.masker->keeps_type(name)) continue;  // masked columns hold text whatever the type
@@ -277,14 +279,16 @@ void Sink::Impl::request_snapshot_for_default(const TableInfo& info, const std::
 }
 
 Status Sink::Impl::evolve(TableInfo& info, const Change& newest, std::vector<DeadLetter>&) {
-  if (newest.types.empty() || newest.version <= info.schema_version) return {};
+  if (!newest.types || newest.types->empty() || newest.version <= info.schema_version) return {};
   const std::string& target = info.spec->target;
   if (info.key_columns.empty()) {
-    for (auto it = newest.key.begin(); it != newest.key.end(); ++it)
-      info.key_columns.push_back(it.key());
+    const nlohmann::json key = newest.key();
+    if (key.is_object()) {
+      for (auto it = key.begin(); it != key.end(); ++it) info.key_columns.push_back(it.key());
+    }
   }
   std::vector<Column> want;
-  for (auto t = newest.types.begin(); t != newest.types.end(); ++t) {
+  for (auto t = newest.types->begin(); t != newest.types->end(); ++t) {
     const std::string& name = t.key();
     const std::string& pg_type = t.value().get_ref<const std::string&>();
     if (!info.masker->sends(name)) continue;
@@ -349,7 +353,24 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
   struct Parsed {
     Change change;
     TableInfo* info;
-    nlohmann::json masked_key;
+    // The key's primary key columns (all of them when the primary key is unknown), masked:
+    // computed on first use, as most changes carry their key in `after`.
+    std::optional<nlohmann::json> masked_key;
+
+    const nlohmann::json& key() {
+      if (!masked_key) {
+        nlohmann::json k = change.key();
+        if (k.is_object() && !info->key_columns.empty()) {
+          nlohmann::json only = nlohmann::json::object();
+          for (const auto& col : info->key_columns) {
+            if (auto it = k.find(col); it != k.end()) only[col] = std::move(*it);
+          }
+          k = std::move(only);
+        }
+        masked_key = info->masker->mask_row(k);
+      }
+      return *masked_key;
+    }
   };
   std::vector<Parsed> parsed;
   parsed.reserve(deliveries.size());
@@ -370,7 +391,7 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
       }
     }
     const std::string source = d.topic.starts_with("cdc.") ? d.topic.substr(4) : d.topic;
-    auto c = parse_change(d);
+    auto c = parse_change(d, &types_);
     if (!c) {
       // Unreadable: nothing of it can be masked, so nothing of it is kept but where it was.
       parked.push_back({source, "", d.topic + "@" + d.position, nullptr, nullptr,
@@ -381,9 +402,7 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
     auto t = tables_.find(c->table);
     if (t == tables_.end()) continue;  // a topic shared with tables this destination skips
     Parsed p{std::move(*c), &t->second, {}};
-    const Masker& m = *p.info->masker;
-    p.masked_key = m.mask_row(p.change.key);
-    m.mask_in_place(p.change.after);  // masked from here on
+    p.info->masker->mask_in_place(p.change.after);  // masked from here on
     parsed.push_back(std::move(p));
   }
   // Commit order: a batch may hold a dead sink's pending entries beside newer ones.
@@ -403,7 +422,7 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
   // Schema: per table, the newest change of the batch that names its types.
   std::map<TableInfo*, const Change*> newest;
   for (const auto& p : parsed) {
-    if (p.change.types.empty()) continue;
+    if (!p.change.types) continue;
     auto& n = newest[p.info];
     if (n == nullptr || n->version < p.change.version) n = &p.change;
   }
@@ -422,6 +441,7 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
   }
   // Rows: each key's last image per table.
   std::map<TableInfo*, TableWork> works;
+  std::map<std::pair<const TableInfo*, const nlohmann::json*>, std::optional<std::string>> verdicts;
   std::map<TableInfo*, std::unordered_map<std::string, std::size_t>> index;
   for (auto& p : parsed) {
     TableInfo& info = *p.info;
@@ -435,7 +455,7 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
     const Change& c = p.change;
     const std::size_t origin = static_cast<std::size_t>(&p - parsed.data());
     auto park = [&](std::string reason, const nlohmann::json* values = nullptr) {
-      parked.push_back({info.spec->source, info.spec->target, c.id, p.masked_key,
+      parked.push_back({info.spec->source, info.spec->target, c.id, p.key(),
                         change_of(origin, values), std::move(reason)});
     };
     if (c.op == 't') {
@@ -448,7 +468,13 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
       park("the destination table does not exist and the change names no column types");
       continue;
     }
-    if (auto why = narrowing(info, c)) {
+    // Changes sharing their types (TypesCache) share the verdict.
+    const auto verdict_key = std::make_pair(&info, c.types.get());
+    auto verdict = verdicts.find(verdict_key);
+    if (verdict == verdicts.end()) {
+      verdict = verdicts.emplace(verdict_key, narrowing(info, c)).first;
+    }
+    if (const auto& why = verdict->second) {
       park(*why);
       continue;
     }
@@ -472,8 +498,9 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
     // The message key is the replica identity: with REPLICA IDENTITY FULL every column, an
     // unchanged TOASTed one included (as ""). Only the primary key's columns come from it.
     for (const auto& k : info.key_columns) {
-      const auto it = p.masked_key.find(k);
-      if (!row.values.contains(k) && it != p.masked_key.end()) row.values[k] = *it;
+      if (row.values.contains(k)) continue;
+      const nlohmann::json& key = p.key();
+      if (const auto it = key.find(k); it != key.end()) row.values[k] = *it;
     }
     bool missing_key = false;
     for (const auto& k : info.key_columns) {

@@ -5,43 +5,11 @@
 #include <string>
 #include <string_view>
 
+#include "core/strings.h"
+
 namespace hi::cdc::internal {
 
-// Appends `s` as a JSON string literal (quotes, escapes; invalid UTF-8 bytes pass through).
-inline void append_json_string(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out += '"';
-  std::size_t run = 0;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out.append(s.data() + run, i - run);
-    run = i + 1;
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        out += "\\u00";
-        out += kHex[c >> 4];
-        out += kHex[c & 0xF];
-    }
-  }
-  out.append(s.data() + run, s.size() - run);
-  out += '"';
-}
+using hi::append_json_string;
 
 // PostgreSQL timestamptz text in UTC ("2026-11-22 10:00:00.5+00") -> RFC 3339 with microseconds
 // ("2026-11-22T10:00:00.500000Z"). Other offsets are passed through with 'T' and padded fraction.

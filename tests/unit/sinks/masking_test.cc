@@ -149,6 +149,21 @@ TEST(MaskValue, HmacOfNonStringsUsesTheirJsonText) {
   EXPECT_EQ(masked(Mask::kHmacSha256, "42"), masked(Mask::kHmacSha256, 42));
 }
 
+// Masking reuses its hashing state from one value to the next (per thread): every value of a
+// run, under keys and salts that change in between, still equals its one-shot digest.
+TEST(MaskValue, ARunOfValuesUnderChangingKeysMatchesOneShotDigests) {
+  MaskingKeys a = test_keys();
+  MaskingKeys b = a;
+  b.hmac_key = std::string(32, 'k');
+  b.salt = std::string(32, 's');
+  for (int i = 0; i < 20; ++i) {
+    const MaskingKeys& k = i % 3 == 0 ? b : a;
+    const std::string text = "value-" + std::to_string(i * 7919) + std::string(i, 'x');
+    EXPECT_EQ(masked(Mask::kHmacSha256, text, k), "v1:" + expected_hmac(k.hmac_key, text)) << i;
+    EXPECT_EQ(masked(Mask::kSha256, text, k), expected_sha256(k.salt, text)) << i;
+  }
+}
+
 TEST(MaskValue, IsDeterministic) {
   for (Mask m :
        {Mask::kSha256, Mask::kHmacSha256, Mask::kPartial, Mask::kEmailDomain, Mask::kRedact}) {
