@@ -162,24 +162,24 @@ Status RedisStreamsConsumer::ensure_groups() {
   return {};
 }
 
-Delivery delivery_from_entry(const std::string& stream, const Reply& entry) {
+Delivery delivery_from_entry(const std::string& stream, Reply entry) {
   Delivery d;
   d.topic = stream;
   if (entry.elements.size() < 2) return d;
-  d.position = entry.elements[0].str;
+  d.position = std::move(entry.elements[0].str);
   // "<ms>-<n>": XADD's "*" takes the ms from the server's clock.
   const auto dash = d.position.find('-');
   std::from_chars(d.position.data(), d.position.data() + std::min(dash, d.position.size()),
                   d.appended_unix_ms);
-  const auto& fields = entry.elements[1].elements;
+  auto& fields = entry.elements[1].elements;
   for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
     const std::string& f = fields[i].str;
     if (f == "key") {
-      d.key = fields[i + 1].str;
+      d.key = std::move(fields[i + 1].str);
     } else if (f == "value") {
-      d.value = fields[i + 1].str;
+      d.value = std::move(fields[i + 1].str);
     } else {
-      d.headers.emplace_back(f, fields[i + 1].str);
+      d.headers.emplace_back(f, std::move(fields[i + 1].str));
     }
   }
   return d;
@@ -261,24 +261,25 @@ Result<std::vector<Delivery>> RedisStreamsConsumer::poll(std::size_t max,
   bool acked = true;
   for (std::size_t i = 0; i < acks; ++i) acked = acked && !(*replies)[i].is_error();
   if (acked) deferred_acks_.clear();
-  const Reply* r = &replies->back();
+  Reply* r = &replies->back();
   if (r->is_error()) {
     if (r->str.find("NOGROUP") != std::string::npos) groups_ready_ = false;  // stream deleted
     return unavailable("XREADGROUP: " + r->str);
   }
   std::vector<Delivery> out;
-  for (const auto& stream : r->elements) {
+  for (auto& stream : r->elements) {
     if (stream.elements.size() < 2) continue;
     const std::string& name = stream.elements[0].str;
     const std::size_t first = out.size();
-    for (const auto& e : stream.elements[1].elements) {
+    if (!history) out.reserve(out.size() + stream.elements[1].elements.size());
+    for (auto& e : stream.elements[1].elements) {
       // A history entry trimmed from the stream since comes back as [id, nil]: acknowledged
       // with the next poll, there is nothing to apply.
       if (history && (e.elements.size() < 2 || e.elements[1].type != Reply::Type::kArray)) {
         if (!e.elements.empty()) deferred_acks_[name].push_back(e.elements[0].str);
         continue;
       }
-      out.push_back(delivery_from_entry(name, e));
+      out.push_back(delivery_from_entry(name, std::move(e)));
     }
     if (!history) continue;
     // Given to us before and never acknowledged: it may be what ended our previous process,

@@ -94,8 +94,9 @@ class RedisStreamsConsumer final : public Consumer {
   std::chrono::steady_clock::time_point next_claim_{};
 };
 
-// Parses a Redis stream entry ([id, [field, value, ...]]) of `stream` into a Delivery.
-Delivery delivery_from_entry(const std::string& stream, const redis::Reply& entry);
+// Parses a Redis stream entry ([id, [field, value, ...]]) of `stream` into a Delivery; the
+// strings are moved out of `entry` (pass a copy to keep it).
+Delivery delivery_from_entry(const std::string& stream, redis::Reply entry);
 
 // Trims `stream` below the oldest entry some group still needs (pending or not yet delivered),
 // and never above entries younger than `keep`: XTRIM MINID ~ min(safe id, now - keep).

@@ -62,8 +62,11 @@ std::string with_tls(std::string url, const TlsSpec& tls) {
   return url;
 }
 
-std::string value_text(const nlohmann::json& v) {
-  return v.is_string() ? v.get<std::string>() : v.dump();
+// A string is its own text (no copy); anything else its JSON text, made in `scratch`.
+std::string_view value_text(const nlohmann::json& v, std::string& scratch) {
+  if (v.is_string()) return v.get_ref<const std::string&>();
+  scratch = v.dump();
+  return scratch;
 }
 
 class PostgresDestination final : public Destination {
@@ -267,31 +270,42 @@ class PostgresDestination final : public Destination {
     const auto& known = known_columns(t.target);
     std::map<std::string, std::string> types;
     for (const auto& c : known) types[c.name] = c.type;
-    // Rows grouped by the columns they write (deletes write none but the key).
-    std::map<std::vector<std::string>, std::vector<const RowImage*>> groups;
+    // The destination's non-key columns, in name order (as a row's values are).
+    std::vector<std::string> settable;
+    for (const auto& [name, type] : types) {
+      if (std::find(t.key_columns.begin(), t.key_columns.end(), name) == t.key_columns.end()) {
+        settable.push_back(name);
+      }
+    }
+    // Rows grouped by the columns they write (deletes write none but the key): a group's
+    // signature has one byte per settable column, found in one ordered pass over the row.
+    std::map<std::string, std::vector<const RowImage*>> groups;
+    std::string signature;
     for (const auto& row : t.rows) {
-      std::vector<std::string> cols;
+      signature.assign(settable.size(), '0');
       if (!row.deleted) {
-        for (auto it = row.values.begin(); it != row.values.end(); ++it) {
-          if (types.count(it.key()) && std::find(t.key_columns.begin(), t.key_columns.end(),
-                                                 it.key()) == t.key_columns.end()) {
-            cols.push_back(it.key());
-          }
+        std::size_t i = 0;
+        for (auto it = row.values.begin(); it != row.values.end() && i < settable.size(); ++it) {
+          while (i < settable.size() && settable[i] < it.key()) ++i;
+          if (i < settable.size() && settable[i] == it.key()) signature[i] = '1';
         }
       }
-      groups[cols].push_back(&row);
+      groups[signature].push_back(&row);
     }
-    for (const auto& [cols, rows] : groups) {
+    for (const auto& [sig, rows] : groups) {
       std::vector<std::string> all = t.key_columns;
-      all.insert(all.end(), cols.begin(), cols.end());
+      for (std::size_t i = 0; i < settable.size(); ++i) {
+        if (sig[i] == '1') all.push_back(settable[i]);
+      }
       std::vector<pg::ArrayLiteral> arrays(all.size() + 3);
+      std::string scratch;
       for (const RowImage* row : rows) {
         for (std::size_t i = 0; i < all.size(); ++i) {
           const auto it = row->values.find(all[i]);
           if (it == row->values.end() || it->is_null()) {
             arrays[i].add_null();
           } else {
-            arrays[i].add(value_text(*it));
+            arrays[i].add(value_text(*it, scratch));
           }
         }
         arrays[all.size()].add(static_cast<std::int64_t>(row->version.lsn));
