@@ -124,6 +124,11 @@ struct ConsumerOptions {
   std::string consumer_name;  // unique per process (Redis consumer name / Kafka client id)
   std::vector<std::string> topics;
   std::chrono::milliseconds claim_idle{30000};  // Redis: reclaim pending entries idle this long
+  // Redis: the idle time of the reclaims at start, repeated until they have scanned every
+  // pending entry once (a dead predecessor's entries); -1 = claim_idle. A consumer that has
+  // entries in hand while it polls again needs a claim_idle longer than it holds them, or it
+  // takes them back from itself.
+  std::chrono::milliseconds start_claim_idle{-1};
 };
 
 Result<std::unique_ptr<Producer>> make_producer(const BusOptions& options,

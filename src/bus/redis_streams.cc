@@ -185,15 +185,25 @@ Delivery delivery_from_entry(const std::string& stream, Reply entry) {
   return d;
 }
 
-Result<std::vector<Delivery>> RedisStreamsConsumer::reclaim(std::size_t max) {
+Result<std::vector<Delivery>> RedisStreamsConsumer::reclaim(std::size_t max,
+                                                            std::chrono::milliseconds idle_for,
+                                                            bool at_start) {
   std::vector<Delivery> out;
-  const std::string idle = std::to_string(options_.claim_idle.count());
+  const std::string idle = std::to_string(idle_for.count());
   const std::string count = std::to_string(max);
   for (const auto& t : options_.topics) {
+    // At start the scan goes on from where the last one stopped, so entries claimed by an
+    // earlier pass (now this consumer's, maybe still in hand) are not claimed again.
+    std::string& cursor = start_cursors_[t];
+    if (!at_start || cursor.empty()) cursor = "0-0";
     auto r = client_.command(
-        {"XAUTOCLAIM", t, options_.group, options_.consumer_name, idle, "0-0", "COUNT", count});
+        {"XAUTOCLAIM", t, options_.group, options_.consumer_name, idle, cursor, "COUNT", count});
     if (!r) return r.error();
-    if (r->is_error() || r->elements.size() < 2) continue;
+    if (r->is_error() || r->elements.size() < 2) {
+      cursor = "0-0";
+      continue;
+    }
+    cursor = r->elements[0].str;
     const std::size_t first = out.size();
     for (const auto& e : r->elements[1].elements) {
       if (e.type != Reply::Type::kArray || e.elements.size() < 2) continue;  // deleted entry
@@ -231,10 +241,19 @@ Result<std::vector<Delivery>> RedisStreamsConsumer::poll(std::size_t max,
     if (auto s = ensure_groups(); !s) return s.error();
   }
   const auto now = std::chrono::steady_clock::now();
-  if (now >= next_claim_) {
+  const bool at_start = starting_ && options_.start_claim_idle.count() >= 0;
+  // At start the consumer's own history is read before anything is claimed: claimed entries
+  // join that history, and would come back from it.
+  if (now >= next_claim_ && !(at_start && read_own_pending_)) {
     next_claim_ = now + std::max(std::chrono::milliseconds(100), options_.claim_idle / 4);
-    auto claimed = reclaim(max);
+    auto claimed =
+        reclaim(max, at_start ? options_.start_claim_idle : options_.claim_idle, at_start);
     if (!claimed) return claimed.error();
+    // The start ends when every stream's scan has come round ("0-0"); until then, again at the
+    // next poll.
+    starting_ = at_start && std::any_of(start_cursors_.begin(), start_cursors_.end(),
+                                        [](const auto& c) { return c.second != "0-0"; });
+    if (starting_) next_claim_ = now;
     if (!claimed->empty()) return claimed;
   }
   // Our own pending entries first ("0": no BLOCK, the history answers at once), then new ones.

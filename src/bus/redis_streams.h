@@ -74,7 +74,8 @@ class RedisStreamsConsumer final : public Consumer {
   RedisStreamsConsumer(redis::Client client, ConsumerOptions options)
       : client_(std::move(client)), options_(std::move(options)) {}
   Status ensure_groups();
-  Result<std::vector<Delivery>> reclaim(std::size_t max);
+  Result<std::vector<Delivery>> reclaim(std::size_t max, std::chrono::milliseconds idle,
+                                        bool at_start);
   // Appends an XACK per topic of `ids` (topic -> entry ids) to the client's pipeline.
   void append_acks(const std::map<std::string, std::vector<std::string>>& ids);
   // Sets the delivery counts of out[first..] (entries of `topic`) from the pending list.
@@ -92,6 +93,9 @@ class RedisStreamsConsumer final : public Consumer {
   bool read_own_pending_ = true;
   std::map<std::string, std::vector<std::string>> deferred_acks_;  // topic -> entry ids
   std::chrono::steady_clock::time_point next_claim_{};
+  // Reclaims use start_claim_idle until a scan of every stream has come round.
+  bool starting_ = true;
+  std::map<std::string, std::string> start_cursors_;  // topic -> where the start scan goes on
 };
 
 // Parses a Redis stream entry ([id, [field, value, ...]]) of `stream` into a Delivery; the

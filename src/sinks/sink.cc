@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -87,6 +88,38 @@ class Reaper {
   std::jthread thread_;  // last: stopped and joined before the queue goes
 };
 
+// A change of a batch, masked, with the table it belongs to.
+struct Parsed {
+  Change change;
+  TableInfo* info;
+  // The key's primary key columns (all of them when the primary key is unknown), masked:
+  // computed on first use, as most changes carry their key in `after`.
+  std::optional<nlohmann::json> masked_key;
+
+  const nlohmann::json& key() {
+    if (!masked_key) {
+      nlohmann::json k = change.key();
+      if (k.is_object() && !info->key_columns.empty()) {
+        nlohmann::json only = nlohmann::json::object();
+        for (const auto& col : info->key_columns) {
+          if (auto it = k.find(col); it != k.end()) only[col] = std::move(*it);
+        }
+        k = std::move(only);
+      }
+      masked_key = info->masker->mask_row(k);
+    }
+    return *masked_key;
+  }
+};
+
+// A polled batch, parsed and masked (the sink's thread), then applied (its applier thread).
+struct Prepared {
+  std::vector<bus::Delivery> deliveries;  // acknowledged once the batch is applied
+  std::vector<Parsed> parsed;             // in commit order
+  std::vector<DeadLetter> parked;         // unreadable changes
+  Positions positions;                    // the highest position of each (topic, partition)
+};
+
 std::string key_text(const nlohmann::json& values, const std::vector<std::string>& keys) {
   std::string out;
   for (const auto& k : keys) {
@@ -137,7 +170,11 @@ class Sink::Impl {
   Status read_source_catalog();
   Status prepare_tables(std::stop_token stop);
   Status create_from_source(TableInfo& info);
-  Status process(std::vector<bus::Delivery>& deliveries, std::stop_token stop);
+  // A polled batch parsed and masked; deliveries of `in_flight` claimed back are left out.
+  std::unique_ptr<Prepared> prepare(std::vector<bus::Delivery> deliveries,
+                                    const Prepared* in_flight);
+  // Schema changes, then the rows and dead letters of a prepared batch, in the destination.
+  Status apply_prepared(Prepared& prepared, std::stop_token stop);
   Status evolve(TableInfo& info, const Change& newest, std::vector<DeadLetter>& parked);
   std::optional<std::string> narrowing(const TableInfo& info, const Change& c) const;
   void request_snapshot_for_default(const TableInfo& info, const std::string& column);
@@ -156,6 +193,7 @@ class Sink::Impl {
   std::map<std::string, TableInfo> tables_;  // by source "public.customers"
   TypesCache types_;                         // the latest `types` of each topic
   Reaper reaper_;
+  std::mutex positions_mu_;  // positions_: read by prepare(), written by apply_prepared()
   Positions positions_;
   std::map<std::string, prometheus::Counter*> processed_;
   prometheus::Gauge* lag_ = nullptr;
@@ -394,37 +432,18 @@ Status Sink::Impl::evolve(TableInfo& info, const Change& newest, std::vector<Dea
   return {};
 }
 
-Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_token stop) {
-  struct Parsed {
-    Change change;
-    TableInfo* info;
-    // The key's primary key columns (all of them when the primary key is unknown), masked:
-    // computed on first use, as most changes carry their key in `after`.
-    std::optional<nlohmann::json> masked_key;
-
-    const nlohmann::json& key() {
-      if (!masked_key) {
-        nlohmann::json k = change.key();
-        if (k.is_object() && !info->key_columns.empty()) {
-          nlohmann::json only = nlohmann::json::object();
-          for (const auto& col : info->key_columns) {
-            if (auto it = k.find(col); it != k.end()) only[col] = std::move(*it);
-          }
-          k = std::move(only);
-        }
-        masked_key = info->masker->mask_row(k);
-      }
-      return *masked_key;
-    }
-  };
-  std::vector<Parsed> parsed;
-  parsed.reserve(deliveries.size());
-  std::vector<DeadLetter> parked;
-  Batch batch;
+std::unique_ptr<Prepared> Sink::Impl::prepare(std::vector<bus::Delivery> deliveries,
+                                              const Prepared* in_flight) {
+  auto out = std::make_unique<Prepared>();
+  out->deliveries = std::move(deliveries);
+  std::vector<Parsed>& parsed = out->parsed;
+  parsed.reserve(out->deliveries.size());
+  std::vector<DeadLetter>& parked = out->parked;
   const bool kafka = o_.bus.kind == bus::BusKind::kKafka;
-  for (const auto& d : deliveries) {
+  std::unique_lock positions_lock(positions_mu_);
+  for (const auto& d : out->deliveries) {
     const PositionKey where{d.topic, d.partition};
-    auto& top = batch.positions[where];
+    auto& top = out->positions[where];
     if (top.empty() || parse_position(top) < parse_position(d.position)) top = d.position;
     // Kafka delivers a partition in offset order, so what lies at or below the stored offset was
     // applied. Redis Streams do not: a dead sink's pending entries come back (XAUTOCLAIM) after
@@ -434,6 +453,15 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
         stats_.skipped.fetch_add(1, std::memory_order_relaxed);
         continue;
       }
+    }
+    // Redis: an entry of the batch being applied, claimed back at start (start_claim_idle):
+    // that batch applies and acknowledges it.
+    if (in_flight != nullptr && d.delivery_count > 1 &&
+        std::any_of(in_flight->deliveries.begin(), in_flight->deliveries.end(),
+                    [&](const bus::Delivery& f) {
+                      return f.position == d.position && f.topic == d.topic;
+                    })) {
+      continue;
     }
     const std::string source = d.topic.starts_with("cdc.") ? d.topic.substr(4) : d.topic;
     auto c = parse_change(d, &types_);
@@ -450,10 +478,19 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
     p.info->masker->mask_in_place(p.change.after);  // masked from here on
     parsed.push_back(std::move(p));
   }
+  positions_lock.unlock();
   // Commit order: a batch may hold a dead sink's pending entries beside newer ones.
   std::stable_sort(parsed.begin(), parsed.end(), [](const Parsed& a, const Parsed& b) {
     return a.change.version < b.change.version;
   });
+  return out;
+}
+
+Status Sink::Impl::apply_prepared(Prepared& prepared, std::stop_token stop) {
+  std::vector<Parsed>& parsed = prepared.parsed;
+  std::vector<DeadLetter> parked = std::move(prepared.parked);
+  Batch batch;
+  batch.positions = prepared.positions;
   // A change as a dead letter keeps it: masked, built only for the few that are parked.
   // `values`: the row's image once it left the change (its masked `after`, completed).
   const auto change_of = [&parsed](std::size_t i, const nlohmann::json* values) {
@@ -618,13 +655,15 @@ Status Sink::Impl::process(std::vector<bus::Delivery>& deliveries, std::stop_tok
     stats_.parked.fetch_add(parked.size(), std::memory_order_relaxed);
     count_error("parked", static_cast<double>(parked.size()));
   }
-  for (const auto& [where, position] : batch.positions) positions_[where] = position;
+  {
+    std::lock_guard lock(positions_mu_);
+    for (const auto& [where, position] : batch.positions) positions_[where] = position;
+  }
   std::int64_t newest_commit = 0;
   for (const auto& p : parsed) newest_commit = std::max(newest_commit, p.change.commit_unix_us);
   if (newest_commit > 0) stats_.last_commit_unix_us.store(newest_commit);
   stats_.applied.fetch_add(rows, std::memory_order_relaxed);
-  reaper_.dispose(
-      std::make_shared<std::pair<std::vector<Parsed>, Batch>>(std::move(parsed), std::move(batch)));
+  reaper_.dispose(std::make_shared<Batch>(std::move(batch)));
   return {};
 }
 
@@ -758,7 +797,7 @@ Status Sink::Impl::run(std::stop_token stop) {
   bus::ConsumerOptions co;
   co.group = sink_group(o_.destination.name);
   co.consumer_name = o_.consumer_name;
-  co.claim_idle = o_.claim_idle;
+  co.start_claim_idle = o_.claim_idle;
   for (const auto& t : o_.destination.tables) co.topics.push_back("cdc." + t.source);
   auto consumer = bus::make_consumer(o_.bus, co);
   if (!consumer) return consumer.error();
@@ -767,37 +806,58 @@ Status Sink::Impl::run(std::stop_token stop) {
                              {"type", std::string(to_string(o_.destination.type))},
                              {"group", co.group},
                              {"tables", o_.destination.tables.size()}});
-  Backoff poll_backoff(o_.backoff_base, o_.backoff_max);
-  while (!stop.stop_requested()) {
-    auto batch = consumer_->poll(o_.batch_size, o_.poll_timeout);
-    if (!batch) {
-      if (batch.error().code != Code::kUnavailable) return batch.error();
-      log_.warn("bus unavailable", {{"error", batch.error().message}});
-      if (!sleep_for(stop, poll_backoff.next())) break;
-      continue;
-    }
-    poll_backoff.reset();
-    if (batch->empty()) {
-      publish_status(false);
-      continue;
-    }
-    stats_.deliveries.fetch_add(batch->size(), std::memory_order_relaxed);
-    Status s = process(*batch, stop);
-    if (!s) {
-      if (s.error().code == Code::kCancelled) break;
-      return s;
-    }
+  // One batch is applied on an applier thread while the next is polled, parsed and masked here;
+  // a batch's deliveries are acknowledged only once it is applied (then its failpoint).
+  std::unique_ptr<Prepared> applying;
+  std::future<Status> applied;  // declared after `applying`: destroyed (waited for) first
+  const auto finish = [&]() -> Status {
+    if (!applying) return {};
+    Status s = applied.get();
+    std::unique_ptr<Prepared> done = std::move(applying);
+    if (!s) return s;
     if (Status f = failpoint("sink.after_destination_commit"); !f) return f;
-    if (Status c = consumer_->commit(*batch); !c) {
+    if (Status c = consumer_->commit(done->deliveries); !c) {
       log_.warn("offset commit failed (the batch will be replayed and skipped)",
                 {{"error", c.error().message}});
     }
     stats_.batches.fetch_add(1, std::memory_order_relaxed);
-    reaper_.dispose(std::make_shared<std::vector<bus::Delivery>>(std::move(*batch)));
+    reaper_.dispose(std::shared_ptr<Prepared>(std::move(done)));
     publish_status(false);
+    return {};
+  };
+  Status result;
+  Backoff poll_backoff(o_.backoff_base, o_.backoff_max);
+  while (!stop.stop_requested()) {
+    // With a batch being applied the poll does not wait: acknowledging it comes first.
+    auto batch =
+        consumer_->poll(o_.batch_size, applying ? std::chrono::milliseconds(1) : o_.poll_timeout);
+    if (!batch || batch->empty()) {
+      if (result = finish(); !result) break;
+      if (!batch) {
+        if (batch.error().code != Code::kUnavailable) {
+          result = batch.error();
+          break;
+        }
+        log_.warn("bus unavailable", {{"error", batch.error().message}});
+        if (!sleep_for(stop, poll_backoff.next())) break;
+        continue;
+      }
+      poll_backoff.reset();
+      publish_status(false);
+      continue;
+    }
+    poll_backoff.reset();
+    stats_.deliveries.fetch_add(batch->size(), std::memory_order_relaxed);
+    std::unique_ptr<Prepared> next = prepare(std::move(*batch), applying.get());
+    if (result = finish(); !result) break;
+    applying = std::move(next);
+    applied = std::async(std::launch::async,
+                         [this, p = applying.get(), stop] { return apply_prepared(*p, stop); });
   }
+  if (result) result = finish();
   publish_status(true);
-  return {};
+  if (!result && result.error().code == Code::kCancelled) return {};
+  return result;
 }
 
 }  // namespace hi::sinks

@@ -24,7 +24,10 @@
 // source's schema and a snapshot of the source is requested (relay_snapshots), so it starts
 // complete.
 //
-// Threading: run() owns its connections and runs on the caller's thread; stats() from any thread.
+// Threading: run() owns its connections and runs on the caller's thread, which polls, parses and
+// masks the next batch while an applier thread applies the one before (schema changes, rows,
+// dead letters); the bus is acknowledged on the caller's thread once a batch is applied. A reaper
+// thread frees applied batches. stats() from any thread.
 #pragma once
 
 #include <atomic>
@@ -55,10 +58,11 @@ struct SinkOptions {
   std::chrono::milliseconds backoff_base{200};
   std::chrono::milliseconds backoff_max{5000};
   bool request_snapshots = true;
-  // Redis: entries another consumer of the group left pending are taken over once idle this
-  // long. One process runs per destination, so any such entry is a dead sink's, and taking it
-  // at once (0) applies it before anything newer: an update that leaves a TOASTed column out
-  // must land on the row as it was just before it.
+  // Redis: at start, entries another consumer of the group left pending are taken over once
+  // idle this long (bus start_claim_idle; later on, the bus default). One process runs per
+  // destination, so any such entry is a dead sink's, and taking it at once (0) applies it before
+  // anything newer: an update that leaves a TOASTed column out must land on the row as it was
+  // just before it.
   std::chrono::milliseconds claim_idle{0};
 };
 

@@ -158,6 +158,43 @@ TEST_F(StreamRetentionTest, ReclaimedEntriesCarryTheirDeliveryCount) {
   }
 }
 
+// start_claim_idle: a consumer takes a dead one's pending entries at its first polls, however
+// fresh (a sink's successor), then holds what it was given without claiming it back from itself
+// while it polls again (a sink applies one batch while it polls the next), until claim_idle.
+TEST_F(StreamRetentionTest, StartClaimsTakeADeadConsumersEntriesAtOnceButNotOnesOwn) {
+  add("events.miner", 3);
+  bus::BusOptions o;
+  o.redis_url = test::TestServers::get().redis_url();
+  bus::ConsumerOptions co;
+  co.group = "start-group";
+  co.topics = {"events.miner"};
+  co.consumer_name = "dead";
+  auto dead = bus::RedisStreamsConsumer::create(o, co);
+  ASSERT_TRUE(dead.ok()) << dead.error().message;
+  auto taken = (*dead)->poll(2, std::chrono::milliseconds(100));
+  ASSERT_TRUE(taken.ok());
+  ASSERT_EQ(taken->size(), 2u);  // and never acknowledged
+
+  co.consumer_name = "successor";
+  co.start_claim_idle = std::chrono::milliseconds(0);
+  co.claim_idle = std::chrono::milliseconds(60000);
+  auto next = bus::RedisStreamsConsumer::create(o, co);
+  ASSERT_TRUE(next.ok()) << next.error().message;
+  auto claimed = (*next)->poll(10, std::chrono::milliseconds(100));
+  ASSERT_TRUE(claimed.ok());
+  ASSERT_EQ(claimed->size(), 2u) << "the dead consumer's entries first, without waiting";
+  EXPECT_EQ((*claimed)[0].position, (*taken)[0].position);
+  // Held, not acknowledged: the next polls bring the third entry, then nothing.
+  auto third = (*next)->poll(10, std::chrono::milliseconds(100));
+  ASSERT_TRUE(third.ok());
+  ASSERT_EQ(third->size(), 1u);
+  EXPECT_NE(third->front().position, (*taken)[0].position);
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  auto none = (*next)->poll(10, std::chrono::milliseconds(50));
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty()) << "claimed back its own entries";
+}
+
 // commit_later() sends the XACK with the next poll, in its round trip: until then the entries
 // are pending (XPENDING, read here on another connection), after it they are not; entries
 // deferred when the consumer stops go with an explicit commit().
