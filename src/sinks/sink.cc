@@ -454,8 +454,10 @@ std::unique_ptr<Prepared> Sink::Impl::prepare(std::vector<bus::Delivery> deliver
         continue;
       }
     }
-    // Redis: an entry of the batch being applied, claimed back at start (start_claim_idle):
-    // that batch applies and acknowledges it.
+    // Redis: an entry of the batch being applied, claimed back from ourselves. This happens
+    // when that batch was polled while the one before it was being retried against a
+    // destination that was down, and so sat idle past claim_idle. That batch applies and
+    // acknowledges it.
     if (in_flight != nullptr && d.delivery_count > 1 &&
         std::any_of(in_flight->deliveries.begin(), in_flight->deliveries.end(),
                     [&](const bus::Delivery& f) {
