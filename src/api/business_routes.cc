@@ -66,7 +66,7 @@ void Service::add_business_routes(http::Router& router) {
       payload["trade_id"] = trade["id"];
       payload.erase("id");
       auto ev = internal::record_write(c, {"treasury.trade_executed", "treasury.execute",
-                                           "treasury_trades", id, payload, nullptr, trade});
+                                           "treasury_trades", id, payload, nullptr, trade, true});
       if (!ev) return db_failure(ev.error());
       return internal::write_response({{"id", trade["id"]}, {"trade", trade}}, *ev, 201);
     });
@@ -96,7 +96,7 @@ void Service::add_business_routes(http::Router& router) {
       const json payload = {
           {"customer_id", customer["id"]}, {"name", *name}, {"email", customer["email"]}};
       auto ev = internal::record_write(c, {"crm.customer_created", "crm.customer_create",
-                                           "crm_customers", id, payload, nullptr, customer});
+                                           "crm_customers", id, payload, nullptr, customer, true});
       if (!ev) return db_failure(ev.error());
       return internal::write_response({{"id", customer["id"]}, {"customer", customer}}, *ev, 201);
     });

@@ -152,8 +152,8 @@ void Service::add_miner_routes(http::Router& router) {
                             {"model_id", m->model_id},
                             {"quantity", m->quantity},
                             {"status", m->status}};
-      auto ev =
-          record_write(c, {"miner.added", "miner.add", "user_miners", id, payload, nullptr, after});
+      auto ev = record_write(
+          c, {"miner.added", "miner.add", "user_miners", id, payload, nullptr, after, true});
       if (!ev) return db_failure(ev.error());
       return write_response({{"id", std::stoll(id)}, {"miner", after}}, *ev, 201);
     });
@@ -254,8 +254,8 @@ void Service::add_miner_routes(http::Router& router) {
       if (!after) return db_failure(after.error());
       const json payload = {
           {"miner_id", std::stoll(id)}, {"from", (*before)["status"]}, {"to", *status}};
-      auto ev = record_write(
-          c, {"miner.status_changed", "miner.status", "user_miners", id, payload, *before, *after});
+      auto ev = record_write(c, {"miner.status_changed", "miner.status", "user_miners", id, payload,
+                                 *before, *after, true});
       if (!ev) return db_failure(ev.error());
       return write_response({{"id", std::stoll(id)}, {"miner", *after}}, *ev, 200);
     });

@@ -180,8 +180,8 @@ void Service::add_secret_routes(http::Router& router) {
       after["user_id"] = miner["user_id"];
       after["key_version"] = miner["key_version"];
       after["pool"] = {{"url", *url}, {"worker", *worker}, {"password", "[redacted]"}};
-      auto ev = record_write(
-          c, {"miner.hosted", "miner.host", "miners", std::to_string(id), payload, nullptr, after});
+      auto ev = record_write(c, {"miner.hosted", "miner.host", "miners", std::to_string(id),
+                                 payload, nullptr, after, true});
       if (!ev) return db_failure(ev.error());
       return write_response({{"id", id},
                              {"serial", *serial},
@@ -287,8 +287,9 @@ void Service::add_secret_routes(http::Router& router) {
         if (row->empty()) continue;  // a concurrent first PUT won: update its row
         json after = json::parse(row->text(0, 0));
         const json payload = {{"exchange", exchange}, {"key_last4", last4}};
-        auto ev = record_write(c, {"treasury.exchange_key_set", "treasury.exchange_key_set",
-                                   "exchange_keys", std::to_string(id), payload, before, after});
+        auto ev =
+            record_write(c, {"treasury.exchange_key_set", "treasury.exchange_key_set",
+                             "exchange_keys", std::to_string(id), payload, before, after, true});
         if (!ev) return db_failure(ev.error());
         return write_response(
             {{"exchange", exchange}, {"key_last4", last4}, {"updated_at", after["updated_at"]}},

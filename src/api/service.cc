@@ -315,11 +315,16 @@ Response Service::run_guarded(http::Request& request, const Principal& principal
     return r;
   }
   pg::Connection& db = **lease;
+  // BEGIN rides with the first statement; without an Idempotency-Key (whose response is
+  // stored after the work), COMMIT may ride with the last write.
   pg::Transaction tx(db);
-  if (auto s = tx.begin(who->tenant_id); !s) return db_failure(s.error());
-  Call call{request, *who, db};
+  if (auto s = tx.begin(who->tenant_id, pg::Transaction::Start::kWithFirstStatement); !s) {
+    return db_failure(s.error());
+  }
+  Call call{request, *who, db, key.empty() ? &tx : nullptr};
   Response response = key.empty() ? work(call) : run_idempotent(call, key, work);
   if (response.status >= 400 || response.error) return response;  // rolled back with tx
+  if (!tx.active()) return response;                              // committed with the last write
   if (auto s = tx.commit(); !s) return db_failure(s.error());
   return response;
 }

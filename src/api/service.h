@@ -42,6 +42,10 @@
 #include "redis/client.h"
 #include "vault/vault.h"
 
+namespace hi::pg {
+class Transaction;
+}  // namespace hi::pg
+
 namespace hi::api {
 
 struct ServiceOptions {
@@ -83,6 +87,9 @@ struct Call {
   http::Request& request;
   const Principal& who;
   pg::Connection& db;
+  // The request's transaction, when a write whose answer follows at once may end it with its
+  // last statements' round trip (internal::record_write with `last`); null otherwise.
+  pg::Transaction* commit_early = nullptr;
 };
 
 class Service {

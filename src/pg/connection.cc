@@ -142,7 +142,26 @@ bool stale_statement(const Error& e) {
 }
 }  // namespace
 
+Status Connection::send_deferred() {
+  if (deferred_.empty()) return {};
+  auto r = pipeline({});
+  if (!r) return r.error();
+  return {};
+}
+
 Result<QueryResult> Connection::exec(std::string_view sql, const Params& params) {
+  if (!deferred_.empty()) {
+    // With a single statement of the extended protocol. Parameterless texts may hold several
+    // statements (exec_script), which only the simple protocol takes: those go after.
+    if (params.empty()) {
+      if (auto s = send_deferred(); !s) return s.error();
+    } else {
+      const Statement st[] = {{std::string(sql), params, false}};
+      auto r = pipeline(st);
+      if (!r) return r.error();
+      return std::move(r->back());
+    }
+  }
   const std::string text(sql);
   PgResultPtr res;
   if (params.empty()) {
@@ -177,6 +196,7 @@ Status Connection::exec_script(std::string_view sql) {
 }
 
 Status Connection::prepare(const std::string& name, std::string_view sql) {
+  if (auto s = send_deferred(); !s) return s;
   const std::string text(sql);
   PgResultPtr res(PQprepare(conn_.get(), name.c_str(), text.c_str(), 0, nullptr));
   auto r = check(std::move(res), "pg prepare " + name);
@@ -185,6 +205,12 @@ Status Connection::prepare(const std::string& name, std::string_view sql) {
 }
 
 Result<QueryResult> Connection::exec_prepared(const std::string& name, const Params& params) {
+  if (!deferred_.empty()) {
+    const Statement st[] = {{name, params, true}};
+    auto r = pipeline(st);
+    if (!r) return r.error();
+    return std::move(r->back());
+  }
   auto ptrs = param_pointers(params);
   PgResultPtr res(PQexecPrepared(conn_.get(), name.c_str(), static_cast<int>(ptrs.size()),
                                  ptrs.data(), nullptr, nullptr, 0));
@@ -192,6 +218,18 @@ Result<QueryResult> Connection::exec_prepared(const std::string& name, const Par
 }
 
 Result<std::vector<QueryResult>> Connection::pipeline(std::span<const Statement> statements) {
+  if (deferred_.empty()) return run_pipeline(statements);
+  std::vector<Statement> all = std::move(deferred_);
+  deferred_.clear();
+  const auto held = static_cast<std::ptrdiff_t>(all.size());
+  all.insert(all.end(), statements.begin(), statements.end());
+  auto r = run_pipeline(all);
+  if (!r) return r.error();
+  r->erase(r->begin(), r->begin() + held);
+  return r;
+}
+
+Result<std::vector<QueryResult>> Connection::run_pipeline(std::span<const Statement> statements) {
   pg_conn* c = conn_.get();
   if (PQenterPipelineMode(c) != 1) return internal_error("pg pipeline: cannot enter pipeline mode");
   struct Exit {
@@ -268,6 +306,7 @@ Result<std::vector<QueryResult>> Connection::pipeline(std::span<const Statement>
 }
 
 Status Connection::listen(const std::string& channel) {
+  if (auto s = send_deferred(); !s) return s;
   auto r = exec("LISTEN " + quote_ident(channel));
   if (!r) return r.error();
   return {};

@@ -101,6 +101,14 @@ class Connection {
   // state; returns one result per statement, or the first error.
   Result<std::vector<QueryResult>> pipeline(std::span<const Statement> statements);
 
+  // Statements held back to ride with the next call's round trip (a transaction's BEGIN and
+  // its settings, Transaction::begin()): the next exec(), exec_prepared() or pipeline() sends
+  // them in one pipeline ahead of its own statements and drops their results; an error among
+  // them is that call's. Any other call that talks to the server sends them first on their own.
+  void defer(Statement statement) { deferred_.push_back(std::move(statement)); }
+  bool has_deferred() const { return !deferred_.empty(); }
+  void drop_deferred() { deferred_.clear(); }
+
   // The server's reply to LISTEN-ed channels: waits up to timeout for one notification.
   struct Notification {
     std::string channel;
@@ -132,10 +140,15 @@ class Connection {
   // forgets it on failure.
   const std::string* remember(const std::string& sql);
   void forget(const std::string& sql) { statements_.erase(sql); }
+  // Sends the deferred statements in their own round trip (before a call that cannot carry
+  // them: a script, a PREPARE, LISTEN).
+  Status send_deferred();
+  Result<std::vector<QueryResult>> run_pipeline(std::span<const Statement> statements);
 
   PgConnPtr conn_;
   std::unordered_map<std::string, std::string> statements_;  // SQL text -> prepared name
   std::uint64_t next_statement_ = 0;
+  std::vector<Statement> deferred_;
 };
 
 // Errors from a result: classifies the SQLSTATE into a Code.

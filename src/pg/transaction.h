@@ -12,7 +12,9 @@
 #pragma once
 
 #include <optional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "core/result.h"
 #include "pg/connection.h"
@@ -26,9 +28,17 @@ class Transaction {
   Transaction& operator=(const Transaction&) = delete;
   ~Transaction();
 
-  // BEGIN, then set app.tenant_id locally when a tenant is given.
-  Status begin(std::optional<std::string> tenant_id = std::nullopt);
+  // BEGIN, then set app.tenant_id locally when a tenant is given. kWithFirstStatement holds
+  // both back to ride in the first statement's round trip (Connection::defer): a failure to
+  // begin is then that statement's, and a transaction that runs nothing costs nothing. Only
+  // for callers that talk to the server through exec(), exec_prepared() and pipeline().
+  enum class Start { kNow, kWithFirstStatement };
+  Status begin(std::optional<std::string> tenant_id = std::nullopt, Start start = Start::kNow);
   Status commit();
+  // Runs `last` and COMMIT in one pipeline: the transaction ends with its last writes' round
+  // trip. On an error nothing is committed (the destructor or rollback() ends what is left);
+  // the results are last's.
+  Result<std::vector<QueryResult>> commit_with(std::span<const Statement> last);
   Status rollback();
   bool active() const { return active_; }
 

@@ -357,5 +357,75 @@ TEST_F(SchemaTest, CachedStatementsKeepTenantsErrorsAndNewColumns) {
       1);
 }
 
+// Transaction::Start::kWithFirstStatement holds BEGIN and the tenant back to ride with the
+// first statement, and commit_with() ends the transaction in its last statements' round trip:
+// what a caller sees must be what an eager BEGIN and COMMIT give.
+TEST_F(SchemaTest, TransactionsMayBeginWithTheirFirstStatementAndCommitWithTheirLast) {
+  auto app = TestServers::get().app();
+  const std::string users_above = "SELECT count(*) FROM users WHERE id > $1::bigint";
+  auto expected = owner_.exec(users_above + " AND tenant_id = 2", {"0"});
+  ASSERT_TRUE(expected.ok()) << expected.error().message;
+  {
+    pg::Transaction tx(app);
+    ASSERT_TRUE(tx.begin("2", pg::Transaction::Start::kWithFirstStatement).ok());
+    EXPECT_TRUE(app.has_deferred());
+    auto seen = app.exec(users_above, {"0"});  // row-level security: tenant 2's rows only
+    ASSERT_TRUE(seen.ok()) << seen.error().message;
+    EXPECT_EQ(seen->int64(0, 0), expected->int64(0, 0));
+    EXPECT_FALSE(app.has_deferred());
+    // Both statements ran in one transaction: the same transaction id.
+    const std::string xid = "SELECT pg_current_xact_id()::text WHERE $1::int = 1";
+    auto a = app.exec(xid, {"1"});
+    auto b = app.exec(xid, {"1"});
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(a->text(0, 0), b->text(0, 0));
+    ASSERT_TRUE(tx.commit().ok());
+  }
+  // A transaction that ran nothing: no error, and the connection is not left in a block (each
+  // statement is then its own transaction).
+  {
+    pg::Transaction tx(app);
+    ASSERT_TRUE(tx.begin("1", pg::Transaction::Start::kWithFirstStatement).ok());
+    ASSERT_TRUE(tx.commit().ok());
+    EXPECT_FALSE(app.has_deferred());
+    const std::string xid = "SELECT pg_current_xact_id()::text WHERE $1::int = 1";
+    auto a = app.exec(xid, {"1"});
+    auto b = app.exec(xid, {"1"});
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_NE(a->text(0, 0), b->text(0, 0));
+  }
+
+  ASSERT_TRUE(owner_.exec("CREATE TABLE IF NOT EXISTS tx_shapes (v int CHECK (v > 0))").ok());
+  ASSERT_TRUE(owner_.exec("TRUNCATE tx_shapes").ok());
+  const std::string insert = "INSERT INTO tx_shapes VALUES ($1::int) RETURNING v * 10";
+  {
+    // Committed with the last statements: their results come back, the rows are there.
+    pg::Transaction tx(owner_);
+    ASSERT_TRUE(tx.begin("1", pg::Transaction::Start::kWithFirstStatement).ok());
+    ASSERT_TRUE(owner_.exec(insert, {"1"}).ok());
+    const pg::Statement last[] = {{insert, {std::string("2")}, false},
+                                  {insert, {std::string("3")}, false}};
+    auto r = tx.commit_with(last);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    ASSERT_EQ(r->size(), 2u);
+    EXPECT_EQ((*r)[1].int64(0, 0), 30);
+    EXPECT_FALSE(tx.active());
+  }
+  {
+    // A last statement that fails: nothing of the transaction is committed.
+    pg::Transaction tx(owner_);
+    ASSERT_TRUE(tx.begin("1", pg::Transaction::Start::kWithFirstStatement).ok());
+    ASSERT_TRUE(owner_.exec(insert, {"4"}).ok());
+    const pg::Statement last[] = {{insert, {std::string("5")}, false},
+                                  {insert, {std::string("-1")}, false}};
+    auto r = tx.commit_with(last);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().message.find("SQLSTATE 23514"), std::string::npos) << r.error().message;
+  }
+  // 1 + 2 + 3 from the first; nothing from the second (rolled back when tx went away).
+  EXPECT_EQ(count(owner_, "SELECT coalesce(sum(v), 0) FROM tx_shapes"), 6);
+  ASSERT_TRUE(owner_.exec("DROP TABLE tx_shapes").ok());
+}
+
 }  // namespace
 }  // namespace hi

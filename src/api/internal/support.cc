@@ -4,6 +4,7 @@
 
 #include "core/ids.h"
 #include "pg/array.h"
+#include "pg/transaction.h"
 
 namespace hi::api::internal {
 
@@ -25,7 +26,8 @@ Result<schema::EventRef> record_write(Call& c, const WriteRecord& w) {
        {c.who.tenant_id, c.who.user_id, w.action, w.entity, w.entity_id, c.request.request_id,
         c.request.remote_address, details.dump()},
        false}};
-  auto r = c.db.pipeline(writes);
+  auto r = w.last && c.commit_early != nullptr ? c.commit_early->commit_with(writes)
+                                               : c.db.pipeline(writes);
   if (!r) return r.error().wrap("append event " + w.kind);
   return schema::EventRef{std::string((*r)[0].text(0, 0)), (*r)[0].int64(0, 1)};
 }

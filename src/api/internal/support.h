@@ -28,6 +28,9 @@ struct WriteRecord {
   nlohmann::json payload;
   nlohmann::json before;
   nlohmann::json after;
+  // The request's last statements: the answer follows at once, so when the request allows it
+  // (Call::commit_early) COMMIT rides in the same round trip.
+  bool last = false;
 };
 Result<schema::EventRef> record_write(Call& c, const WriteRecord& w);
 
