@@ -111,6 +111,10 @@ class Relay {
   Status backfill(std::stop_token stop);
   Status handle(const pg::StreamEvent& ev);
   Status handle_change(const pg::Message& msg);
+  // Remembers a relation for the session. A captured table with REPLICA IDENTITY FULL flags
+  // every column as its key: its changes are keyed by its primary key instead (read from the
+  // catalog), so that one row's changes share a key and a partition.
+  Status put_relation(pg::Relation relation);
   Status replay_stream(const pg::StreamCommit& commit);
   Status publish(bus::Message message);
   Status publish_outbox_row(const pg::Relation& rel, const pg::Tuple& row);

@@ -68,6 +68,27 @@ Status Relay::publish_outbox_row(const pg::Relation& rel, const pg::Tuple& row) 
   return publish(std::move(m));
 }
 
+Status Relay::put_relation(pg::Relation relation) {
+  if (relation.replica_identity == 'f' && capture_.contains(qualified(relation))) {
+    // The catalog as it is now, not as of this WAL position: a primary key that changed while
+    // the relay was behind keys the older changes by the new one (rare; only partitions move).
+    auto conn = pg::Connection::connect(options_.database_url);
+    if (!conn) return conn.error().wrap("primary key of " + qualified(relation));
+    auto pk = conn->exec(
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+        "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = $1::oid AND i.indisprimary",
+        {std::to_string(relation.id)});
+    if (!pk) return pk.error().wrap("primary key of " + qualified(relation));
+    if (!pk->empty()) {  // without one, every column stays the key
+      std::unordered_set<std::string_view> names;
+      for (int i = 0; i < pk->rows(); ++i) names.insert(pk->text(i, 0));
+      for (auto& c : relation.columns) c.key = names.contains(c.name);
+    }
+  }
+  session_->relations.put(std::move(relation));
+  return {};
+}
+
 Status Relay::handle_change(const pg::Message& msg) {
   Session& s = *session_;
   // The relation of a row change, when we publish its table (nullptr: skip the change).
@@ -92,7 +113,7 @@ Status Relay::handle_change(const pg::Message& msg) {
           s.in_tx = false;
           stats_.transactions.fetch_add(1, std::memory_order_relaxed);
         } else if constexpr (std::is_same_v<T, pg::Relation>) {
-          s.relations.put(m);
+          return put_relation(m);
         } else if constexpr (std::is_same_v<T, pg::Insert>) {
           const pg::Relation* rel = s.relations.find(m.relation_id);
           if (rel != nullptr && qualified(*rel) == options_.outbox_table) {
@@ -181,7 +202,9 @@ Status Relay::handle(const pg::StreamEvent& ev) {
   }
   if (s.streams.open()) {
     // Relations are needed when the spill is replayed; everything else waits for the commit.
-    if (const auto* rel = std::get_if<pg::Relation>(&*msg)) s.relations.put(*rel);
+    if (const auto* rel = std::get_if<pg::Relation>(&*msg)) {
+      if (auto st = put_relation(*rel); !st) return st;
+    }
     return s.streams.append(std::span<const char>(ev.payload.data(), ev.payload.size()));
   }
   return handle_change(*msg);

@@ -278,9 +278,14 @@ TEST_F(RelayTest, CapturesTableChangesWithToastMarkersAndSchemaChanges) {
   EXPECT_EQ(v[3]["op"], "u");
   EXPECT_EQ(v[3]["before"]["name"], "one");
   EXPECT_EQ(v[3]["after"]["name"], "uno");
+  // ... and is keyed by the primary key still (REPLICA IDENTITY FULL flags every column as the
+  // key: keyed by them, one row's changes would spread over a topic's partitions)
+  EXPECT_EQ(e[3].key, R"({"id":1})");
   // delete and truncate
   EXPECT_EQ(v[4]["op"], "d");
   EXPECT_EQ(v[4]["before"]["id"], 2);
+  EXPECT_EQ(v[4]["before"]["name"], "two");
+  EXPECT_EQ(e[4].key, R"({"id":2})");
   EXPECT_TRUE(v[4]["after"].is_null());
   EXPECT_EQ(v[5]["op"], "t");
   EXPECT_EQ(v[5]["source"]["table"], "public.captured");
