@@ -11,6 +11,7 @@
 #include "consume/fenced_lock.h"
 #include "consume/portfolio_worker.h"
 #include "pg/transaction.h"
+#include "schema/seed.h"
 #include "support/consume_helpers.h"
 #include "support/relay_helpers.h"
 #include "support/servers.h"
@@ -365,6 +366,51 @@ TEST_F(ConsumeTest, PoisonEventIsDeadLetteredWhileOthersFlowAndReplayAppliesItOn
   EXPECT_EQ(scalar("SELECT events_applied FROM user_portfolio WHERE user_id = 1999"), 1);
   ASSERT_TRUE(owner_.exec("DELETE FROM user_portfolio WHERE user_id = 1999").ok());
   ASSERT_TRUE(owner_.exec("DELETE FROM users WHERE id = 1999").ok());
+}
+
+// A worker prepares its reads when it starts, often while user_miners is nearly empty, and a
+// prepared statement keeps the plan made then. However the table grows after, a batch reads
+// the rows of its users and no others. (The plan a long-running worker settles on is the
+// generic one: forced here. The empty table is a temporary one of this connection, which
+// shadows the shared table.)
+TEST(PortfolioInputs, ReadsOnlyTheBatchsUsersWhateverTheTableWasWhenPrepared) {
+  auto owner = TestServers::get().owner();
+  ASSERT_TRUE(schema::seed(owner, Logger("test")).ok());  // the models and a network snapshot
+  auto app = TestServers::get().app();
+  ASSERT_TRUE(app.exec_script("CREATE TEMP TABLE user_miners (LIKE public.user_miners INCLUDING "
+                              "DEFAULTS INCLUDING INDEXES);"
+                              "ALTER TABLE user_miners ENABLE ROW LEVEL SECURITY;"
+                              "ALTER TABLE user_miners FORCE ROW LEVEL SECURITY;"
+                              "CREATE POLICY tenant ON user_miners USING (tenant_id = "
+                              "NULLIF(current_setting('app.tenant_id', true), '')::bigint)")
+                  .ok());
+  ASSERT_TRUE(app.exec("SET plan_cache_mode = force_generic_plan").ok());
+  consume::ReferenceCache reference;
+  ASSERT_TRUE(consume::prepare_inputs(app, reference).ok());
+  {
+    // Then 40 users of tenant 1 gain 50 rows each.
+    pg::Transaction tx(app);
+    ASSERT_TRUE(tx.begin("1").ok());
+    ASSERT_TRUE(app.exec("INSERT INTO user_miners (tenant_id, user_id, model_id, quantity) "
+                         "SELECT 1, 900000 + g % 40, 1, 1 FROM generate_series(1, $1::int) g",
+                         {"2000"})
+                    .ok());
+    ASSERT_TRUE(tx.commit().ok());
+  }
+  pg::Transaction tx(app);
+  ASSERT_TRUE(tx.begin("1").ok());
+  auto in = consume::load_inputs(app, {"900007", "900008"}, &reference);
+  ASSERT_TRUE(in.ok()) << in.error().message;
+  EXPECT_EQ(in->holdings["900007"].size(), 50u);
+  EXPECT_EQ(in->holdings["900008"].size(), 50u);
+  // Rows this transaction read from the table, by any plan: the two users' 100.
+  auto read = app.exec(
+      "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM "
+      "pg_stat_xact_user_tables WHERE relid = 'user_miners'::regclass AND $1::int = 1",
+      {"1"});
+  ASSERT_TRUE(read.ok()) << read.error().message;
+  ASSERT_EQ(read->rows(), 1);
+  EXPECT_EQ(read->int64(0, 0), 100);
 }
 
 }  // namespace
