@@ -98,9 +98,9 @@ Response Service::cached(http::Request& request, const std::string& scope, const
   if (in.read && in.read->type == redis::Reply::Type::kString) {
     if (const auto entry = read_entry(in.read->str)) {
       const std::int64_t age_ms = unix_ms() - entry->stored_at;
-      const std::string body(entry->body);
+      std::string body(entry->body);
       if (age_ms < std::chrono::milliseconds(ttl).count()) {
-        return finish(Response::text(body, "application/json"), "fresh");
+        return finish(Response::text(std::move(body), "application/json"), "fresh");
       }
       // Stale: answer now, refresh once (here and in every other API process).
       bool queue = false;
@@ -141,7 +141,7 @@ Response Service::cached(http::Request& request, const std::string& scope, const
           refreshing_.erase(key);  // another process refreshes it
         }
       }
-      return finish(Response::text(body, "application/json"), "stale");
+      return finish(Response::text(std::move(body), "application/json"), "stale");
     }
   }
   // Missing, a tombstone, unreadable, or Redis is down: compute in the request.
