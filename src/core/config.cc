@@ -37,7 +37,6 @@ constexpr SettingSpec kSettings[] = {
     {"DB_APP_ROLE", "hashinsight_app",
      "role the API and workers SET ROLE to (subject to row-level security)", K::kString, 0, 0, "",
      "database"},
-    {"DB_POOL_SIZE", "8", "connections per process pool", K::kInt, 1, 512, "", "database"},
     // --- redis
     {"REDIS_URL", "",
      "Redis URL (cache, locks, streams bus); empty = the embedded private redis-server",
@@ -165,10 +164,6 @@ constexpr SettingSpec kSettings[] = {
     {"CRM_WEBHOOK_URL", "", "where the crm worker delivers events", K::kHttpUrl, 0, 0, "",
      "consumers"},
     {"CRM_WEBHOOK_TIMEOUT_MS", "5000", "crm webhook timeout", K::kInt, 1, 600000, "", "consumers"},
-    // --- cache
-    {"PORTFOLIO_CACHE_TTL_S", "600", "TTL of user_portfolio:{uid}", K::kInt, 1, 86400 * 30, "",
-     "cache"},
-    {"FORECAST_CACHE_TTL_S", "1800", "TTL of forecast:{uid}", K::kInt, 1, 86400 * 30, "", "cache"},
 };
 
 bool has_scheme(std::string_view v, std::string_view scheme) {

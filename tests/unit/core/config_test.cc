@@ -39,7 +39,7 @@ TEST(Config, EveryBadValueIsNamedWithItsReason) {
                                   {"DATABASE_URL", "mysql://db/x"},
                                   {"REDIS_URL", "http://r"},
                                   {"KAFKA_BROKERS", "broker1:9092,broker2"},
-                                  {"DB_POOL_SIZE", "0"},
+                                  {"API_WORKERS", "0"},
                                   {"CRM_WEBHOOK_URL", "ftp://x"}}));
   ASSERT_FALSE(cfg.ok());
   const std::string& msg = cfg.error().message;
@@ -51,7 +51,7 @@ TEST(Config, EveryBadValueIsNamedWithItsReason) {
   EXPECT_NE(msg.find("REDIS_URL='http://r': must be a redis:// URL"), std::string::npos) << msg;
   EXPECT_NE(msg.find("KAFKA_BROKERS='broker1:9092,broker2': expected host:port"), std::string::npos)
       << msg;
-  EXPECT_NE(msg.find("DB_POOL_SIZE='0': out of range 1..512"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("API_WORKERS='0': out of range 1..256"), std::string::npos) << msg;
   EXPECT_NE(msg.find("CRM_WEBHOOK_URL='ftp://x'"), std::string::npos) << msg;
 }
 
