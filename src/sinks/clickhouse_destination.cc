@@ -81,6 +81,9 @@ class ClickHouseDestination final : public Destination {
           "CREATE TABLE IF NOT EXISTS _hi_sink_tables (destination String, target String, "
           "truncate_lsn UInt64, truncate_ordinal UInt32) "
           "ENGINE = ReplacingMergeTree(truncate_lsn) ORDER BY (destination, target)",
+          "CREATE TABLE IF NOT EXISTS _hi_sink_schemas (destination String, target String, "
+          "schema_lsn UInt64, schema_ordinal UInt32) "
+          "ENGINE = ReplacingMergeTree(schema_lsn) ORDER BY (destination, target)",
           "CREATE TABLE IF NOT EXISTS _hi_sink_dead_letters (destination String, "
           "source_table String, target String, change_id String, row_key String, "
           "change String, reason String, parked_at DateTime) "
@@ -139,7 +142,32 @@ class ClickHouseDestination final : public Destination {
       st.truncate =
           Version{num(j["truncate_lsn"]), static_cast<std::uint32_t>(num(j["truncate_ordinal"]))};
     }
+    // Rows until merged: the newest wins.
+    auto v = query("SELECT schema_lsn, schema_ordinal FROM _hi_sink_schemas WHERE destination = " +
+                   quote_string(options_.name) + " AND target = " + quote_string(target) +
+                   " ORDER BY schema_lsn DESC, schema_ordinal DESC LIMIT 1 FORMAT JSONEachRow");
+    if (!v) return v.error();
+    for (const auto& line : lines(*v)) {
+      auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded()) continue;
+      const auto num = [](const nlohmann::json& x) -> std::uint64_t {
+        return x.is_string() ? std::stoull(x.get<std::string>()) : x.get<std::uint64_t>();
+      };
+      st.schema =
+          Version{num(j["schema_lsn"]), static_cast<std::uint32_t>(num(j["schema_ordinal"]))};
+    }
     return st;
+  }
+
+  Status save_schema_version(const std::string& target, const Version& version) override {
+    const nlohmann::json j = {{"destination", options_.name},
+                              {"target", target},
+                              {"schema_lsn", version.lsn},
+                              {"schema_ordinal", version.ordinal}};
+    if (auto r = insert("_hi_sink_schemas", j.dump() + "\n"); !r) {
+      return r.error().wrap("store the schema version of " + target);
+    }
+    return {};
   }
 
   std::string column_type(std::string_view pg_type, bool masked, bool key) const override {

@@ -86,6 +86,9 @@ struct TableState {
   bool exists = false;
   std::vector<Column> columns;      // the source's columns (without the sink's own)
   std::optional<Version> truncate;  // the stored floor
+  // The version of the change whose columns the table took last (stored with each schema
+  // change): an older change, replayed after a restart, does not undo that change.
+  std::optional<Version> schema;
 };
 
 class Destination {
@@ -110,6 +113,8 @@ class Destination {
   virtual Status add_column(const std::string& target, const Column& column) = 0;
   virtual Status drop_column(const std::string& target, const std::string& column) = 0;
   virtual Status alter_column(const std::string& target, const Column& column) = 0;
+  // Stores the version of the change whose columns `target` follows now (TableState::schema).
+  virtual Status save_schema_version(const std::string& target, const Version& version) = 0;
 
   virtual Status apply(const Batch& batch) = 0;
   virtual Status park(const std::vector<DeadLetter>& letters) = 0;

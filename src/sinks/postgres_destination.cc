@@ -40,6 +40,12 @@ CREATE TABLE IF NOT EXISTS _hi_sink_tables (
   truncate_lsn     bigint NOT NULL,
   truncate_ordinal integer NOT NULL,
   PRIMARY KEY (destination, target));
+CREATE TABLE IF NOT EXISTS _hi_sink_schemas (
+  destination    text NOT NULL,
+  target         text NOT NULL,
+  schema_lsn     bigint NOT NULL,
+  schema_ordinal integer NOT NULL,
+  PRIMARY KEY (destination, target));
 CREATE TABLE IF NOT EXISTS _hi_sink_dead_letters (
   id           bigserial PRIMARY KEY,
   destination  text NOT NULL,
@@ -125,8 +131,28 @@ class PostgresDestination final : public Destination {
       st.truncate = Version{static_cast<std::uint64_t>(f->int64(0, 0)),
                             static_cast<std::uint32_t>(f->int64(0, 1))};
     }
+    auto v = conn_.exec(
+        "SELECT schema_lsn, schema_ordinal FROM _hi_sink_schemas "
+        "WHERE destination = $1 AND target = $2",
+        {options_.name, target});
+    if (!v) return v.error();
+    if (!v->empty()) {
+      st.schema = Version{static_cast<std::uint64_t>(v->int64(0, 0)),
+                          static_cast<std::uint32_t>(v->int64(0, 1))};
+    }
     columns_[target] = st.columns;
     return st;
+  }
+
+  Status save_schema_version(const std::string& target, const Version& version) override {
+    auto r = conn_.exec(
+        "INSERT INTO _hi_sink_schemas VALUES ($1, $2, $3, $4) ON CONFLICT (destination, target) "
+        "DO UPDATE SET schema_lsn = EXCLUDED.schema_lsn, schema_ordinal = "
+        "EXCLUDED.schema_ordinal WHERE (_hi_sink_schemas.schema_lsn, "
+        "_hi_sink_schemas.schema_ordinal) < (EXCLUDED.schema_lsn, EXCLUDED.schema_ordinal)",
+        {options_.name, target, std::to_string(version.lsn), std::to_string(version.ordinal)});
+    if (!r) return r.error().wrap("store the schema version of " + target);
+    return {};
   }
 
   std::string column_type(std::string_view pg_type, bool masked, bool) const override {

@@ -307,6 +307,8 @@ Status Sink::Impl::prepare_tables(std::stop_token stop) {
     info.exists = st->exists;
     info.columns = st->columns;
     info.truncate = st->truncate;
+    // A table dropped by hand is created again by the next change, whatever its version.
+    if (info.exists && st->schema) info.schema_version = *st->schema;
     if (!info.exists && info.source_known) {
       if (auto s = create_from_source(info); !s) return s;
     }
@@ -423,6 +425,11 @@ Status Sink::Impl::evolve(TableInfo& info, const Change& newest, std::vector<Dea
     }
   }
   info.schema_version = newest.version;
+  if (changed) {
+    // Before the batch's rows: a change older than this one, replayed after a restart (from a
+    // partition that lagged behind), must not bring back what this one dropped.
+    if (auto s = dest_->save_schema_version(target, newest.version); !s) return s;
+  }
   if (changed || !info.exists) {
     auto st = dest_->table_state(target);
     if (!st) return st.error();
