@@ -160,9 +160,12 @@ Status Relay::open_session(std::stop_token stop) {
   }
 
   // Standby status goes out well within the server's wal_sender_timeout, also while a long
-  // streamed transaction is replayed and nothing is read from the connection.
-  if (auto t =
-          conn->exec("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'");
+  // streamed transaction is replayed and nothing is read from the connection. Asked of the
+  // walsender itself: another backend, started just before a configuration reload reached the
+  // server, may still report the old value (a relay that believed 60 s sent its status every
+  // 10 s to a walsender that gave up after 2 s).
+  if (auto t = stream.connection().exec(
+          "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'");
       t && !t->empty() && t->int64(0, 0) > 0) {
     session_->status_interval = std::min<std::chrono::milliseconds>(
         session_->status_interval, std::chrono::milliseconds(t->int64(0, 0) / 4));
