@@ -126,37 +126,37 @@ class ClickHouseDestination final : public Destination {
     auto& types = columns_[target];
     types.clear();
     for (const auto& c : st.columns) types[c.name] = c.type;
-    auto f = query(
-        "SELECT truncate_lsn, truncate_ordinal FROM _hi_sink_tables FINAL WHERE "
-        "destination = " +
-        quote_string(options_.name) + " AND target = " + quote_string(target) +
-        " FORMAT JSONEachRow");
-    if (!f) return f.error();
-    for (const auto& line : lines(*f)) {
+    const std::string where = " WHERE destination = " + quote_string(options_.name) +
+                              " AND target = " + quote_string(target);
+    auto floor = stored_version(
+        "SELECT truncate_lsn AS lsn, truncate_ordinal AS ordinal FROM _hi_sink_tables FINAL" +
+        where);
+    if (!floor) return floor.error();
+    st.truncate = *floor;
+    // Rows until merged: the newest wins.
+    auto schema =
+        stored_version("SELECT schema_lsn AS lsn, schema_ordinal AS ordinal FROM _hi_sink_schemas" +
+                       where + " ORDER BY schema_lsn DESC, schema_ordinal DESC LIMIT 1");
+    if (!schema) return schema.error();
+    st.schema = *schema;
+    return st;
+  }
+
+  // The version in the first row of `select` (columns `lsn` and `ordinal`), if any.
+  Result<std::optional<Version>> stored_version(const std::string& select) {
+    auto r = query(select + " FORMAT JSONEachRow");
+    if (!r) return r.error();
+    for (const auto& line : lines(*r)) {
       auto j = nlohmann::json::parse(line, nullptr, false);
       if (j.is_discarded()) continue;
       // UInt64 comes quoted in JSON output (output_format_json_quote_64bit_integers).
       const auto num = [](const nlohmann::json& v) -> std::uint64_t {
         return v.is_string() ? std::stoull(v.get<std::string>()) : v.get<std::uint64_t>();
       };
-      st.truncate =
-          Version{num(j["truncate_lsn"]), static_cast<std::uint32_t>(num(j["truncate_ordinal"]))};
+      return std::optional<Version>(
+          Version{num(j["lsn"]), static_cast<std::uint32_t>(num(j["ordinal"]))});
     }
-    // Rows until merged: the newest wins.
-    auto v = query("SELECT schema_lsn, schema_ordinal FROM _hi_sink_schemas WHERE destination = " +
-                   quote_string(options_.name) + " AND target = " + quote_string(target) +
-                   " ORDER BY schema_lsn DESC, schema_ordinal DESC LIMIT 1 FORMAT JSONEachRow");
-    if (!v) return v.error();
-    for (const auto& line : lines(*v)) {
-      auto j = nlohmann::json::parse(line, nullptr, false);
-      if (j.is_discarded()) continue;
-      const auto num = [](const nlohmann::json& x) -> std::uint64_t {
-        return x.is_string() ? std::stoull(x.get<std::string>()) : x.get<std::uint64_t>();
-      };
-      st.schema =
-          Version{num(j["schema_lsn"]), static_cast<std::uint32_t>(num(j["schema_ordinal"]))};
-    }
-    return st;
+    return std::optional<Version>();
   }
 
   Status save_schema_version(const std::string& target, const Version& version) override {

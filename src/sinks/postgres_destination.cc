@@ -122,26 +122,29 @@ class PostgresDestination final : public Destination {
       st.exists = true;
       st.columns.push_back({std::move(name), std::string(r->text(i, 1))});
     }
-    auto f = conn_.exec(
+    auto floor = stored_version(
         "SELECT truncate_lsn, truncate_ordinal FROM _hi_sink_tables "
         "WHERE destination = $1 AND target = $2",
-        {options_.name, target});
-    if (!f) return f.error();
-    if (!f->empty()) {
-      st.truncate = Version{static_cast<std::uint64_t>(f->int64(0, 0)),
-                            static_cast<std::uint32_t>(f->int64(0, 1))};
-    }
-    auto v = conn_.exec(
+        target);
+    if (!floor) return floor.error();
+    st.truncate = *floor;
+    auto schema = stored_version(
         "SELECT schema_lsn, schema_ordinal FROM _hi_sink_schemas "
         "WHERE destination = $1 AND target = $2",
-        {options_.name, target});
-    if (!v) return v.error();
-    if (!v->empty()) {
-      st.schema = Version{static_cast<std::uint64_t>(v->int64(0, 0)),
-                          static_cast<std::uint32_t>(v->int64(0, 1))};
-    }
+        target);
+    if (!schema) return schema.error();
+    st.schema = *schema;
     columns_[target] = st.columns;
     return st;
+  }
+
+  // The version `select` ($1 the destination, $2 the target) returns, if any.
+  Result<std::optional<Version>> stored_version(const char* select, const std::string& target) {
+    auto r = conn_.exec(select, {options_.name, target});
+    if (!r) return r.error();
+    if (r->empty()) return std::optional<Version>();
+    return std::optional<Version>(Version{static_cast<std::uint64_t>(r->int64(0, 0)),
+                                          static_cast<std::uint32_t>(r->int64(0, 1))});
   }
 
   Status save_schema_version(const std::string& target, const Version& version) override {
