@@ -306,7 +306,6 @@ Result<std::vector<QueryResult>> Connection::run_pipeline(std::span<const Statem
 }
 
 Status Connection::listen(const std::string& channel) {
-  if (auto s = send_deferred(); !s) return s;
   auto r = exec("LISTEN " + quote_ident(channel));
   if (!r) return r.error();
   return {};
