@@ -266,8 +266,11 @@ Status Sink::Impl::read_source_catalog() {
 Status Sink::Impl::create_from_source(TableInfo& info) {
   auto conn = pg::Connection::connect(o_.source_database_url);
   if (!conn) return conn.error().wrap("source database");
+  // With the source's WAL position: the columns read are those of every change committed
+  // before it, and of none older than a schema change after it.
   auto r = conn->exec(
-      "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+      "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
+      "(pg_current_wal_lsn() - '0/0')::bigint FROM pg_attribute a "
       "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped "
       "ORDER BY a.attnum",
       {info.spec->source});
@@ -284,6 +287,11 @@ Status Sink::Impl::create_from_source(TableInfo& info) {
   if (auto s = dest_->create_table(info.spec->target, cols, info.key_columns); !s) return s;
   info.exists = true;
   info.columns = cols;
+  // The table follows the catalog as of that position: the changes still queued from before
+  // it (older schemas) must not change its columns back.
+  const Version as_of{static_cast<std::uint64_t>(r->int64(0, 2)), 0};
+  if (auto s = dest_->save_schema_version(info.spec->target, as_of); !s) return s;
+  info.schema_version = as_of;
   log_.info("destination table created",
             {{"table", info.spec->source}, {"target", info.spec->target}});
   if (o_.request_snapshots) {
