@@ -52,7 +52,9 @@ struct PortfolioInputs {
   mining::NetworkSnapshot snapshot;
   mining::PortfolioOptions options;
   std::unordered_map<std::string, double> electricity_price;  // user -> USD/kWh (users row)
-  std::unordered_map<std::string, std::vector<mining::UserMiner>> holdings;  // user -> rows
+  // user -> the user's active miners, quantity summed per (model, electricity price), in
+  // parts of at most mining::kMaxUnits units; a user without any has no entry.
+  std::unordered_map<std::string, std::vector<mining::UserMiner>> holdings;
 };
 //
 // Reference data (miner_models, the latest network_snapshots row) is global and changes

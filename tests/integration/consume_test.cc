@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <tuple>
 
 #include "consume/fenced_lock.h"
 #include "consume/portfolio_worker.h"
@@ -401,8 +403,11 @@ TEST(PortfolioInputs, ReadsOnlyTheBatchsUsersWhateverTheTableWasWhenPrepared) {
   ASSERT_TRUE(tx.begin("1").ok());
   auto in = consume::load_inputs(app, {"900007", "900008"}, &reference);
   ASSERT_TRUE(in.ok()) << in.error().message;
-  EXPECT_EQ(in->holdings["900007"].size(), 50u);
-  EXPECT_EQ(in->holdings["900008"].size(), 50u);
+  // Each user's 50 rows of one unit of model 1 at the user's price come summed: one row of 50.
+  for (const char* user : {"900007", "900008"}) {
+    ASSERT_EQ(in->holdings[user].size(), 1u) << user;
+    EXPECT_EQ(in->holdings[user][0].quantity, 50) << user;
+  }
   // Rows this transaction read from the table, by any plan: the two users' 100.
   auto read = app.exec(
       "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM "
@@ -411,6 +416,77 @@ TEST(PortfolioInputs, ReadsOnlyTheBatchsUsersWhateverTheTableWasWhenPrepared) {
   ASSERT_TRUE(read.ok()) << read.error().message;
   ASSERT_EQ(read->rows(), 1);
   EXPECT_EQ(read->int64(0, 0), 100);
+}
+
+// The rows come summed per (model, electricity price), active ones only, and value the same
+// as the rows one by one: the reference is mining::recalculate_portfolio over the raw rows.
+TEST(PortfolioInputs, SumsActiveRowsPerModelAndPriceAndValuesThemAsTheRows) {
+  auto owner = TestServers::get().owner();
+  ASSERT_TRUE(schema::seed(owner, Logger("test")).ok());
+  ASSERT_TRUE(
+      owner
+          .exec_script(
+              "INSERT INTO users (id, tenant_id, email, display_name, electricity_price_usd_kwh) "
+              "VALUES (900101, 1, 'sum@example.test', 'Sum', 0.07) ON CONFLICT DO NOTHING;"
+              "DELETE FROM user_miners WHERE user_id = 900101;"
+              "INSERT INTO user_miners (tenant_id, user_id, model_id, quantity, "
+              "electricity_price_usd_kwh, status) VALUES "
+              "(1, 900101, 1, 3, NULL, 'active'), (1, 900101, 1, 4, NULL, 'active'), "
+              "(1, 900101, 1, 2, 0.05, 'active'), (1, 900101, 1, 6, 0.05, 'active'), "
+              "(1, 900101, 2, 5, NULL, 'active'), (1, 900101, 2, 9, NULL, 'inactive'), "
+              "(1, 900101, 3, 8, NULL, 'maintenance'), "
+              // Two rows whose sum passes the 100,000,000 units one valuation takes.
+              "(1, 900101, 4, 60000000, NULL, 'active'), "
+              "(1, 900101, 4, 70000000, NULL, 'active')")
+          .ok());
+  auto app = TestServers::get().app();
+  pg::Transaction tx(app);
+  ASSERT_TRUE(tx.begin("1").ok());
+  auto in = consume::load_inputs(app, {"900101"});
+  ASSERT_TRUE(in.ok()) << in.error().message;
+  std::vector<std::tuple<std::int64_t, std::int64_t, double>> got;
+  for (const auto& m : in->holdings["900101"]) {
+    EXPECT_EQ(m.status, mining::kActiveStatus);
+    got.emplace_back(m.miner_model_id, m.quantity, m.electricity_usd_per_kwh.value_or(-1));
+  }
+  std::sort(got.begin(), got.end());
+  // By hand: model 1 at the user's price 3 + 4, at 0.05 2 + 6; model 2 the active 5; model 3
+  // none; model 4 130,000,000 in parts of at most 100,000,000.
+  const std::vector<std::tuple<std::int64_t, std::int64_t, double>> want = {
+      {1, 7, -1}, {1, 8, 0.05}, {2, 5, -1}, {4, 30000000, -1}, {4, 100000000, -1}};
+  EXPECT_EQ(got, want);
+
+  // The raw rows, valued one by one.
+  auto raw = app.exec(
+      "SELECT model_id, quantity, electricity_price_usd_kwh::float8, status FROM user_miners "
+      "WHERE user_id = 900101 ORDER BY id");
+  ASSERT_TRUE(raw.ok()) << raw.error().message;
+  std::vector<mining::UserMiner> rows;
+  for (int i = 0; i < raw->rows(); ++i) {
+    mining::UserMiner m;
+    m.miner_model_id = raw->int64(i, 0);
+    m.quantity = raw->int64(i, 1);
+    if (!raw->is_null(i, 2)) m.electricity_usd_per_kwh = raw->float64(i, 2);
+    m.status = std::string(raw->text(i, 3));
+    rows.push_back(m);
+  }
+  auto want_p = mining::recalculate_portfolio(rows, in->models, in->snapshot, 0.07, in->options);
+  ASSERT_TRUE(want_p.ok()) << want_p.error().message;
+  auto got_p = consume::portfolio_of(*in, "900101", in->snapshot);
+  ASSERT_TRUE(got_p.ok()) << got_p.error().message;
+  EXPECT_EQ(got_p->totals.units, want_p->totals.units);
+  EXPECT_NEAR(got_p->totals.hashrate_ths, want_p->totals.hashrate_ths,
+              1e-9 * want_p->totals.hashrate_ths);
+  EXPECT_NEAR(got_p->totals.power_kw, want_p->totals.power_kw, 1e-9 * want_p->totals.power_kw);
+  EXPECT_NEAR(got_p->totals.cost_usd_per_day, want_p->totals.cost_usd_per_day,
+              1e-9 * want_p->totals.cost_usd_per_day);
+  EXPECT_NEAR(got_p->totals.profit_usd_per_day, want_p->totals.profit_usd_per_day,
+              1e-9 * std::abs(want_p->totals.profit_usd_per_day));
+  ASSERT_EQ(got_p->by_model.size(), want_p->by_model.size());
+  for (std::size_t i = 0; i < want_p->by_model.size(); ++i) {
+    EXPECT_EQ(got_p->by_model[i].model_id, want_p->by_model[i].model_id);
+    EXPECT_EQ(got_p->by_model[i].figures.units, want_p->by_model[i].figures.units);
+  }
 }
 
 }  // namespace
