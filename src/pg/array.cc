@@ -8,9 +8,14 @@ namespace hi::pg {
 void ArrayLiteral::add(std::string_view element) {
   if (out_.size() > 1) out_ += ',';
   out_ += '"';
-  for (char c : element) {
-    if (c == '"' || c == '\\') out_ += '\\';
-    out_ += c;
+  // Copied a run at a time between the characters to escape (elements can be kilobytes of JSON).
+  while (!element.empty()) {
+    const std::size_t special = element.find_first_of("\"\\");
+    out_.append(element.substr(0, special));
+    if (special == std::string_view::npos) break;
+    out_ += '\\';
+    out_ += element[special];
+    element.remove_prefix(special + 1);
   }
   out_ += '"';
 }
