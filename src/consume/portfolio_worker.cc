@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
 #include <unordered_map>
 
 #include "consume/cache.h"
@@ -80,24 +82,41 @@ constexpr const char* kMinersSql =
 constexpr const char* kUsersSql =
     "SELECT s.id, s.electricity_price_usd_kwh FROM unnest($1::bigint[]) AS u(id) CROSS JOIN "
     "LATERAL (SELECT id, electricity_price_usd_kwh FROM users WHERE id = u.id OFFSET 0) s";
+// The sums stored with the users' portfolios, and whether they were read whole within $2.
+constexpr const char* kStoredSql =
+    "SELECT s.user_id, s.holdings, s.holdings_read_at > now() - $2::interval "
+    "FROM unnest($1::bigint[]) AS u(id) CROSS JOIN LATERAL (SELECT user_id, holdings, "
+    "holdings_read_at FROM user_portfolio WHERE user_id = u.id OFFSET 0) s";
+// The active rows of (user, model) pairs, summed as in kMinersSql (index user_miners_user_model).
+constexpr const char* kGroupsSql =
+    "SELECT p.u, m.model_id, m.quantity, m.electricity_price_usd_kwh "
+    "FROM unnest($1::bigint[], $2::int[]) AS p(u, model) CROSS JOIN LATERAL (SELECT model_id, "
+    "electricity_price_usd_kwh, sum(quantity) AS quantity FROM user_miners WHERE user_id = p.u "
+    "AND model_id = p.model AND status = 'active' GROUP BY model_id, electricity_price_usd_kwh "
+    "OFFSET 0) m";
 // Prepared by PortfolioHandler::prepare() on each of its connections.
 constexpr const char* kMinersStmt = "hi_portfolio_miners";
 constexpr const char* kUsersStmt = "hi_portfolio_users";
 constexpr const char* kUpsertStmt = "hi_portfolio_upsert";
+constexpr const char* kStoredStmt = "hi_portfolio_stored";
+constexpr const char* kGroupsStmt = "hi_portfolio_groups";
 
 constexpr const char* kUpsertSql = R"sql(
 INSERT INTO user_portfolio AS p (tenant_id, user_id, units, hashrate_ths, power_kw,
   revenue_btc_day, revenue_usd_day, cost_usd_day, profit_usd_day, breakdown, computed_at,
-  fencing_token, source_event_id, source_lsn, through_seq, events_applied)
+  fencing_token, source_event_id, source_lsn, through_seq, events_applied, holdings,
+  holdings_read_at)
 SELECT $1::bigint, u.user_id, u.units, u.hashrate_ths, u.power_kw, u.revenue_btc_day,
        u.revenue_usd_day, u.cost_usd_day, u.profit_usd_day, b.breakdown, now(),
-       u.fencing_token, u.source_event_id, NULLIF(u.source_lsn, ''), u.through_seq, u.n
+       u.fencing_token, u.source_event_id, NULLIF(u.source_lsn, ''), u.through_seq, u.n,
+       NULLIF(h.holdings::text, 'null')::json, CASE WHEN u.whole THEN now() END
   FROM unnest($2::bigint[], $3::int[], $4::float8[], $5::float8[], $6::float8[], $7::float8[],
               $8::float8[], $9::float8[], $11::bigint[], $12::text[], $13::text[],
-              $14::bigint[], $15::bigint[]) WITH ORDINALITY
+              $14::bigint[], $15::bigint[], $17::bool[]) WITH ORDINALITY
     AS u(user_id, units, hashrate_ths, power_kw, revenue_btc_day, revenue_usd_day, cost_usd_day,
-         profit_usd_day, fencing_token, source_event_id, source_lsn, through_seq, n, i)
+         profit_usd_day, fencing_token, source_event_id, source_lsn, through_seq, n, whole, i)
   JOIN json_array_elements($10::json) WITH ORDINALITY AS b(breakdown, i) USING (i)
+  JOIN json_array_elements($16::json) WITH ORDINALITY AS h(holdings, i) USING (i)
 ON CONFLICT (tenant_id, user_id) DO UPDATE SET
   units = EXCLUDED.units, hashrate_ths = EXCLUDED.hashrate_ths, power_kw = EXCLUDED.power_kw,
   revenue_btc_day = EXCLUDED.revenue_btc_day, revenue_usd_day = EXCLUDED.revenue_usd_day,
@@ -106,7 +125,10 @@ ON CONFLICT (tenant_id, user_id) DO UPDATE SET
   fencing_token = EXCLUDED.fencing_token, source_event_id = EXCLUDED.source_event_id,
   source_lsn = EXCLUDED.source_lsn,
   through_seq = GREATEST(p.through_seq, EXCLUDED.through_seq),
-  events_applied = p.events_applied + EXCLUDED.events_applied
+  events_applied = p.events_applied + EXCLUDED.events_applied,
+  holdings = EXCLUDED.holdings,
+  holdings_read_at = CASE WHEN EXCLUDED.holdings IS NULL THEN NULL
+                          ELSE coalesce(EXCLUDED.holdings_read_at, p.holdings_read_at) END
 WHERE p.fencing_token <= EXCLUDED.fencing_token
 RETURNING user_id, through_seq, events_applied, computed_at::text
 )sql";
@@ -142,68 +164,227 @@ std::string portfolio_channel(std::string_view tenant_id) {
   return "hi:portfolio:" + std::string(tenant_id);
 }
 
-Result<PortfolioInputs> load_inputs(pg::Connection& conn, const std::vector<std::string>& users,
-                                    ReferenceCache* cache) {
-  const std::string ids = pg::array_literal(users);
-  const bool fresh =
-      cache != nullptr && cache->loaded_ns != 0 &&
-      mono_now_ns() - cache->loaded_ns < std::chrono::nanoseconds(cache->max_age).count();
-  const bool prepared = cache != nullptr && cache->prepared;
-  std::vector<pg::Statement> reads = {{prepared ? kMinersStmt : kMinersSql, {ids}, prepared},
-                                      {prepared ? kUsersStmt : kUsersSql, {ids}, prepared}};
-  if (!fresh) {
-    reads.push_back({"SELECT id, name, hashrate_ths, power_w FROM miner_models", {}, false});
-    reads.push_back(
-        {"SELECT btc_price_usd, difficulty, network_hashrate_ehs, block_reward_btc, "
-         "fees_btc_per_block FROM network_snapshots ORDER BY taken_at DESC LIMIT 1",
-         {},
-         false});
-  }
-  auto r = conn.pipeline(reads);
-  if (!r) return r.error().wrap("portfolio inputs");
-  const pg::QueryResult& miners_q = (*r)[0];
-  const pg::QueryResult& users_q = (*r)[1];
-  PortfolioInputs in;
+namespace {
+
+bool reference_fresh(const ReferenceCache* cache) {
+  return cache != nullptr && cache->loaded_ns != 0 &&
+         mono_now_ns() - cache->loaded_ns < std::chrono::nanoseconds(cache->max_age).count();
+}
+
+// The reads of miner_models and the latest snapshot, unless `cache` holds them fresh.
+void add_reference_reads(std::vector<pg::Statement>& reads, bool fresh) {
+  if (fresh) return;
+  reads.push_back({"SELECT id, name, hashrate_ths, power_w FROM miner_models", {}, false});
+  reads.push_back(
+      {"SELECT btc_price_usd, difficulty, network_hashrate_ehs, block_reward_btc, "
+       "fees_btc_per_block FROM network_snapshots ORDER BY taken_at DESC LIMIT 1",
+       {},
+       false});
+}
+
+// Fills `in`'s reference data from results[at], results[at + 1] (add_reference_reads) or
+// from the fresh `cache`.
+Status take_reference(PortfolioInputs& in, const std::vector<pg::QueryResult>& results,
+                      std::size_t at, bool fresh, ReferenceCache* cache) {
   if (fresh) {
     in.models = cache->models;
     in.snapshot = cache->snapshot;
     in.options = cache->options;
-  } else {
-    const pg::QueryResult& models_q = (*r)[2];
-    const pg::QueryResult& snap_q = (*r)[3];
-    if (snap_q.empty()) {
-      return failed_precondition("no network_snapshots row: run `hashinsight seed`");
-    }
-    in.models.reserve(static_cast<std::size_t>(models_q.rows()));
-    for (int i = 0; i < models_q.rows(); ++i) {
-      in.models.push_back({models_q.int64(i, 0), std::string(models_q.text(i, 1)),
-                           number(models_q.text(i, 2)), number(models_q.text(i, 3))});
-    }
-    in.snapshot = {snap_q.float64(0, 0), snap_q.float64(0, 1), snap_q.float64(0, 2)};
-    in.options.block_reward_btc = snap_q.float64(0, 3);
-    in.options.fees_per_block_btc = snap_q.float64(0, 4);
-    if (cache != nullptr) {
-      cache->models = in.models;
-      cache->snapshot = in.snapshot;
-      cache->options = in.options;
-      cache->loaded_ns = mono_now_ns();
-    }
+    return {};
   }
+  const pg::QueryResult& models_q = results[at];
+  const pg::QueryResult& snap_q = results[at + 1];
+  if (snap_q.empty()) {
+    return failed_precondition("no network_snapshots row: run `hashinsight seed`");
+  }
+  in.models.reserve(static_cast<std::size_t>(models_q.rows()));
+  for (int i = 0; i < models_q.rows(); ++i) {
+    in.models.push_back({models_q.int64(i, 0), std::string(models_q.text(i, 1)),
+                         number(models_q.text(i, 2)), number(models_q.text(i, 3))});
+  }
+  in.snapshot = {snap_q.float64(0, 0), snap_q.float64(0, 1), snap_q.float64(0, 2)};
+  in.options.block_reward_btc = snap_q.float64(0, 3);
+  in.options.fees_per_block_btc = snap_q.float64(0, 4);
+  if (cache != nullptr) {
+    cache->models = in.models;
+    cache->snapshot = in.snapshot;
+    cache->options = in.options;
+    cache->loaded_ns = mono_now_ns();
+  }
+  return {};
+}
+
+void take_prices(PortfolioInputs& in, const pg::QueryResult& users_q) {
   in.electricity_price.reserve(static_cast<std::size_t>(users_q.rows()));
   for (int i = 0; i < users_q.rows(); ++i) {
     in.electricity_price[std::string(users_q.text(i, 0))] = number(users_q.text(i, 1));
   }
-  for (int i = 0; i < miners_q.rows(); ++i) {
-    mining::UserMiner m;
-    m.miner_model_id = miners_q.int64(i, 1);
-    if (!miners_q.is_null(i, 3)) m.electricity_usd_per_kwh = number(miners_q.text(i, 3));
-    m.status = std::string(mining::kActiveStatus);
-    auto& rows = in.holdings[std::string(miners_q.text(i, 0))];
-    // A sum may pass the per-row limit the valuation checks: it is valued in parts.
-    for (std::int64_t left = miners_q.int64(i, 2); left > 0; left -= mining::kMaxUnits) {
-      m.quantity = std::min(left, mining::kMaxUnits);
-      rows.push_back(m);
+}
+
+// Appends one summed group (model, units, price or none) to a user's holdings. A sum may pass
+// the per-row limit the valuation checks: it is valued in parts.
+void add_group(std::vector<mining::UserMiner>& holdings, std::int64_t model, std::int64_t units,
+               std::optional<double> price) {
+  mining::UserMiner m;
+  m.miner_model_id = model;
+  m.electricity_usd_per_kwh = price;
+  m.status = std::string(mining::kActiveStatus);
+  for (std::int64_t left = units; left > 0; left -= mining::kMaxUnits) {
+    m.quantity = std::min(left, mining::kMaxUnits);
+    holdings.push_back(m);
+  }
+}
+
+// Rows of (user, model, units, price) as kMinersSql and kGroupsSql return them.
+void take_groups(PortfolioInputs& in, const pg::QueryResult& q) {
+  for (int i = 0; i < q.rows(); ++i) {
+    add_group(in.holdings[std::string(q.text(i, 0))], q.int64(i, 1), q.int64(i, 2),
+              q.is_null(i, 3) ? std::nullopt : std::optional<double>(number(q.text(i, 3))));
+  }
+}
+
+// The stored holdings_json(); nullopt when it is not what holdings_json() writes.
+std::optional<std::vector<mining::UserMiner>> parse_holdings(std::string_view text) {
+  auto v = json::parse(text, nullptr, false);
+  if (v.is_discarded() || !v.is_array()) return std::nullopt;
+  std::vector<mining::UserMiner> out;
+  for (const auto& g : v) {
+    if (!g.is_array() || g.size() != 3 || !g[0].is_number_integer() ||
+        !(g[1].is_null() || g[1].is_number()) || !g[2].is_number_integer()) {
+      return std::nullopt;
     }
+    add_group(out, g[0].get<std::int64_t>(), g[2].get<std::int64_t>(),
+              g[1].is_null() ? std::nullopt : std::optional<double>(g[1].get<double>()));
+  }
+  return out;
+}
+
+// The models `u`'s events changed, or nullopt when one of them does not say (the user is then
+// read whole). Only miner.added names its model (payload.model_id); the envelope carries the
+// payload under "payload", the Debezium format is the payload.
+std::optional<std::set<std::int64_t>> changed_models(const UserEvents& u) {
+  std::set<std::int64_t> models;
+  for (const Event* e : u.events) {
+    if (e->kind != "miner.added" || e->delivery == nullptr) return std::nullopt;
+    auto v = json::parse(e->delivery->value, nullptr, false);
+    if (v.is_discarded() || !v.is_object()) return std::nullopt;
+    const json* payload = &v;
+    if (auto it = v.find("payload"); it != v.end()) payload = &*it;
+    const auto model = payload->is_object() ? payload->find("model_id") : payload->end();
+    if (!payload->is_object() || model == payload->end() || !model->is_number_integer()) {
+      return std::nullopt;
+    }
+    models.insert(model->get<std::int64_t>());
+  }
+  return models;
+}
+
+}  // namespace
+
+std::string holdings_json(const std::vector<mining::UserMiner>& holdings) {
+  std::string out = "[";
+  for (const auto& m : holdings) {
+    if (out.size() > 1) out += ',';
+    out += '[';
+    out += std::to_string(m.miner_model_id);
+    out += ',';
+    if (m.electricity_usd_per_kwh) {
+      append_number(out, *m.electricity_usd_per_kwh);
+    } else {
+      out += "null";
+    }
+    out += ',';
+    out += std::to_string(m.quantity);
+    out += ']';
+  }
+  out += ']';
+  return out;
+}
+
+Result<PortfolioInputs> load_inputs(pg::Connection& conn, const std::vector<std::string>& users,
+                                    ReferenceCache* cache) {
+  const std::string ids = pg::array_literal(users);
+  const bool fresh = reference_fresh(cache);
+  const bool prepared = cache != nullptr && cache->prepared;
+  std::vector<pg::Statement> reads = {{prepared ? kMinersStmt : kMinersSql, {ids}, prepared},
+                                      {prepared ? kUsersStmt : kUsersSql, {ids}, prepared}};
+  add_reference_reads(reads, fresh);
+  auto r = conn.pipeline(reads);
+  if (!r) return r.error().wrap("portfolio inputs");
+  PortfolioInputs in;
+  if (auto s = take_reference(in, *r, 2, fresh, cache); !s) return s.error();
+  take_prices(in, (*r)[1]);
+  take_groups(in, (*r)[0]);
+  return in;
+}
+
+Result<PortfolioInputs> load_batch_inputs(pg::Connection& conn, const TenantBatch& batch,
+                                          ReferenceCache& cache) {
+  // One round trip: prices, stored sums, and the changed models' rows of every user whose
+  // events name them; a second only for users read whole.
+  std::vector<std::string> users, pair_users, whole;
+  std::vector<std::int64_t> pair_models;
+  std::unordered_map<std::string, std::set<std::int64_t>> changed;
+  for (const auto& u : batch.users) {
+    users.push_back(u.user_id);
+    if (auto models = changed_models(u)) {
+      for (std::int64_t m : *models) {
+        pair_users.push_back(u.user_id);
+        pair_models.push_back(m);
+      }
+      changed.emplace(u.user_id, std::move(*models));
+    } else {
+      whole.push_back(u.user_id);
+    }
+  }
+  const bool fresh = reference_fresh(&cache);
+  const std::string ids = pg::array_literal(users);
+  std::vector<pg::Statement> reads = {
+      {kUsersStmt, {ids}, true},
+      {kStoredStmt,
+       {ids, std::to_string(std::chrono::seconds(kHoldingsMaxAge).count()) + " seconds"},
+       true},
+      {kGroupsStmt, {pg::array_literal(pair_users), pg::array_literal(pair_models)}, true}};
+  add_reference_reads(reads, fresh);
+  auto r = conn.pipeline(reads);
+  if (!r) return r.error().wrap("portfolio inputs");
+  PortfolioInputs in;
+  if (auto s = take_reference(in, *r, 3, fresh, &cache); !s) return s.error();
+  take_prices(in, (*r)[0]);
+
+  // Users with usable stored sums: those sums, less the changed models, plus their rows.
+  const pg::QueryResult& stored_q = (*r)[1];
+  std::unordered_set<std::string> usable;
+  for (int i = 0; i < stored_q.rows(); ++i) {
+    const std::string user(stored_q.text(i, 0));
+    auto c = changed.find(user);
+    if (c == changed.end() || stored_q.is_null(i, 1) || !stored_q.boolean(i, 2)) continue;
+    auto stored = parse_holdings(stored_q.text(i, 1));
+    if (!stored) continue;
+    auto& h = in.holdings[user];
+    for (auto& m : *stored) {
+      if (!c->second.contains(m.miner_model_id)) h.push_back(std::move(m));
+    }
+    usable.insert(user);
+    in.reused.insert(user);
+  }
+  const pg::QueryResult& groups_q = (*r)[2];
+  for (int i = 0; i < groups_q.rows(); ++i) {
+    const std::string user(groups_q.text(i, 0));
+    if (!usable.contains(user)) continue;
+    add_group(
+        in.holdings[user], groups_q.int64(i, 1), groups_q.int64(i, 2),
+        groups_q.is_null(i, 3) ? std::nullopt : std::optional<double>(number(groups_q.text(i, 3))));
+  }
+  for (const auto& [user, models] : changed) {
+    if (!usable.contains(user)) whole.push_back(user);
+  }
+  if (!whole.empty()) {
+    in.holdings.reserve(users.size());
+    auto all = conn.exec_prepared(kMinersStmt, {pg::array_literal(whole)});
+    if (!all) return all.error().wrap("portfolio inputs");
+    for (const auto& user : whole) in.holdings.erase(user);
+    take_groups(in, *all);
   }
   return in;
 }
@@ -223,7 +404,7 @@ Result<mining::Portfolio> portfolio_of(const PortfolioInputs& in, const std::str
 }
 
 Result<std::vector<PortfolioRow>> recalculate_rows(pg::Connection& conn, const TenantBatch& batch,
-                                                   ReferenceCache* cache) {
+                                                   ReferenceCache* cache, bool reuse_holdings) {
   std::vector<std::string> users;
   for (const auto& u : batch.users) {
     if (!is_decimal_id(u.user_id)) {
@@ -232,8 +413,11 @@ Result<std::vector<PortfolioRow>> recalculate_rows(pg::Connection& conn, const T
     }
     users.push_back(u.user_id);
   }
-  auto in = load_inputs(conn, users, cache);
+  auto in = reuse_holdings && cache != nullptr && cache->prepared
+                ? load_batch_inputs(conn, batch, *cache)
+                : load_inputs(conn, users, cache);
   if (!in) return in.error();
+  static const std::vector<mining::UserMiner> kNone;
   std::vector<PortfolioRow> rows;
   rows.reserve(batch.users.size());
   for (const auto& u : batch.users) {
@@ -244,6 +428,9 @@ Result<std::vector<PortfolioRow>> recalculate_rows(pg::Connection& conn, const T
     row.portfolio = std::move(*portfolio);
     row.fencing_token = u.fencing_token;
     row.new_events = static_cast<std::int64_t>(u.events.size());
+    const auto h = in->holdings.find(u.user_id);
+    row.holdings = holdings_json(h == in->holdings.end() ? kNone : h->second);
+    row.holdings_whole = !in->reused.contains(u.user_id);
     const Event* last = nullptr;
     for (const Event* e : u.events) {
       if (last == nullptr || e->seq >= last->seq) last = e;
@@ -266,7 +453,8 @@ Result<PortfolioWrite> write_rows(pg::Connection& conn, const std::string& tenan
   // One JSON array of the breakdowns: PostgreSQL reads it with one pass of its JSON lexer and
   // hands each element over as it is, where a text[] of them cost a parse of every escaped
   // character (array_in) and a second one to check each element as json.
-  std::string breakdowns = "[";
+  std::string breakdowns = "[", holdings = "[";
+  std::string whole = "{";
   std::vector<std::int64_t> units, tokens, seqs, counts;
   std::vector<double> hashrate, power, rev_btc, rev_usd, cost, profit;
   for (const auto& r : rows) {
@@ -281,6 +469,10 @@ Result<PortfolioWrite> write_rows(pg::Connection& conn, const std::string& tenan
     profit.push_back(t.profit_usd_per_day);
     breakdowns += breakdowns.size() > 1 ? "," : "";
     breakdowns += breakdown_json(r.portfolio);
+    holdings += holdings.size() > 1 ? "," : "";
+    holdings += r.holdings.empty() ? "null" : r.holdings;
+    whole += whole.size() > 1 ? "," : "";
+    whole += r.holdings_whole ? 't' : 'f';
     tokens.push_back(r.fencing_token);
     event_ids.push_back(r.source_event_id);
     lsns.push_back(r.source_lsn);
@@ -288,6 +480,8 @@ Result<PortfolioWrite> write_rows(pg::Connection& conn, const std::string& tenan
     counts.push_back(r.new_events);
   }
   breakdowns += ']';
+  holdings += ']';
+  whole += '}';
   const pg::Params params = {tenant_id,
                              pg::array_literal(users),
                              pg::array_literal(units),
@@ -302,7 +496,9 @@ Result<PortfolioWrite> write_rows(pg::Connection& conn, const std::string& tenan
                              pg::array_literal(event_ids),
                              pg::array_literal(lsns),
                              pg::array_literal(seqs),
-                             pg::array_literal(counts)};
+                             pg::array_literal(counts),
+                             holdings,
+                             whole};
   auto res = prepared ? conn.exec_prepared(kUpsertStmt, params) : conn.exec(kUpsertSql, params);
   if (!res) return res.error().wrap("upsert user_portfolio");
   std::unordered_map<std::string, int> written_row;
@@ -349,13 +545,16 @@ Status prepare_inputs(pg::Connection& conn, ReferenceCache& cache) {
 
 Status PortfolioHandler::prepare(pg::Connection& conn) {
   if (auto s = prepare_inputs(conn, reference_); !s) return s;
-  if (auto s = conn.prepare(kUpsertStmt, kUpsertSql); !s)
-    return s.error().wrap("prepare portfolio");
+  for (const auto& [name, sql] :
+       {std::pair{kUpsertStmt, kUpsertSql}, std::pair{kStoredStmt, kStoredSql},
+        std::pair{kGroupsStmt, kGroupsSql}}) {
+    if (auto s = conn.prepare(name, sql); !s) return s.error().wrap("prepare portfolio");
+  }
   return {};
 }
 
 Result<ApplyOutcome> PortfolioHandler::apply(pg::Connection& conn, const TenantBatch& batch) {
-  auto rows = recalculate_rows(conn, batch, &reference_);
+  auto rows = recalculate_rows(conn, batch, &reference_, /*reuse_holdings=*/true);
   if (!rows) return rows.error();
   auto written = write_rows(conn, batch.tenant_id, *rows, /*prepared=*/true);
   if (!written) return written.error();

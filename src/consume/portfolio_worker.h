@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "consume/runtime.h"
@@ -44,6 +45,9 @@ struct PortfolioRow {
   std::string source_lsn;
   std::int64_t through_seq = 0;  // highest seq among the new events
   std::int64_t new_events = 0;
+  // The sums the portfolio was computed from (holdings_json()), stored with it; empty = none.
+  std::string holdings;
+  bool holdings_whole = false;  // read from all the user's rows (not reused in part)
 };
 
 // What a recalculation reads, for a set of users of one tenant (inside its transaction).
@@ -55,6 +59,8 @@ struct PortfolioInputs {
   // user -> the user's active miners, quantity summed per (model, electricity price), in
   // parts of at most mining::kMaxUnits units; a user without any has no entry.
   std::unordered_map<std::string, std::vector<mining::UserMiner>> holdings;
+  // Users whose holdings were in part the ones stored with their portfolio (load_batch_inputs).
+  std::unordered_set<std::string> reused;
 };
 //
 // Reference data (miner_models, the latest network_snapshots row) is global and changes
@@ -79,10 +85,29 @@ Status prepare_inputs(pg::Connection& conn, ReferenceCache& cache);
 Result<mining::Portfolio> portfolio_of(const PortfolioInputs& in, const std::string& user,
                                        const mining::NetworkSnapshot& snapshot);
 
+// The inputs of a batch, reading from user_miners only what its events changed. With each
+// portfolio the worker stores the sums it was computed from (user_portfolio.holdings, one
+// entry per model and price); a batch whose events for a user all name the model they changed
+// (miner.added) reads those models' rows again and takes the user's other models from the
+// stored sums. Sums are re-read, never adjusted by deltas, so a redelivery or a row whose event
+// is still to come cannot count twice. A user is read whole when any of its events names no
+// model (a status change, a bulk import, any other kind), when nothing is stored, and when
+// what is stored was read whole more than kHoldingsMaxAge ago: a change written without an
+// event shows within that time. Needs prepare_inputs() and PortfolioHandler::prepare()'s
+// statements on `conn`.
+inline constexpr std::chrono::seconds kHoldingsMaxAge{60};
+Result<PortfolioInputs> load_batch_inputs(pg::Connection& conn, const TenantBatch& batch,
+                                          ReferenceCache& cache);
+
+// A user's holdings as stored with the portfolio: [[model_id, price or null, units], ...].
+std::string holdings_json(const std::vector<mining::UserMiner>& holdings);
+
 // Recalculates the portfolios of `batch`'s users from the tables (inside the tenant's
-// transaction). kNotFound when a user does not exist in the tenant.
+// transaction). kNotFound when a user does not exist in the tenant. `reuse_holdings`: read
+// with load_batch_inputs() (`cache` prepared on `conn`), else every row of every user.
 Result<std::vector<PortfolioRow>> recalculate_rows(pg::Connection& conn, const TenantBatch& batch,
-                                                   ReferenceCache* cache = nullptr);
+                                                   ReferenceCache* cache = nullptr,
+                                                   bool reuse_holdings = false);
 
 struct PortfolioWrite {
   std::vector<std::pair<std::string, std::int64_t>> fenced;  // (user, stored token)

@@ -150,6 +150,14 @@ TEST_F(ConsumeTest, TwoWorkersInOneGroupApplyEveryEventExactlyOnce) {
   std::map<std::string, std::int64_t> last_seq;
   for (int round = 0; round < 20; ++round) {
     std::vector<test::TestEvent> batch;
+    if (round == 10) {
+      // The state changes mid-stream as a bulk import changes it: rows of several models and
+      // one event that names none of them.
+      test::give_miners(owner_, "1", "103", 2);
+      auto bulk = test::outbox_events(app_, "1", "103", 1, "miner.bulk_imported");
+      batch.insert(batch.end(), bulk.begin(), bulk.end());
+      total += 1;
+    }
     for (const auto& [t, u] : users) {
       auto ev = test::outbox_events(app_, t, u, 10);
       last_seq[u] = ev.back().seq;
@@ -159,7 +167,6 @@ TEST_F(ConsumeTest, TwoWorkersInOneGroupApplyEveryEventExactlyOnce) {
     batch.insert(batch.end(), batch.begin(), batch.begin() + 7);
     test::publish(redis_, batch);
     total += 100;
-    if (round == 10) test::give_miners(owner_, "1", "103", 2);  // state changes mid-stream
   }
   ASSERT_TRUE(eventually([&] { return test::inbox_rows(owner_, kGroup) == total; },
                          std::chrono::seconds(60)))
@@ -487,6 +494,92 @@ TEST(PortfolioInputs, SumsActiveRowsPerModelAndPriceAndValuesThemAsTheRows) {
     EXPECT_EQ(got_p->by_model[i].model_id, want_p->by_model[i].model_id);
     EXPECT_EQ(got_p->by_model[i].figures.units, want_p->by_model[i].figures.units);
   }
+}
+
+// A batch reads again only the models its events name, and takes the user's other models from
+// the sums stored with the portfolio while those were read whole within kHoldingsMaxAge; an
+// event that names no model, or older sums, make it read every row of the user.
+TEST(PortfolioHoldings, ReadsOnlyTheChangedModelsWhileTheStoredSumsAreRecent) {
+  auto owner = TestServers::get().owner();
+  ASSERT_TRUE(schema::seed(owner, Logger("test")).ok());
+  ASSERT_TRUE(
+      owner
+          .exec_script(
+              "INSERT INTO users (id, tenant_id, email, display_name, electricity_price_usd_kwh) "
+              "VALUES (900201, 1, 'reuse@example.test', 'Reuse', 0.06) ON CONFLICT DO NOTHING;"
+              "DELETE FROM user_miners WHERE user_id = 900201;"
+              "DELETE FROM user_portfolio WHERE user_id = 900201;"
+              "INSERT INTO user_miners (tenant_id, user_id, model_id, quantity) VALUES "
+              "(1, 900201, 1, 2), (1, 900201, 1, 3), (1, 900201, 1, 4), "
+              "(1, 900201, 2, 5), (1, 900201, 2, 6), (1, 900201, 3, 7);"
+              // Stored sums that differ from the rows, so that the test sees which were used:
+              // model 2 at 999 units, no model 3.
+              "INSERT INTO user_portfolio (tenant_id, user_id, holdings, holdings_read_at) "
+              "VALUES (1, 900201, '[[1,null,1],[2,null,999]]', now())")
+          .ok());
+  auto app = TestServers::get().app();
+  consume::PortfolioHandler handler;
+  ASSERT_TRUE(handler.prepare(app).ok());  // the statements load_batch_inputs() runs
+  consume::ReferenceCache reference;
+  reference.prepared = true;
+
+  bus::Delivery added, status;
+  added.value = R"({"kind":"miner.added","payload":{"model_id":1,"quantity":4}})";
+  status.value = R"({"kind":"miner.status_changed","payload":{"miner_id":1,"to":"active"}})";
+  consume::Event added_ev{"e1", "miner.added", "1", "900201", 1, "0/1", &added};
+  consume::Event status_ev{"e2", "miner.status_changed", "1", "900201", 2, "0/1", &status};
+  // Units per model as loaded, and the user_miners rows the transaction read.
+  auto load = [&](const consume::Event& ev) {
+    std::map<std::int64_t, std::int64_t> units;
+    std::int64_t rows_read = -1;
+    bool reused = false;
+    // The counts accumulate until the backend reports them (never inside a transaction).
+    auto count = [&] {
+      auto r = app.exec(
+          "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM "
+          "pg_stat_xact_user_tables WHERE relid = 'user_miners'::regclass AND $1::int = 1",
+          {"1"});
+      return r.ok() && r->rows() == 1 ? r->int64(0, 0) : std::int64_t{-1};
+    };
+    pg::Transaction tx(app);
+    EXPECT_TRUE(tx.begin("1").ok());
+    const std::int64_t before = count();
+    consume::TenantBatch batch{"1", {{"900201", 1, {&ev}}}};
+    auto in = consume::load_batch_inputs(app, batch, reference);
+    EXPECT_TRUE(in.ok()) << in.error().message;
+    if (in.ok()) {
+      for (const auto& m : in->holdings["900201"]) units[m.miner_model_id] += m.quantity;
+      reused = in->reused.contains("900201");
+    }
+    rows_read = count() - before;
+    EXPECT_TRUE(tx.commit().ok());
+    return std::tuple{units, rows_read, reused};
+  };
+
+  // Model 1 from its three rows (2 + 3 + 4), model 2 as stored, model 3 unknown to the sums.
+  auto [units, read, reused] = load(added_ev);
+  EXPECT_EQ(units, (std::map<std::int64_t, std::int64_t>{{1, 9}, {2, 999}}));
+  EXPECT_EQ(read, 3);
+  EXPECT_TRUE(reused);
+
+  // A status change names no model: every row, summed (model 2: 5 + 6).
+  std::tie(units, read, reused) = load(status_ev);
+  EXPECT_EQ(units, (std::map<std::int64_t, std::int64_t>{{1, 9}, {2, 11}, {3, 7}}));
+  EXPECT_EQ(read, 6);
+  EXPECT_FALSE(reused);
+
+  // Sums read whole longer ago than kHoldingsMaxAge are not trusted either.
+  ASSERT_TRUE(owner
+                  .exec("UPDATE user_portfolio SET holdings_read_at = now() - $1::interval "
+                        "WHERE user_id = 900201",
+                        {std::to_string(consume::kHoldingsMaxAge.count() + 1) + " seconds"})
+                  .ok());
+  std::tie(units, read, reused) = load(added_ev);
+  EXPECT_EQ(units, (std::map<std::int64_t, std::int64_t>{{1, 9}, {2, 11}, {3, 7}}));
+  // Model 1's 3 rows, read in the same round trip as the sums before they were found old,
+  // then all 6.
+  EXPECT_EQ(read, 3 + 6);
+  EXPECT_FALSE(reused);
 }
 
 }  // namespace
