@@ -175,6 +175,12 @@ Result<std::unique_ptr<LocalServer>> LocalServer::start(const LocalServerOptions
             "wal_sender_timeout = 60s\n"
             "logical_decoding_work_mem = 64MB\n"
             "max_slot_wal_keep_size = 10GB\n"
+            // Every write is a commit that waits for the WAL to reach the disk, and the full
+            // page images after each checkpoint were most of that WAL: rarer checkpoints
+            // (by size as by time) and compressed images keep the flushes short.
+            "max_wal_size = 4GB\n"
+            "checkpoint_timeout = 15min\n"
+            "wal_compression = lz4\n"
             "timezone = 'UTC'\n"
             "log_timezone = 'UTC'\n";
     conf.close();
