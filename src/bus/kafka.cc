@@ -635,12 +635,30 @@ Status KafkaConsumer::commit(const std::vector<Delivery>& deliveries) {
   for (const auto& [tp, offset] : next) {
     rd_kafka_topic_partition_list_add(list.get(), tp.first.c_str(), tp.second)->offset = offset;
   }
+  // A commit refused because the group moved on (a rebalance under way, or done without this
+  // member) is not retried: whoever owns the partitions next reads them from the last committed
+  // offset, and the consumers' inbox drops what was already applied. Retrying it with the old
+  // generation blocked the member in synchronous commits while the group waited for it to
+  // rejoin, and the rebalances went on.
+  auto group_moved_on = [](rd_kafka_resp_err_t e) {
+    return e == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION || e == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID ||
+           e == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS || e == RD_KAFKA_RESP_ERR__FENCED;
+  };
+  auto dropped = [&](rd_kafka_resp_err_t e) {
+    log_.warn(
+        "kafka commit dropped: the group is being rebalanced; the partitions' next owner "
+        "reads again from the last committed offset",
+        {{"group", options_.group}, {"error", err_text(e)}});
+    return Status{};
+  };
   if (rd_kafka_resp_err_t err = rd_kafka_commit(rk_.get(), list.get(), 0)) {
+    if (group_moved_on(err)) return dropped(err);
     return unavailable("kafka commit group=" + options_.group + ": " + err_text(err));
   }
   for (int i = 0; i < list->cnt; ++i) {
     const rd_kafka_topic_partition_t& tp = list->elems[i];
     if (tp.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (group_moved_on(tp.err)) return dropped(tp.err);
       return unavailable("kafka commit group=" + options_.group + " " + tp.topic + "/" +
                          std::to_string(tp.partition) + ": " + err_text(tp.err));
     }
