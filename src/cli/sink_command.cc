@@ -13,6 +13,7 @@
 #include "core/metrics.h"
 #include "http/part_endpoint.h"
 #include "sinks/config.h"
+#include "sinks/destination.h"
 #include "sinks/masking.h"
 #include "sinks/sink.h"
 
@@ -68,6 +69,46 @@ void add_sink_command(CLI::App& app, Flags& flags) {
                                      {"tables", d.tables.size()}});
     }
     std::cout << out.dump() << "\n";
+  });
+
+  auto* letters = cmd->add_subcommand(
+      "dead-letters",
+      "the changes a destination parked, newest first: one JSON object per line (masked as "
+      "stored)");
+  letters->fallthrough();
+  auto limit = std::make_shared<std::int64_t>(100);
+  letters->add_option("--limit", *limit, "at most N (default 100)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1000000}));
+  letters->callback([&flags, sf, limit] {
+    const Config cfg = load_config(flags);
+    if (sf->destination.empty()) fail(kExitUsage, "sink dead-letters: --destination is required");
+    const auto config = load_or_fail(cfg, sf->config);
+    const sinks::DestinationSpec* spec = config.destination(sf->destination);
+    if (spec == nullptr) {
+      fail(kExitUsage, "sink: no destination '" + sf->destination + "' in the sinks file");
+    }
+    const sinks::DestinationOptions d{spec->name, spec->url, spec->tls};
+    auto dest = spec->type == sinks::DestinationType::kPostgres
+                    ? sinks::make_postgres_destination(d)
+                    : sinks::make_clickhouse_destination(d);
+    if (!dest) fail(kExitFailure, dest.error().message);
+    if (auto s = (*dest)->connect(); !s) fail(kExitFailure, s.error().message);
+    auto parked = (*dest)->parked(*limit);
+    if (!parked)
+      fail(kExitFailure, "dead letters of " + spec->name + ": " + parked.error().message);
+    // The key and the change as JSON (null when none was stored).
+    auto as_json = [](const std::string& text) {
+      if (text.empty()) return nlohmann::json(nullptr);
+      auto j = nlohmann::json::parse(text, nullptr, false);
+      return j.is_discarded() ? nlohmann::json(text) : j;
+    };
+    for (const auto& l : *parked) {
+      const nlohmann::json j = {{"destination", spec->name}, {"source_table", l.source_table},
+                                {"target", l.target},        {"change_id", l.change_id},
+                                {"key", as_json(l.key)},     {"change", as_json(l.change)},
+                                {"reason", l.reason},        {"parked_at", l.parked_at}};
+      std::cout << j.dump() << "\n";
+    }
   });
 
   auto* rotate = cmd->add_subcommand(

@@ -292,6 +292,29 @@ class ClickHouseDestination final : public Destination {
     return std::stoll(*r);
   }
 
+  Result<std::vector<ParkedLetter>> parked(std::int64_t limit) override {
+    auto r = query(
+        "SELECT source_table, target, change_id, row_key, change, reason, "
+        "toString(parked_at, 'UTC') AS at FROM _hi_sink_dead_letters WHERE destination = " +
+        quote_string(options_.name) + " ORDER BY parked_at DESC LIMIT " + std::to_string(limit) +
+        " FORMAT JSONEachRow");
+    if (!r) return r.error();
+    std::vector<ParkedLetter> out;
+    for (const auto& line : lines(*r)) {
+      auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.is_object()) {
+        return internal_error("clickhouse: unreadable dead letter row: " + line.substr(0, 200));
+      }
+      auto text = [&j](const char* name) { return j.value(name, std::string()); };
+      // "YYYY-MM-DD hh:mm:ss" in UTC; the table keeps seconds.
+      std::string at = text("at");
+      if (at.size() == 19) at = at.substr(0, 10) + "T" + at.substr(11) + "Z";
+      out.push_back({text("source_table"), text("target"), text("change_id"), text("row_key"),
+                     text("change"), text("reason"), at});
+    }
+    return out;
+  }
+
  private:
   static std::vector<std::string> lines(const std::string& body) {
     std::vector<std::string> out;

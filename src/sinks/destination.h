@@ -81,6 +81,17 @@ struct DeadLetter {
   std::string reason;
 };
 
+// A dead letter as a destination stored it.
+struct ParkedLetter {
+  std::string source_table;
+  std::string target;
+  std::string change_id;
+  std::string key;     // JSON text of the masked key; "" when none
+  std::string change;  // JSON text of the masked change; "" when it was unreadable
+  std::string reason;
+  std::string parked_at;  // RFC 3339, UTC
+};
+
 // What a destination says about one of its tables.
 struct TableState {
   bool exists = false;
@@ -120,6 +131,8 @@ class Destination {
   virtual Status park(const std::vector<DeadLetter>& letters) = 0;
   // Rows parked so far (status, tests).
   virtual Result<std::int64_t> parked_count() = 0;
+  // The last `limit` parked changes, newest first (`hashinsight sink dead-letters`).
+  virtual Result<std::vector<ParkedLetter>> parked(std::int64_t limit) = 0;
 };
 
 struct DestinationOptions {

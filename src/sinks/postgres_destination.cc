@@ -245,6 +245,24 @@ class PostgresDestination final : public Destination {
     return r->int64(0, 0);
   }
 
+  Result<std::vector<ParkedLetter>> parked(std::int64_t limit) override {
+    auto r = conn_.exec(
+        "SELECT source_table, target, change_id, coalesce(row_key::text, ''), "
+        "coalesce(change::text, ''), reason, "
+        "to_char(parked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
+        "FROM _hi_sink_dead_letters WHERE destination = $1 ORDER BY id DESC LIMIT $2::bigint",
+        {options_.name, std::to_string(limit)});
+    if (!r) return r.error();
+    std::vector<ParkedLetter> out;
+    for (int i = 0; i < r->rows(); ++i) {
+      out.push_back({std::string(r->text(i, 0)), std::string(r->text(i, 1)),
+                     std::string(r->text(i, 2)), std::string(r->text(i, 3)),
+                     std::string(r->text(i, 4)), std::string(r->text(i, 5)),
+                     std::string(r->text(i, 6))});
+    }
+    return out;
+  }
+
  private:
   Status ddl(const std::string& sql) {
     auto r = conn_.exec(sql);

@@ -730,6 +730,42 @@ TEST_F(SinkTest, SchemaChangesFollowTheSourceAndANarrowingOneIsParked) {
   auto kept = dest->exec("SELECT score::text FROM customers WHERE id = " + id);
   ASSERT_TRUE(kept.ok() && !kept->empty());
   EXPECT_EQ(kept->text(0, 0), some->text(0, 1)) << "the parked change was applied";
+
+  // The operator lists them: the row's key, its change and the reason, per destination.
+  for (const std::string name : {"pgdest", "chdest"}) {
+    SpawnOptions o;
+    o.argv = {test::hashinsight_binary(),
+              "sink",
+              "--config",
+              config_path(),
+              "dead-letters",
+              "--destination",
+              name,
+              "--limit",
+              "10"};
+    o.env = {"DATABASE_URL=" + TestServers::get().database_url(),
+             "REDIS_URL=" + TestServers::get().redis_url(), "LOG_FORMAT=text",
+             "HI_DATA_DIR=" + tmp_.path() + "/data"};
+    auto r = run_command(o);
+    ASSERT_TRUE(r.ok() && r->status == 0) << (r.ok() ? r->output : r.error().message);
+    int found = 0;
+    std::istringstream lines(r->output);
+    for (std::string line; std::getline(lines, line);) {
+      auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.is_object() || !j.contains("change_id")) continue;
+      EXPECT_EQ(j["destination"], name);
+      EXPECT_EQ(j["source_table"], "public.customers") << line;
+      if (j["reason"].get<std::string>().rfind("narrowing type change of column score", 0) != 0) {
+        continue;
+      }
+      ++found;
+      const auto& key_id = j["key"]["id"];
+      EXPECT_EQ(key_id.is_string() ? key_id.get<std::string>() : key_id.dump(), id) << line;
+      EXPECT_EQ(j["change"]["op"], "u") << line;
+      EXPECT_FALSE(j["parked_at"].get<std::string>().empty()) << line;
+    }
+    EXPECT_EQ(found, 1) << name << ": " << r->output;
+  }
   EXPECT_EQ(qty_type->text(0, 0), "bigint");
 }
 
