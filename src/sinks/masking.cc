@@ -20,6 +20,7 @@
 #include <new>
 #include <utility>
 
+#include "core/private_file.h"
 #include "core/strings.h"
 #include "core/unique_fd.h"
 
@@ -229,69 +230,17 @@ Result<std::string> read_key_file(const std::string& path) {
   return std::move(*bytes);
 }
 
-Status fsync_dir(const std::string& dir) {
-  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd) return unavailable("open " + dir + ": " + errno_text(errno));
-  if (::fsync(fd.get()) != 0) return unavailable("fsync " + dir + ": " + errno_text(errno));
-  return ok_status();
-}
-
-// Writes 32 fresh random bytes as DIR/<name>: a private temporary file, synced, then link()ed
-// to its name. link() rather than rename(): it fails with EEXIST (kAlreadyExists) instead of
-// replacing a key another process wrote meanwhile (that would change every mask made with it).
+// Writes 32 fresh random bytes as DIR/<name> (create_private_file(): kAlreadyExists rather than
+// replacing a key another process wrote meanwhile, which would change every mask made with it).
 Status write_new_key_file(const std::string& dir, const std::string& name) {
-  std::string key(kKeyBytes + 4, '\0');  // the key, then 4 bytes naming the temporary file
+  std::string key(kKeyBytes, '\0');
   Wipe wipe_key(key);
   if (RAND_bytes(reinterpret_cast<unsigned char*>(key.data()), static_cast<int>(key.size())) != 1) {
     return internal_error("RAND_bytes failed");
   }
-  std::string text = hex_encode(std::string_view(key).substr(0, kKeyBytes)) + "\n";
+  std::string text = hex_encode(key) + "\n";
   Wipe wipe_text(text);
-  const std::string tmp = dir + "/.tmp-" + name + "-" + std::to_string(::getpid()) + "-" +
-                          hex_encode(std::string_view(key).substr(kKeyBytes));
-  const std::string path = dir + "/" + name;
-
-  int err = 0;
-  {
-    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!fd) return unavailable("create " + tmp + ": " + errno_text(errno));
-    std::size_t done = 0;
-    while (done < text.size()) {
-      const ssize_t w = ::write(fd.get(), text.data() + done, text.size() - done);
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) {
-        err = errno;
-        break;
-      }
-      done += static_cast<std::size_t>(w);
-    }
-    // The umask may have taken bits from 0600, never added any; fchmod makes it exact.
-    if (err == 0 && ::fchmod(fd.get(), 0600) != 0) err = errno;
-    if (err == 0 && ::fsync(fd.get()) != 0) err = errno;
-    if (::close(fd.release()) != 0 && err == 0) err = errno;
-  }
-  if (err != 0) {
-    ::unlink(tmp.c_str());
-    return unavailable("write " + tmp + ": " + errno_text(err));
-  }
-  const int linked = ::link(tmp.c_str(), path.c_str());
-  err = errno;
-  ::unlink(tmp.c_str());
-  if (linked != 0) {
-    if (err == EEXIST) return Error{Code::kAlreadyExists, "masking key " + path + " exists"};
-    return unavailable("link " + path + ": " + errno_text(err));
-  }
-  return fsync_dir(dir);
-}
-
-// Creates `dir` (and its missing parents) and makes it private to its owner.
-Status make_private_dir(const std::string& dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return unavailable("create " + dir + ": " + ec.message());
-  if (::chmod(dir.c_str(), 0700) != 0)
-    return unavailable("chmod " + dir + ": " + errno_text(errno));
-  return ok_status();
+  return create_private_file(dir, name, text, "masking key");
 }
 
 // The highest hmac-<N> in `dir` (0: none, or no directory). Every version file is checked to be

@@ -19,6 +19,8 @@
 #include <mutex>
 #include <shared_mutex>
 
+#include "core/private_file.h"
+
 namespace hi::vault {
 namespace {
 
@@ -181,19 +183,8 @@ Result<Key> read_key_file(const std::string& path, bool check_mode) {
   return key;
 }
 
-Status fsync_dir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return unavailable("open " + dir + ": " + errno_text(errno));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) return unavailable("fsync " + dir + ": " + errno_text(err));
-  return ok_status();
-}
-
-// Writes `key` as DIR/<version>: a private temporary file, synced, then link()ed to its name.
-// link() rather than rename(): it fails with EEXIST instead of replacing a version another
-// process wrote meanwhile (replacing a key would lose every blob wrapped under it).
+// Writes `key` as DIR/<version> (create_private_file(): kAlreadyExists rather than replacing a
+// version another process wrote meanwhile, which would lose every blob wrapped under it).
 Status write_key_file(const std::string& dir, std::uint32_t version, const Key& key) {
   static constexpr char kDigits[] = "0123456789abcdef";
   std::array<char, kHexBytes + 1> text{};
@@ -203,51 +194,8 @@ Status write_key_file(const std::string& dir, std::uint32_t version, const Key& 
     text[2 * i + 1] = kDigits[key.bytes[i] & 0xf];
   }
   text[kHexBytes] = '\n';
-
-  std::array<Bytes, 8> salt{};
-  if (!random_bytes(salt.data(), salt.size())) return internal_error("RAND_bytes failed");
-  std::string tmp = dir + "/.tmp-" + std::to_string(version) + "-" + std::to_string(::getpid());
-  for (Bytes b : salt) tmp += kDigits[b & 0xf];
-  const std::string path = dir + "/" + std::to_string(version);
-
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return unavailable("create " + tmp + ": " + errno_text(errno));
-  std::size_t done = 0;
-  int err = 0;
-  while (done < text.size()) {
-    const ssize_t w = ::write(fd, text.data() + done, text.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) {
-      err = errno;
-      break;
-    }
-    done += static_cast<std::size_t>(w);
-  }
-  if (err == 0 && ::fchmod(fd, 0600) != 0) err = errno;
-  if (err == 0 && ::fsync(fd) != 0) err = errno;
-  if (::close(fd) != 0 && err == 0) err = errno;
-  if (err != 0) {
-    ::unlink(tmp.c_str());
-    return unavailable("write " + tmp + ": " + errno_text(err));
-  }
-  const int linked = ::link(tmp.c_str(), path.c_str());
-  err = errno;
-  ::unlink(tmp.c_str());
-  if (linked != 0) {
-    if (err == EEXIST) return Error{Code::kAlreadyExists, "master key " + path + " exists"};
-    return unavailable("link " + path + ": " + errno_text(err));
-  }
-  return fsync_dir(dir);
-}
-
-// Creates `dir` (and its missing parents) and makes it private to its owner.
-Status make_private_dir(const std::string& dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return unavailable("create " + dir + ": " + ec.message());
-  if (::chmod(dir.c_str(), 0700) != 0)
-    return unavailable("chmod " + dir + ": " + errno_text(errno));
-  return ok_status();
+  return create_private_file(dir, std::to_string(version),
+                             std::string_view(text.data(), text.size()), "master key");
 }
 
 bool same_time(const timespec& a, const timespec& b) {
