@@ -503,11 +503,14 @@ Response Service::health(bool full) {
         if (auto at = parse_rfc3339_us(last_ack); at) {
           ack_age = std::max<std::int64_t>(0, (unix_now_us() - *at) / 1000);
         }
-        rl = {{"status", !streaming     ? "unhealthy"
-                         : degraded_bus ? "degraded"
-                                        : "healthy"},
+        // The slot's wal_status (pg_replication_slots): "unreserved" WAL goes at the next
+        // checkpoint (max_slot_wal_keep_size is reached); "lost" WAL is gone, and changes with it.
+        const std::string wal_status = fields.value("wal_status", "");
+        rl = {{"status", !streaming || wal_status == "lost"           ? "unhealthy"
+                         : degraded_bus || wal_status == "unreserved" ? "degraded"
+                                                                      : "healthy"},
               {"lag_bytes", to_int(fields.value("lag_bytes", "0"))},
-              {"wal_status", fields.value("wal_status", "")},
+              {"wal_status", wal_status},
               {"last_ack_age_ms", ack_age},
               {"durable", fields.value("durable", "0") == "1"},
               {"in_flight", to_int(fields.value("in_flight", "0"))},

@@ -19,6 +19,7 @@
 #include "api/service.h"
 #include "core/metrics.h"
 #include "http/client.h"
+#include "redis/client.h"
 #include "schema/seed.h"
 #include "support/api_fixture.h"
 #include "support/relay_helpers.h"
@@ -668,6 +669,27 @@ TEST_F(ApiTest, HealthAndMetricsAnswerWithoutAToken) {
   EXPECT_EQ(metrics.status, 200);
   EXPECT_NE(metrics.body.find("hashinsight_http_requests_total"), std::string::npos);
   EXPECT_NE(metrics.body.find("/api/miner-models"), std::string::npos);
+}
+
+// The relay's check follows its slot: WAL the slot may lose at the next checkpoint degrades it,
+// WAL already lost makes it unhealthy (the relay publishes the slot's wal_status; set here).
+TEST_F(ApiTest, RelayHealthFollowsTheSlotsWalStatus) {
+  auto redis = redis::Client::connect(TestServers::get().redis_url());
+  ASSERT_TRUE(redis.ok()) << redis.error().message;
+  for (const auto& [wal_status, want] :
+       std::vector<std::pair<std::string, std::string>>{{"reserved", "healthy"},
+                                                        {"extended", "healthy"},
+                                                        {"unreserved", "degraded"},
+                                                        {"lost", "unhealthy"}}) {
+    ASSERT_TRUE(redis
+                    ->command({"HSET", "hi:status:relay", "streaming", "1", "bus_degraded", "0",
+                               "wal_status", wal_status, "lag_bytes", "0"})
+                    .ok());
+    const json h = body_of(get("/api/health"));
+    EXPECT_EQ(h["checks"]["relay"]["wal_status"], wal_status);
+    EXPECT_EQ(h["checks"]["relay"]["status"], want) << wal_status;
+  }
+  (void)redis->command({"DEL", "hi:status:relay"});
 }
 
 // Splits a shell command line into words: '...' literal, "..." with $NAME expanded from `vars`.
