@@ -5,11 +5,13 @@
 #include <deque>
 #include <functional>
 #include <future>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
+#include <span>
 #include <stop_token>
 #include <thread>
 #include <unordered_map>
@@ -27,6 +29,9 @@ namespace hi::sinks {
 std::string sink_group(const std::string& destination) { return "sink-" + destination; }
 
 namespace {
+
+// A batch of at least this many changes is parsed and masked by two threads (Sink::Impl::prepare).
+constexpr std::size_t kSplitAtChanges = 512;
 
 // What the sink knows of one target table.
 struct TableInfo {
@@ -173,6 +178,15 @@ class Sink::Impl {
   // A polled batch parsed and masked; deliveries of `in_flight` claimed back are left out.
   std::unique_ptr<Prepared> prepare(std::vector<bus::Delivery> deliveries,
                                     const Prepared* in_flight);
+  // What prepare() makes of a part of a batch.
+  struct Slice {
+    std::vector<Parsed> parsed;
+    std::vector<DeadLetter> parked;
+    int unreadable = 0;
+  };
+  // Parses and masks deliveries[i] for each i of `picked`. Reads tables_ only: two run at once.
+  void prepare_slice(const std::vector<bus::Delivery>& deliveries,
+                     std::span<const std::size_t> picked, TypesCache& types, Slice& out);
   // Schema changes, then the rows and dead letters of a prepared batch, in the destination.
   Status apply_prepared(Prepared& prepared, std::stop_token stop);
   Status evolve(TableInfo& info, const Change& newest, std::vector<DeadLetter>& parked);
@@ -192,6 +206,7 @@ class Sink::Impl {
   std::unique_ptr<bus::Consumer> consumer_;
   std::map<std::string, TableInfo> tables_;  // by source "public.customers"
   TypesCache types_;                         // the latest `types` of each topic
+  TypesCache helper_types_;                  // the same, for prepare()'s helper thread
   Reaper reaper_;
   std::mutex positions_mu_;  // positions_: read by prepare(), written by apply_prepared()
   Positions positions_;
@@ -451,56 +466,87 @@ std::unique_ptr<Prepared> Sink::Impl::prepare(std::vector<bus::Delivery> deliver
                                               const Prepared* in_flight) {
   auto out = std::make_unique<Prepared>();
   out->deliveries = std::move(deliveries);
-  std::vector<Parsed>& parsed = out->parsed;
-  parsed.reserve(out->deliveries.size());
-  std::vector<DeadLetter>& parked = out->parked;
   const bool kafka = o_.bus.kind == bus::BusKind::kKafka;
-  std::unique_lock positions_lock(positions_mu_);
-  for (const auto& d : out->deliveries) {
-    const PositionKey where{d.topic, d.partition};
-    auto& top = out->positions[where];
-    if (top.empty() || parse_position(top) < parse_position(d.position)) top = d.position;
-    // Kafka delivers a partition in offset order, so what lies at or below the stored offset was
-    // applied. Redis Streams do not: a dead sink's pending entries come back (XAUTOCLAIM) after
-    // later ones were applied; their versions make them harmless, and they must not be skipped.
-    if (const auto stored = positions_.find(where); kafka && stored != positions_.end()) {
-      if (parse_position(d.position) <= parse_position(stored->second)) {
-        stats_.skipped.fetch_add(1, std::memory_order_relaxed);
+  // Which deliveries to parse: positions and skips first, in order (cheap).
+  std::vector<std::size_t> picked;
+  picked.reserve(out->deliveries.size());
+  {
+    std::lock_guard positions_lock(positions_mu_);
+    for (std::size_t i = 0; i < out->deliveries.size(); ++i) {
+      const auto& d = out->deliveries[i];
+      const PositionKey where{d.topic, d.partition};
+      auto& top = out->positions[where];
+      if (top.empty() || parse_position(top) < parse_position(d.position)) top = d.position;
+      // Kafka delivers a partition in offset order, so what lies at or below the stored offset
+      // was applied. Redis Streams do not: a dead sink's pending entries come back (XAUTOCLAIM)
+      // after later ones were applied; their versions make them harmless, and they must not be
+      // skipped.
+      if (const auto stored = positions_.find(where); kafka && stored != positions_.end()) {
+        if (parse_position(d.position) <= parse_position(stored->second)) {
+          stats_.skipped.fetch_add(1, std::memory_order_relaxed);
+          continue;
+        }
+      }
+      // Redis: an entry of the batch being applied, claimed back from ourselves. This happens
+      // when that batch was polled while the one before it was being retried against a
+      // destination that was down, and so sat idle past claim_idle. That batch applies and
+      // acknowledges it.
+      if (in_flight != nullptr && d.delivery_count > 1 &&
+          std::any_of(in_flight->deliveries.begin(), in_flight->deliveries.end(),
+                      [&](const bus::Delivery& f) {
+                        return f.position == d.position && f.topic == d.topic;
+                      })) {
         continue;
       }
+      picked.push_back(i);
     }
-    // Redis: an entry of the batch being applied, claimed back from ourselves. This happens
-    // when that batch was polled while the one before it was being retried against a
-    // destination that was down, and so sat idle past claim_idle. That batch applies and
-    // acknowledges it.
-    if (in_flight != nullptr && d.delivery_count > 1 &&
-        std::any_of(in_flight->deliveries.begin(), in_flight->deliveries.end(),
-                    [&](const bus::Delivery& f) {
-                      return f.position == d.position && f.topic == d.topic;
-                    })) {
-      continue;
-    }
-    const std::string source = d.topic.starts_with("cdc.") ? d.topic.substr(4) : d.topic;
-    auto c = parse_change(d, &types_);
+  }
+  // Parsing and masking is most of a batch's time here: a large batch is cut in two, the second
+  // half prepared on a helper thread (with its own types cache) while this one does the first.
+  const std::span<const std::size_t> all(picked);
+  const std::size_t half = all.size() >= kSplitAtChanges ? all.size() / 2 : all.size();
+  Slice second;
+  std::future<void> helper;
+  if (half < all.size()) {
+    helper = std::async(std::launch::async, [&] {
+      prepare_slice(out->deliveries, all.subspan(half), helper_types_, second);
+    });
+  }
+  Slice first;
+  prepare_slice(out->deliveries, all.first(half), types_, first);
+  if (helper.valid()) helper.get();
+  out->parsed = std::move(first.parsed);
+  out->parked = std::move(first.parked);
+  std::move(second.parsed.begin(), second.parsed.end(), std::back_inserter(out->parsed));
+  std::move(second.parked.begin(), second.parked.end(), std::back_inserter(out->parked));
+  if (const int bad = first.unreadable + second.unreadable; bad > 0) count_error("unreadable", bad);
+  // Commit order: a batch may hold a dead sink's pending entries beside newer ones.
+  std::stable_sort(out->parsed.begin(), out->parsed.end(), [](const Parsed& a, const Parsed& b) {
+    return a.change.version < b.change.version;
+  });
+  return out;
+}
+
+void Sink::Impl::prepare_slice(const std::vector<bus::Delivery>& deliveries,
+                               std::span<const std::size_t> picked, TypesCache& types, Slice& out) {
+  out.parsed.reserve(picked.size());
+  for (const std::size_t i : picked) {
+    const bus::Delivery& d = deliveries[i];
+    auto c = parse_change(d, &types);
     if (!c) {
       // Unreadable: nothing of it can be masked, so nothing of it is kept but where it was.
-      parked.push_back({source, "", d.topic + "@" + d.position, nullptr, nullptr,
-                        "unreadable change: " + c.error().message});
-      count_error("unreadable");
+      const std::string source = d.topic.starts_with("cdc.") ? d.topic.substr(4) : d.topic;
+      out.parked.push_back({source, "", d.topic + "@" + d.position, nullptr, nullptr,
+                            "unreadable change: " + c.error().message});
+      ++out.unreadable;
       continue;
     }
     auto t = tables_.find(c->table);
     if (t == tables_.end()) continue;  // a topic shared with tables this destination skips
     Parsed p{std::move(*c), &t->second, {}};
     p.info->masker->mask_in_place(p.change.after);  // masked from here on
-    parsed.push_back(std::move(p));
+    out.parsed.push_back(std::move(p));
   }
-  positions_lock.unlock();
-  // Commit order: a batch may hold a dead sink's pending entries beside newer ones.
-  std::stable_sort(parsed.begin(), parsed.end(), [](const Parsed& a, const Parsed& b) {
-    return a.change.version < b.change.version;
-  });
-  return out;
 }
 
 Status Sink::Impl::apply_prepared(Prepared& prepared, std::stop_token stop) {

@@ -526,7 +526,9 @@ class SinkTest : public test::RelayFixture {
 };
 
 TEST_F(SinkTest, BothDestinationsEqualTheSourceMaskedAndRotationReachesBoth) {
-  run_ops(300, 150, false, 1);  // rows before the sinks exist
+  // Changes before the sinks exist: a backlog large enough that their first batches are parsed
+  // and masked by two threads (kSplitAtChanges in sink.cc).
+  run_ops(1200, 150, false, 1);
   const int metrics_port = test::free_port();
   start_sink("pgdest", {"METRICS_PORT=" + std::to_string(metrics_port)});
   start_sink("chdest");
