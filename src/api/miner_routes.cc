@@ -7,6 +7,7 @@
 #include <set>
 
 #include "api/internal/support.h"
+#include "api/miner_sql.h"
 #include "api/service.h"
 #include "api/validate.h"
 #include "consume/portfolio_worker.h"
@@ -49,13 +50,12 @@ Result<json> miner_row(Call& c, const std::string& id, bool for_update) {
   return json::parse(r->text(0, 0));
 }
 
-// POST /api/miners as one statement: the row (only if its model exists), the user's next seq,
-// the miner.added event and the audit row, returning (id, row as JSON, event id, seq). It
-// writes what internal::record_write would, without its second round trip: this is the write
-// the page and the benchmarks make most. An unknown model returns no row and writes nothing.
-// $1 tenant, $2 user, $3 model, $4 quantity, $5 price, $6 status, $7 event id,
-// $8 Idempotency-Key, $9 request id, $10 client address.
-constexpr const char* kAddMinerSql =
+}  // namespace
+
+// POST /api/miners as one statement (api/miner_sql.h). It writes what internal::record_write
+// would, without its second round trip: this is the write the page and the benchmarks make
+// most.
+const char* const kAddMinerSql =
     "WITH m AS (INSERT INTO user_miners (tenant_id, user_id, model_id, quantity, "
     "electricity_price_usd_kwh, status) "
     "SELECT $1::bigint, $2::bigint, $3::int, $4::int, $5::numeric, $6::text "
@@ -74,6 +74,8 @@ constexpr const char* kAddMinerSql =
     "NULLIF($10::text, '')::inet, jsonb_build_object('before', NULL, 'after', m.shown::jsonb) "
     "FROM m) "
     "SELECT m.id, m.shown, e.id, e.seq FROM m, e";
+
+namespace {
 
 // One miner row of a request body, validated.
 struct NewMiner {

@@ -4,9 +4,11 @@
 //
 // One stack (BenchStack: a private durable PostgreSQL and Redis, or the given servers), N bench
 // users on the plan "bench" (bench_stack.h), and `hashinsight api` (this binary) as a child process
-// on a free loopback port, as in production. Three runs of S seconds, one after the other:
+// on a free loopback port, as in production. Runs of S seconds, one after the other:
 //  1. pgbench, 8 clients: per transaction the one outbox row that POST /api/miners commits
 //     (bench/outbox_insert.sql) -> pgbench_tps, the database's own rate for one-row commits;
+//     then POST /api/miners' own transaction (api::kAddMinerSql: its row, event and audit row)
+//     -> pgbench_post_tps, what the database alone sustains of the API's write;
 //  2. wrk POST /api/miners (bench/post_miner.lua): a user_miners row, its outbox event and its
 //     audit row per request, each its own durable commit -> post_rps, post_p99_ms; post_rows
 //     counts the user_miners rows the run added (SQL), to check against the 2xx answers;
@@ -25,6 +27,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -36,6 +39,7 @@
 #include <utility>
 
 #include "api/auth.h"
+#include "api/miner_sql.h"
 #include "cli/bench_scripts.h"
 #include "cli/bench_stack.h"
 #include "cli/common.h"
@@ -254,9 +258,46 @@ std::int64_t bench_miner_rows(pg::Connection& owner) {
   return r->int64(0, 0);
 }
 
-// pgbench: the one-row outbox transaction, kPgbenchClients clients, prepared statements.
-double run_pgbench(const std::string& database_url, const std::string& dir,
-                   const ApiBenchOptions& opt) {
+// A pgbench script of POST /api/miners' own transaction (api::kAddMinerSql, its parameters
+// filled in as post_miner.lua's requests fill them): what the database alone sustains of the
+// API's write, the ceiling of post_rps.
+std::string post_statement_script() {
+  std::string sql = api::kAddMinerSql;
+  // $10 before $1, so that "$1" does not match inside "$10".
+  const std::pair<const char*, const char*> params[] = {
+      {"$10", "'127.0.0.1'"},
+      {"$9", "'pgbench'"},
+      {"$8", "NULL"},
+      {"$7", "lpad(txid_current()::text, 36, '0')"},  // unique, 36 characters like a UUID
+      {"$6", "'active'"},
+      {"$5", "NULL"},
+      {"$4", "1"},
+      {"$3", ":model"},
+      {"$2", ":u"},
+      {"$1", ":tenant"}};
+  for (const auto& [from, to] : params) {
+    for (auto at = sql.find(from); at != std::string::npos; at = sql.find(from, at)) {
+      sql.replace(at, std::strlen(from), to);
+      at += std::strlen(to);
+    }
+  }
+  return "-- POST /api/miners' transaction for a random bench user and model (generated).\n"
+         "\\set u :first + random(0, :users - 1)\n"
+         "\\set tenant 1 + (:u - :first) % 2\n"
+         "\\set model random(1, 49)\n"
+         "BEGIN;\n"
+         "SELECT set_config('app.tenant_id', :tenant::text, true);\n" +
+         sql + ";\nCOMMIT;\n";
+}
+
+struct PgbenchResult {
+  double tps = 0;
+  std::int64_t transactions = 0;
+};
+
+// pgbench with `script` (in `dir`), kPgbenchClients clients, prepared statements.
+PgbenchResult run_pgbench(const std::string& database_url, const std::string& dir,
+                          const std::string& script, const ApiBenchOptions& opt) {
   SpawnOptions o;
   o.argv = {pg::postgres_bindir() + "/pgbench",
             "-n",
@@ -273,14 +314,18 @@ double run_pgbench(const std::string& database_url, const std::string& dir,
             "-D",
             "users=" + std::to_string(opt.users),
             "-f",
-            dir + "/outbox_insert.sql",
+            dir + "/" + script,
             database_url};
-  const CommandResult r = run_timed(o, opt.duration_s, "pgbench", dir + "/pgbench.out");
+  const CommandResult r =
+      run_timed(o, opt.duration_s, "pgbench " + script, dir + "/" + script + ".out");
+  constexpr std::string_view kProcessed = "number of transactions actually processed: ";
   const auto at = r.output.find("tps = ");
-  if (r.status != 0 || at == std::string::npos) {
+  const auto processed = r.output.find(kProcessed);
+  if (r.status != 0 || at == std::string::npos || processed == std::string::npos) {
     fail(kExitFailure, "pgbench failed (status " + std::to_string(r.status) + "): " + r.output);
   }
-  return std::strtod(r.output.c_str() + at + 6, nullptr);
+  return {std::strtod(r.output.c_str() + at + 6, nullptr),
+          std::strtoll(r.output.c_str() + processed + kProcessed.size(), nullptr, 10)};
 }
 
 LoadResult run_wrk(const std::string& script, const std::string& url, int connections,
@@ -372,8 +417,22 @@ int run_api_bench(const Config& cfg, const ApiBenchOptions& opt) {
   }
 
   ordered_json out;
-  // 1. pgbench on the same database.
-  const double pgbench_tps = run_pgbench((*stack)->database_url(), d, opt);
+  // 1. pgbench on the same database: the one-row outbox insert, then the API's own statement.
+  const double pgbench_tps = run_pgbench((*stack)->database_url(), d, "outbox_insert.sql", opt).tps;
+  if (auto s = write_file(d + "/post_statement.sql", post_statement_script()); !s) {
+    fail(kExitFailure, s.error().message);
+  }
+  const std::int64_t rows_before_pgbench = bench_miner_rows(*owner);
+  const PgbenchResult pgbench_post =
+      run_pgbench((*stack)->database_url(), d, "post_statement.sql", opt);
+  // Each of its transactions adds one row (an unknown model would add none, and be fast).
+  if (const std::int64_t added = bench_miner_rows(*owner) - rows_before_pgbench;
+      added != pgbench_post.transactions) {
+    fail(kExitFailure, "bench api: pgbench of POST's statement committed " +
+                           std::to_string(pgbench_post.transactions) + " transactions but added " +
+                           std::to_string(added) + " user_miners rows");
+  }
+  const double pgbench_post_tps = pgbench_post.tps;
 
   // 2. POST /api/miners.
   const std::int64_t rows_before = bench_miner_rows(*owner);
@@ -421,6 +480,9 @@ int run_api_bench(const Config& cfg, const ApiBenchOptions& opt) {
   out["get_p99_ms"] = get.p99_ms;
   out["get_cache_hit_ratio"] = hit_ratio;
   out["post_vs_pgbench"] = pgbench_tps > 0 ? round_to(post.rps() / pgbench_tps, 2) : 0.0;
+  out["pgbench_post_tps"] = std::round(pgbench_post_tps);
+  out["post_vs_pgbench_post"] =
+      pgbench_post_tps > 0 ? round_to(post.rps() / pgbench_post_tps, 2) : 0.0;
   out["post_p50_ms"] = post.p50_ms;
   out["post_requests"] = post.requests;
   out["post_requests_2xx"] = post.ok();
@@ -444,14 +506,16 @@ int run_api_bench(const Config& cfg, const ApiBenchOptions& opt) {
                  "bench api: %s stack, %d cores shared with the load generator (wrk, %d threads), "
                  "%d s per run, %d users\n"
                  "  pgbench one-row outbox insert  %3d clients  %8.0f tps\n"
+                 "  pgbench POST's own statement   %3d clients  %8.0f tps\n"
                  "  POST /api/miners               %3d conns    %8.0f req/s  p99 %8.2f ms  "
-                 "(%.2fx pgbench)\n"
+                 "(%.2fx pgbench, %.2fx its statement)\n"
                  "  GET /api/portfolio             %3d conns    %8.0f req/s  p99 %8.2f ms  "
                  "cache hit ratio %s\n",
                  (*stack)->durable() ? "durable" : "non-durable", usable_cores(), kLoadThreads,
-                 opt.duration_s, opt.users, kPgbenchClients, pgbench_tps, opt.post_connections,
-                 post.rps(), post.p99_ms, out["post_vs_pgbench"].get<double>(), opt.connections,
-                 get.rps(), get.p99_ms, hit_ratio.dump().c_str());
+                 opt.duration_s, opt.users, kPgbenchClients, pgbench_tps, kPgbenchClients,
+                 pgbench_post_tps, opt.post_connections, post.rps(), post.p99_ms,
+                 out["post_vs_pgbench"].get<double>(), out["post_vs_pgbench_post"].get<double>(),
+                 opt.connections, get.rps(), get.p99_ms, hit_ratio.dump().c_str());
   }
   const std::pair<const char*, const LoadResult*> runs[] = {{"POST /api/miners", &post},
                                                             {"GET /api/portfolio", &get}};

@@ -58,7 +58,8 @@ TEST(BenchApi, PrintsEveryContractFieldAndCountsItsWrites) {
   }
   ASSERT_EQ(json_lines, 1) << r->output;
 
-  for (const char* field : {"post_rps", "post_p99_ms", "pgbench_tps", "get_rps", "get_p99_ms"}) {
+  for (const char* field :
+       {"post_rps", "post_p99_ms", "pgbench_tps", "pgbench_post_tps", "get_rps", "get_p99_ms"}) {
     ASSERT_TRUE(out.contains(field)) << field << " in " << out.dump();
     EXPECT_TRUE(out[field].is_number()) << field << " in " << out.dump();
     EXPECT_GT(out[field].get<double>(), 0) << field << " in " << out.dump();
