@@ -311,10 +311,12 @@ class SinkTest : public test::RelayFixture {
     if (column == "uid") return "gen_random_uuid()";
     if (column == "doc") return "'{\"n\": " + std::to_string(n) + ", \"tags\": [\"a\", \"b\"]}'";
     if (column == "bio") {
-      // Random text long enough to be TOASTed out of line (and not compressible below it).
-      std::string s;
+      // Random text long enough to be TOASTed out of line (and not compressible below it),
+      // after the characters a text format must escape: tab, newline, carriage return, a
+      // backslash, a literal \N (ClickHouse's TabSeparated NULL), quotes.
+      std::string s = "E'tab\\tnewline\\ncr\\rback\\\\slash \\\\N ''q'' \"dq\" ";
       for (int i = 0; i < 300; ++i) s += std::to_string(rng() % 10000000000ULL);
-      return "'" + s + std::to_string(id) + "'";
+      return s + std::to_string(id) + "'";
     }
     return "NULL";
   }
