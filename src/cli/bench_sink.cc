@@ -43,7 +43,7 @@ constexpr std::int64_t kStallNs = 120'000'000'000;
 struct SinkBenchOptions {
   long rows = 200'000;
   std::string destination = "postgres";
-  int batch = 5000;
+  int batch = 0;  // 0: sinks::default_batch_size() of the destination
   bool json = false;
   bool no_durable = false;
 };
@@ -243,7 +243,9 @@ int run_sink_bench(const Config& cfg, const SinkBenchOptions& opt) {
   so.bus.client_id = so.consumer_name;
   so.keys = std::move(*keys);
   so.source_database_url = (*stack)->database_url();  // the table's key and types
-  so.batch_size = static_cast<std::size_t>(opt.batch);
+  const std::size_t batch = opt.batch > 0 ? static_cast<std::size_t>(opt.batch)
+                                          : sinks::default_batch_size(so.destination.type);
+  so.batch_size = batch;
   so.poll_timeout = std::chrono::milliseconds(100);
   so.request_snapshots = false;  // the rows are on the bus already
 
@@ -322,7 +324,7 @@ int run_sink_bench(const Config& cfg, const SinkBenchOptions& opt) {
   out["masking"] = true;
   out["seconds"] = round_to(seconds, 3);
   out["first_to_last_ms"] = round_to(static_cast<double>(last_ns - first_ns) / 1e6, 1);
-  out["batch"] = opt.batch;
+  out["batch"] = batch;
   out["batches"] = sink.stats().batches.load();
   out["bus"] = "redis";
   out["durable"] = (*stack)->durable();
@@ -340,7 +342,9 @@ void add_bench_sink(CLI::App& bench, Flags& flags) {
       ->check(CLI::Range(1L, 100'000'000L));
   cmd->add_option("--destination", opt->destination, "postgres or clickhouse")
       ->check(CLI::IsMember({"postgres", "clickhouse"}));
-  cmd->add_option("--batch", opt->batch, "changes per sink batch")->check(CLI::Range(1, 100000));
+  cmd->add_option("--batch", opt->batch,
+                  "changes per sink batch (default: 5000; 20000 for ClickHouse)")
+      ->check(CLI::Range(1, 100000));
   cmd->add_flag("--json", opt->json, "print the result as JSON (always one line)");
   cmd->add_flag("--no-durable", opt->no_durable,
                 "private servers without fsync (PostgreSQL fsync off, Redis appendfsync no)");

@@ -23,7 +23,7 @@ namespace {
 struct SinkFlags {
   std::string config;
   std::string destination;
-  std::int64_t batch = 5000;
+  std::int64_t batch = 0;  // 0: sinks::default_batch_size() of the destination's type
   std::int64_t poll_ms = 500;
   bool no_snapshot = false;
 };
@@ -43,7 +43,9 @@ void add_sink_command(CLI::App& app, Flags& flags) {
   auto sf = std::make_shared<SinkFlags>();
   cmd->add_option("--config", sf->config, "the sinks file (default: DIR/sinks.yaml)");
   cmd->add_option("--destination", sf->destination, "the destination to run (its name)");
-  cmd->add_option("--batch-size", sf->batch, "changes per batch")->check(CLI::Range(1, 100000));
+  cmd->add_option("--batch-size", sf->batch,
+                  "changes per batch (default: 5000; 20000 for ClickHouse)")
+      ->check(CLI::Range(1, 100000));
   cmd->add_option("--poll-ms", sf->poll_ms, "longest wait for a batch")
       ->check(CLI::Range(1, 60000));
   cmd->add_flag("--no-snapshot", sf->no_snapshot,
@@ -152,7 +154,8 @@ void add_sink_command(CLI::App& app, Flags& flags) {
     o.keys = std::move(*keys);
     o.source_database_url = urls.database_url;
     o.status_redis_url = urls.cache_redis();
-    o.batch_size = static_cast<std::size_t>(sf->batch);
+    o.batch_size =
+        sf->batch > 0 ? static_cast<std::size_t>(sf->batch) : sinks::default_batch_size(dest->type);
     o.poll_timeout = std::chrono::milliseconds(sf->poll_ms);
     o.request_snapshots = !sf->no_snapshot;
     o.consumer_name = sinks::sink_group(dest->name) + "-" + host_name() + "-" +

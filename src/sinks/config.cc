@@ -374,6 +374,10 @@ std::string_view to_string(Mask mask) {
   return "unknown";
 }
 
+std::size_t default_batch_size(DestinationType type) {
+  return type == DestinationType::kClickHouse ? 20'000 : 5'000;
+}
+
 std::string_view to_string(DestinationType type) {
   switch (type) {
     case DestinationType::kPostgres:
