@@ -520,10 +520,14 @@ std::unique_ptr<Prepared> Sink::Impl::prepare(std::vector<bus::Delivery> deliver
   std::move(second.parsed.begin(), second.parsed.end(), std::back_inserter(out->parsed));
   std::move(second.parked.begin(), second.parked.end(), std::back_inserter(out->parked));
   if (const int bad = first.unreadable + second.unreadable; bad > 0) count_error("unreadable", bad);
-  // Commit order: a batch may hold a dead sink's pending entries beside newer ones.
-  std::stable_sort(out->parsed.begin(), out->parsed.end(), [](const Parsed& a, const Parsed& b) {
+  // Commit order: a batch may hold a dead sink's pending entries beside newer ones. Usually it
+  // is in order already, and a sort would still move every change.
+  const auto by_version = [](const Parsed& a, const Parsed& b) {
     return a.change.version < b.change.version;
-  });
+  };
+  if (!std::is_sorted(out->parsed.begin(), out->parsed.end(), by_version)) {
+    std::stable_sort(out->parsed.begin(), out->parsed.end(), by_version);
+  }
   return out;
 }
 
