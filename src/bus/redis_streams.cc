@@ -205,9 +205,9 @@ Result<std::vector<Delivery>> RedisStreamsConsumer::reclaim(std::size_t max,
     }
     cursor = r->elements[0].str;
     const std::size_t first = out.size();
-    for (const auto& e : r->elements[1].elements) {
+    for (auto& e : r->elements[1].elements) {
       if (e.type != Reply::Type::kArray || e.elements.size() < 2) continue;  // deleted entry
-      Delivery d = delivery_from_entry(t, e);
+      Delivery d = delivery_from_entry(t, std::move(e));
       d.delivery_count = 2;  // at least the second delivery; exact below when Redis says
       out.push_back(std::move(d));
     }
