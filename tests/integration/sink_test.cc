@@ -194,6 +194,12 @@ class SinkTest : public test::RelayFixture {
     relay_ = test::start_relay(
         {"RELAY_CAPTURE_TABLES=public.customers", "RELAY_DATABASE_URL=" + test::relay_role_url()},
         log_);
+    // Its slot exists once it streams. Changes written before that reach the destinations only
+    // through a snapshot, never the stream, and a test reads some of them back from the stream
+    // (a slow start, as in a loaded sanitized run, left none there).
+    ASSERT_TRUE(eventually([&] { return log_text().find("streaming") != std::string::npos; },
+                           std::chrono::seconds(60)))
+        << log_text();
     write_config();
   }
 
