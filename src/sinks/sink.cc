@@ -181,8 +181,7 @@ class Sink::Impl {
   // What prepare() makes of a part of a batch.
   struct Slice {
     std::vector<Parsed> parsed;
-    std::vector<DeadLetter> parked;
-    int unreadable = 0;
+    std::vector<DeadLetter> parked;  // the unreadable changes
   };
   // Parses and masks deliveries[i] for each i of `picked`. Reads tables_ only: two run at once.
   void prepare_slice(const std::vector<bus::Delivery>& deliveries,
@@ -519,7 +518,7 @@ std::unique_ptr<Prepared> Sink::Impl::prepare(std::vector<bus::Delivery> deliver
   out->parked = std::move(first.parked);
   std::move(second.parsed.begin(), second.parsed.end(), std::back_inserter(out->parsed));
   std::move(second.parked.begin(), second.parked.end(), std::back_inserter(out->parked));
-  if (const int bad = first.unreadable + second.unreadable; bad > 0) count_error("unreadable", bad);
+  if (!out->parked.empty()) count_error("unreadable", static_cast<double>(out->parked.size()));
   // Commit order: a batch may hold a dead sink's pending entries beside newer ones. Usually it
   // is in order already, and a sort would still move every change.
   const auto by_version = [](const Parsed& a, const Parsed& b) {
@@ -542,7 +541,6 @@ void Sink::Impl::prepare_slice(const std::vector<bus::Delivery>& deliveries,
       const std::string source = d.topic.starts_with("cdc.") ? d.topic.substr(4) : d.topic;
       out.parked.push_back({source, "", d.topic + "@" + d.position, nullptr, nullptr,
                             "unreadable change: " + c.error().message});
-      ++out.unreadable;
       continue;
     }
     auto t = tables_.find(c->table);
