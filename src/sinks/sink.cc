@@ -175,9 +175,12 @@ class Sink::Impl {
   Status read_source_catalog();
   Status prepare_tables(std::stop_token stop);
   Status create_from_source(TableInfo& info);
-  // A polled batch parsed and masked; deliveries of `in_flight` claimed back are left out.
+  // A polled batch parsed and masked; deliveries of the `in_flight` batches (being applied or
+  // not yet acknowledged) claimed back are left out.
   std::unique_ptr<Prepared> prepare(std::vector<bus::Delivery> deliveries,
-                                    const Prepared* in_flight);
+                                    const std::vector<const Prepared*>& in_flight);
+  // Acknowledges the applied batches on the bus, then frees them.
+  void acknowledge(std::vector<std::unique_ptr<Prepared>> done);
   // What prepare() makes of a part of a batch.
   struct Slice {
     std::vector<Parsed> parsed;
@@ -462,7 +465,7 @@ Status Sink::Impl::evolve(TableInfo& info, const Change& newest, std::vector<Dea
 }
 
 std::unique_ptr<Prepared> Sink::Impl::prepare(std::vector<bus::Delivery> deliveries,
-                                              const Prepared* in_flight) {
+                                              const std::vector<const Prepared*>& in_flight) {
   auto out = std::make_unique<Prepared>();
   out->deliveries = std::move(deliveries);
   const bool kafka = o_.bus.kind == bus::BusKind::kKafka;
@@ -486,15 +489,16 @@ std::unique_ptr<Prepared> Sink::Impl::prepare(std::vector<bus::Delivery> deliver
           continue;
         }
       }
-      // Redis: an entry of the batch being applied, claimed back from ourselves. This happens
-      // when that batch was polled while the one before it was being retried against a
-      // destination that was down, and so sat idle past claim_idle. That batch applies and
-      // acknowledges it.
-      if (in_flight != nullptr && d.delivery_count > 1 &&
-          std::any_of(in_flight->deliveries.begin(), in_flight->deliveries.end(),
-                      [&](const bus::Delivery& f) {
-                        return f.position == d.position && f.topic == d.topic;
-                      })) {
+      // Redis: an entry of a batch in flight, claimed back from ourselves. This happens when
+      // that batch was polled while the one before it was being retried against a destination
+      // that was down, and so sat idle past claim_idle. That batch applies and acknowledges it.
+      if (d.delivery_count > 1 &&
+          std::any_of(in_flight.begin(), in_flight.end(), [&](const Prepared* p) {
+            return std::any_of(p->deliveries.begin(), p->deliveries.end(),
+                               [&](const bus::Delivery& f) {
+                                 return f.position == d.position && f.topic == d.topic;
+                               });
+          })) {
         continue;
       }
       picked.push_back(i);
@@ -820,6 +824,17 @@ void Sink::Impl::publish_status(bool force) {
   if (!r) status_.reset();
 }
 
+void Sink::Impl::acknowledge(std::vector<std::unique_ptr<Prepared>> done) {
+  for (auto& batch : done) {
+    if (Status c = consumer_->commit(batch->deliveries); !c) {
+      log_.warn("offset commit failed (the batch will be replayed and skipped)",
+                {{"error", c.error().message}});
+    }
+    stats_.batches.fetch_add(1, std::memory_order_relaxed);
+    reaper_.dispose(std::shared_ptr<Prepared>(std::move(batch)));
+  }
+}
+
 Status Sink::Impl::run(std::stop_token stop) {
   for (const auto& t : o_.destination.tables) {
     TableInfo info;
@@ -871,33 +886,44 @@ Status Sink::Impl::run(std::stop_token stop) {
                              {"type", std::string(to_string(o_.destination.type))},
                              {"group", co.group},
                              {"tables", o_.destination.tables.size()}});
-  // One batch is applied on an applier thread while the next is polled, parsed and masked here;
-  // a batch's deliveries are acknowledged only once it is applied (then its failpoint).
+  // Three batches move at once: one is read from the bus by a reader task, the one before it is
+  // parsed and masked here, and the one before that applied on an applier thread. A batch's
+  // deliveries are acknowledged only once it is applied (then its failpoint), by the next reader
+  // task or, when the bus has nothing more, here. The consumer is used by one thread at a time:
+  // the reader task while one runs, else this one.
+  std::vector<std::unique_ptr<Prepared>> applied_batches;  // not yet acknowledged
   std::unique_ptr<Prepared> applying;
   std::future<Status> applied;  // declared after `applying`: destroyed (waited for) first
+  std::future<Result<std::vector<bus::Delivery>>> reading;
+  const auto read = [&](std::chrono::milliseconds timeout) {
+    reading = std::async(std::launch::async,
+                         [this, timeout, done = std::move(applied_batches)]() mutable {
+                           acknowledge(std::move(done));
+                           publish_status(false);
+                           return consumer_->poll(o_.batch_size, timeout);
+                         });
+    applied_batches.clear();
+  };
+  // Waits for the batch being applied; it is acknowledged with the next read.
   const auto finish = [&]() -> Status {
     if (!applying) return {};
     Status s = applied.get();
     std::unique_ptr<Prepared> done = std::move(applying);
     if (!s) return s;
     if (Status f = failpoint("sink.after_destination_commit"); !f) return f;
-    if (Status c = consumer_->commit(done->deliveries); !c) {
-      log_.warn("offset commit failed (the batch will be replayed and skipped)",
-                {{"error", c.error().message}});
-    }
-    stats_.batches.fetch_add(1, std::memory_order_relaxed);
-    reaper_.dispose(std::shared_ptr<Prepared>(std::move(done)));
-    publish_status(false);
+    applied_batches.push_back(std::move(done));
     return {};
   };
   Status result;
   Backoff poll_backoff(o_.backoff_base, o_.backoff_max);
+  read(o_.poll_timeout);
   while (!stop.stop_requested()) {
-    // With a batch being applied the poll does not wait: acknowledging it comes first.
-    auto batch =
-        consumer_->poll(o_.batch_size, applying ? std::chrono::milliseconds(1) : o_.poll_timeout);
+    auto batch = reading.get();  // the consumer is this thread's until the next read()
     if (!batch || batch->empty()) {
       if (result = finish(); !result) break;
+      acknowledge(std::move(applied_batches));
+      applied_batches.clear();
+      publish_status(false);
       if (!batch) {
         if (batch.error().code != Code::kUnavailable) {
           result = batch.error();
@@ -905,21 +931,29 @@ Status Sink::Impl::run(std::stop_token stop) {
         }
         log_.warn("bus unavailable", {{"error", batch.error().message}});
         if (!sleep_for(stop, poll_backoff.next())) break;
-        continue;
+      } else {
+        poll_backoff.reset();
       }
-      poll_backoff.reset();
-      publish_status(false);
+      read(o_.poll_timeout);  // nothing in flight: the read may wait for the bus
       continue;
     }
     poll_backoff.reset();
     stats_.deliveries.fetch_add(batch->size(), std::memory_order_relaxed);
-    std::unique_ptr<Prepared> next = prepare(std::move(*batch), applying.get());
+    // With batches in flight the read does not wait: acknowledging them comes first.
+    read(std::chrono::milliseconds(1));
+    std::vector<const Prepared*> in_flight;
+    if (applying) in_flight.push_back(applying.get());
+    for (const auto& p : applied_batches) in_flight.push_back(p.get());
+    std::unique_ptr<Prepared> next = prepare(std::move(*batch), in_flight);
     if (result = finish(); !result) break;
     applying = std::move(next);
     applied = std::async(std::launch::async,
                          [this, p = applying.get(), stop] { return apply_prepared(*p, stop); });
   }
+  // A read in flight is let go: its deliveries stay pending and come back at the next start.
+  if (reading.valid()) reading.wait();
   if (result) result = finish();
+  acknowledge(std::move(applied_batches));
   publish_status(true);
   if (!result && result.error().code == Code::kCancelled) return {};
   return result;

@@ -24,10 +24,11 @@
 // source's schema and a snapshot of the source is requested (relay_snapshots), so it starts
 // complete.
 //
-// Threading: run() owns its connections and runs on the caller's thread, which polls, parses and
-// masks the next batch while an applier thread applies the one before (schema changes, rows,
-// dead letters); the bus is acknowledged on the caller's thread once a batch is applied. A reaper
-// thread frees applied batches. stats() from any thread.
+// Threading: run() owns its connections and runs on the caller's thread, which parses and masks
+// a batch while a reader task reads the next one from the bus and an applier thread applies the
+// one before (schema changes, rows, dead letters). A batch is acknowledged on the bus once it is
+// applied, by the next reader task (or the caller's thread when the bus is idle). A reaper thread
+// frees applied batches. stats() from any thread.
 #pragma once
 
 #include <atomic>
