@@ -70,7 +70,12 @@ class TypesCache {
 
 // kInvalidArgument for anything the relay does not write (then the change is dead-lettered).
 // With a cache, `types` is shared with earlier changes of the topic that carried the same text.
+// Read with simdjson; what that reading does not take whole goes to parse_change_reference().
 Result<Change> parse_change(const bus::Delivery& delivery, TypesCache* cache = nullptr);
+
+// The same reading with nlohmann's parser over the whole text: slower. parse_change() gives the
+// same result for every input (its tests and fuzz target compare the two).
+Result<Change> parse_change_reference(const bus::Delivery& delivery, TypesCache* cache = nullptr);
 
 // A bus position, comparable within one (topic, partition): Redis entry ids "ms-seq" by their
 // two numbers, Kafka offsets as numbers.

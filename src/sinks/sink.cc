@@ -701,7 +701,8 @@ Status Sink::Impl::apply_prepared(Prepared& prepared, std::stop_token stop) {
   for (auto& [info, w] : works) {
     if (w.truncate) {
       // Rows of the batch older than its TRUNCATE are gone with it.
-      std::erase_if(w.rows, [&](const RowImage& r) { return r.version < *w.truncate; });
+      const Version truncated = *w.truncate;
+      std::erase_if(w.rows, [truncated](const RowImage& r) { return r.version < truncated; });
     }
     batch.tables.push_back(std::move(w));
   }
