@@ -147,4 +147,35 @@ Result<Principal> verify_token(const TokenOptions& options, std::string_view tok
   return who;
 }
 
+Result<Principal> TokenCache::verify(const TokenOptions& options, std::string_view token,
+                                     std::int64_t now_s) {
+  if (token.size() > kMaxTokenBytes) return verify_token(options, token, now_s);
+  const std::string key(token);
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = entries_.find(key); it != entries_.end()) {
+      const Entry& e = it->second;
+      if (e.verified_at <= now_s) {
+        if (e.who.expires_at + options.leeway.count() <= now_s) {
+          entries_.erase(it);
+          return refused("expired");
+        }
+        return e.who;
+      }
+      entries_.erase(it);  // the clock went back: verify again
+    }
+  }
+  auto who = verify_token(options, token, now_s);
+  if (!who) return who;
+  std::lock_guard lock(mu_);
+  if (entries_.size() >= capacity_) entries_.clear();
+  entries_.insert_or_assign(key, Entry{*who, now_s});
+  return who;
+}
+
+std::size_t TokenCache::size() const {
+  std::lock_guard lock(mu_);
+  return entries_.size();
+}
+
 }  // namespace hi::api

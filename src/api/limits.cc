@@ -81,7 +81,7 @@ Service::Admission Service::admit(http::Request& request, const std::string& sco
                                "an Authorization: Bearer token or a session cookie is required");
     return a;
   }
-  auto who = verify_token(options_.tokens, token, std::time(nullptr));
+  auto who = tokens_.verify(options_.tokens, token, std::time(nullptr));
   if (!who) {
     a.refusal = Response::fail(ErrorCode::kUnauthorized, who.error().message);
     return a;

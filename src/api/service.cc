@@ -231,7 +231,7 @@ Response Service::create_session(http::Request& request) {
     return Response::fail(ErrorCode::kUnauthorized, "an Authorization: Bearer token is required");
   }
   const std::int64_t now = std::time(nullptr);
-  auto who = verify_token(options_.tokens, token, now);
+  auto who = tokens_.verify(options_.tokens, token, now);
   if (!who) return Response::fail(ErrorCode::kUnauthorized, who.error().message);
   const std::string id = random_hex(32);
   const std::int64_t ttl = std::max<std::int64_t>(1, who->expires_at - now);
@@ -249,7 +249,7 @@ Response Service::create_session(http::Request& request) {
 
 Response Service::delete_session(http::Request& request) {
   const std::string token = request_token(request);
-  if (token.empty() || !verify_token(options_.tokens, token, std::time(nullptr))) {
+  if (token.empty() || !tokens_.verify(options_.tokens, token, std::time(nullptr))) {
     return Response::fail(ErrorCode::kUnauthorized, "no session or token to end");
   }
   const auto id = cookie(request, kSessionCookie);

@@ -180,6 +180,7 @@ class Service {
   Metrics& metrics_;
   Logger log_;
   pg::Pool pool_;
+  TokenCache tokens_;  // options_.tokens' verified tokens
 
   // Idempotency keys being written by this process: duplicates wait here, holding no
   // database connection.

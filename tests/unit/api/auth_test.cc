@@ -195,5 +195,58 @@ TEST(Auth, NoKeyNoEntry) {
   EXPECT_FALSE(verify_token(none, make(kHs256, claims(), ""), kNow).ok());
 }
 
+TEST(TokenCache, ARememberedTokenStillExpiresAndAForgedOneIsStillRefused) {
+  TokenCache cache;
+  json c = claims();
+  c["exp"] = kNow + 100;
+  const std::string token = make(kHs256, c);
+  auto first = cache.verify(kOptions, token, kNow);
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  EXPECT_EQ(cache.size(), 1u);
+  auto again = cache.verify(kOptions, token, kNow + 50);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->user_id, "101");
+  EXPECT_EQ(again->tenant_id, "1");
+  EXPECT_EQ(again->scopes, first->scopes);
+  // exp + leeway = kNow + 130: refused from then on, remembered or not.
+  EXPECT_TRUE(cache.verify(kOptions, token, kNow + 129).ok());
+  auto late = cache.verify(kOptions, token, kNow + 130);
+  ASSERT_FALSE(late.ok());
+  EXPECT_NE(late.error().message.find("expired"), std::string::npos);
+  // The same claims signed with another key, and the token with its last character changed.
+  EXPECT_FALSE(cache.verify(kOptions, make(kHs256, claims(), "another-key"), kNow).ok());
+  // A remembered token's signature under another user's claims.
+  json other = claims();
+  other["sub"] = "999";
+  const std::string theirs = make(kHs256, other);
+  const std::string spliced = theirs.substr(0, theirs.rfind('.')) + token.substr(token.rfind('.'));
+  EXPECT_FALSE(cache.verify(kOptions, spliced, kNow).ok());
+  EXPECT_EQ(cache.size(), 0u);  // the expired one left, the refused ones never came in
+}
+
+TEST(TokenCache, AClockThatWentBackVerifiesAgain) {
+  TokenCache cache;
+  json c = claims();
+  c["nbf"] = kNow;
+  const std::string token = make(kHs256, c);
+  ASSERT_TRUE(cache.verify(kOptions, token, kNow).ok());
+  // nbf - leeway = kNow - 30: a minute earlier the token is not valid yet.
+  auto early = cache.verify(kOptions, token, kNow - 60);
+  ASSERT_FALSE(early.ok());
+  EXPECT_NE(early.error().message.find("not valid yet"), std::string::npos);
+}
+
+TEST(TokenCache, StaysWithinItsCapacity) {
+  TokenCache cache(4);
+  for (int i = 0; i < 10; ++i) {
+    json c = claims();
+    c["sub"] = std::to_string(200 + i);
+    auto who = cache.verify(kOptions, make(kHs256, c), kNow);
+    ASSERT_TRUE(who.ok());
+    EXPECT_EQ(who->user_id, std::to_string(200 + i));
+    EXPECT_LE(cache.size(), 4u);
+  }
+}
+
 }  // namespace
 }  // namespace hi::api
