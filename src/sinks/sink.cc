@@ -15,6 +15,7 @@
 #include <stop_token>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "core/backoff.h"
 #include "core/failpoint.h"
@@ -470,6 +471,7 @@ std::unique_ptr<Prepared> Sink::Impl::prepare(std::vector<bus::Delivery> deliver
   out->deliveries = std::move(deliveries);
   const bool kafka = o_.bus.kind == bus::BusKind::kKafka;
   // Which deliveries to parse: positions and skips first, in order (cheap).
+  std::optional<std::unordered_set<std::string>> flying;  // topic '\n' position, in flight
   std::vector<std::size_t> picked;
   picked.reserve(out->deliveries.size());
   {
@@ -492,14 +494,16 @@ std::unique_ptr<Prepared> Sink::Impl::prepare(std::vector<bus::Delivery> deliver
       // Redis: an entry of a batch in flight, claimed back from ourselves. This happens when
       // that batch was polled while the one before it was being retried against a destination
       // that was down, and so sat idle past claim_idle. That batch applies and acknowledges it.
-      if (d.delivery_count > 1 &&
-          std::any_of(in_flight.begin(), in_flight.end(), [&](const Prepared* p) {
-            return std::any_of(p->deliveries.begin(), p->deliveries.end(),
-                               [&](const bus::Delivery& f) {
-                                 return f.position == d.position && f.topic == d.topic;
-                               });
-          })) {
-        continue;
+      // (After a restart every entry of the first batches was delivered before: the set of
+      // what is in flight is made once, not searched per entry.)
+      if (d.delivery_count > 1 && !in_flight.empty()) {
+        if (!flying) {
+          flying.emplace();
+          for (const Prepared* p : in_flight) {
+            for (const auto& f : p->deliveries) flying->insert(f.topic + '\n' + f.position);
+          }
+        }
+        if (flying->contains(d.topic + '\n' + d.position)) continue;
       }
       picked.push_back(i);
     }
