@@ -38,11 +38,11 @@ std::string redact_url(std::string_view url) {
 
 std::string hex_encode(std::string_view bytes) {
   static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
+  std::string out(bytes.size() * 2, '\0');
+  char* p = out.data();
   for (unsigned char b : bytes) {
-    out += kDigits[b >> 4];
-    out += kDigits[b & 0xf];
+    *p++ = kDigits[b >> 4];
+    *p++ = kDigits[b & 0xf];
   }
   return out;
 }
