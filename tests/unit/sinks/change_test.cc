@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "same_json.h"
+
 namespace hi::sinks {
 namespace {
 
@@ -86,21 +88,7 @@ TEST(ParseChange, ATruncateHasNoKeyAndADeleteNoAfterImage) {
 }
 
 // Every input is read the same by both readings: the same error, or the same change down to the
-// type of each number (nlohmann's == holds 1 and 1u equal, so types are compared too).
-bool same(const nlohmann::json& a, const nlohmann::json& b) {
-  if (a.type() != b.type()) return false;
-  if (a.is_object() || a.is_array()) {
-    if (a.size() != b.size()) return false;
-    auto j = b.begin();
-    for (auto i = a.begin(); i != a.end(); ++i, ++j) {
-      if (a.is_object() && i.key() != j.key()) return false;
-      if (!same(i.value(), j.value())) return false;
-    }
-    return true;
-  }
-  return a == b;
-}
-
+// type of each number.
 TEST(ParseChange, TheFastReadingAgreesWithTheReference) {
   const std::string src =
       R"("source":{"commit_lsn":"0/10","ordinal":2,"table":"public.t","commit_ts":"2026-11-29T12:00:00Z"})";
@@ -162,12 +150,12 @@ TEST(ParseChange, TheFastReadingAgreesWithTheReference) {
         EXPECT_EQ(fast->id, reference->id);
         EXPECT_EQ(fast->commit_unix_us, reference->commit_unix_us);
         EXPECT_EQ(fast->key_text, reference->key_text);
-        EXPECT_TRUE(same(fast->after, reference->after))
+        EXPECT_TRUE(test::same_json(fast->after, reference->after))
             << fast->after << " vs " << reference->after;
-        EXPECT_TRUE(same(fast->before, reference->before));
+        EXPECT_TRUE(test::same_json(fast->before, reference->before));
         EXPECT_EQ(fast->unchanged, reference->unchanged);
         ASSERT_EQ(fast->types == nullptr, reference->types == nullptr);
-        if (fast->types) EXPECT_TRUE(same(*fast->types, *reference->types));
+        if (fast->types) EXPECT_TRUE(test::same_json(*fast->types, *reference->types));
       }
     }
   }
