@@ -183,7 +183,11 @@ void LiveHub::push_loop() {
     auto due = std::exchange(registry_->due, {});
     lock.unlock();
     bool failed = false;
-    for (auto& [tenant, users] : due) {
+    for (auto& entry : due) {
+      // Named, not a structured binding: a lambda may capture those only from C++20 on, which
+      // clang 14 (the fuzz build's compiler) does not yet take.
+      const std::string& tenant = entry.first;
+      auto& users = entry.second;
       std::vector<std::string> batch;
       auto flush = [&] {
         auto views = fetch_(tenant, batch);
