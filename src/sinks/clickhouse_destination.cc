@@ -3,9 +3,10 @@
 // A target table is ReplacingMergeTree(_version) ordered by the source's primary key, with
 // `_version` (the commit LSN, UInt64), `_ordinal` (UInt32) and `_is_deleted` (UInt8). ClickHouse
 // replaces whole rows, so every row written is complete (an update's unchanged TOAST values come
-// from its old image: the source needs REPLICA IDENTITY FULL). Rows are inserted as
-// JSONEachRow; a replay inserts copies that merges (and FINAL) collapse to the highest version,
-// the later insert among equal ones. Read it as
+// from its old image: the source needs REPLICA IDENTITY FULL). Rows are inserted as RowBinary,
+// or as JSONEachRow when a type or value needs ClickHouse's own reading (clickhouse_rows.h); a
+// replay inserts copies that merges (and FINAL) collapse to the highest version, the later
+// insert among equal ones. Read it as
 //
 //   SELECT * FROM t FINAL WHERE _is_deleted = 0
 //   -- or: SELECT k, argMax(col, (_version, _ordinal)) ... GROUP BY k HAVING argMax(_is_deleted,
@@ -26,19 +27,11 @@
 #include "core/time.h"
 #include "http/client.h"
 #include "http/uri.h"
+#include "sinks/clickhouse_rows.h"
 #include "sinks/destination.h"
 
 namespace hi::sinks {
 namespace {
-
-std::string quote_name(std::string_view name) {
-  std::string out = "`";
-  for (char c : name) {
-    if (c == '`' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "`";
-}
 
 std::string quote_string(std::string_view text) {
   std::string out = "'";
@@ -69,7 +62,8 @@ class ClickHouseDestination final : public Destination {
   std::string_view kind() const override { return "clickhouse"; }
 
   Status connect() override {
-    if (auto s = request("", "CREATE DATABASE IF NOT EXISTS " + quote_name(database_), "default");
+    if (auto s = request("", "CREATE DATABASE IF NOT EXISTS " + quote_clickhouse_name(database_),
+                         "default");
         !s) {
       return s.error();
     }
@@ -187,12 +181,13 @@ class ClickHouseDestination final : public Destination {
 
   Status create_table(const std::string& target, const std::vector<Column>& columns,
                       const std::vector<std::string>& keys) override {
-    std::string sql = "CREATE TABLE IF NOT EXISTS " + quote_name(target) + " (";
-    for (const auto& c : columns) sql += quote_name(c.name) + " " + c.type + ", ";
+    std::string sql = "CREATE TABLE IF NOT EXISTS " + quote_clickhouse_name(target) + " (";
+    for (const auto& c : columns) sql += quote_clickhouse_name(c.name) + " " + c.type + ", ";
     sql +=
         "_version UInt64, _ordinal UInt32, _is_deleted UInt8) "
         "ENGINE = ReplacingMergeTree(_version) ORDER BY (";
-    for (std::size_t i = 0; i < keys.size(); ++i) sql += (i ? ", " : "") + quote_name(keys[i]);
+    for (std::size_t i = 0; i < keys.size(); ++i)
+      sql += (i ? ", " : "") + quote_clickhouse_name(keys[i]);
     sql += ")";
     return ddl(sql);
   }
@@ -203,20 +198,21 @@ class ClickHouseDestination final : public Destination {
     auto has = has_column(target, c.name);
     if (!has) return has.error();
     if (*has) return {};
-    return ddl("ALTER TABLE " + quote_name(target) + " ADD COLUMN " + quote_name(c.name) + " " +
-               c.type);
+    return ddl("ALTER TABLE " + quote_clickhouse_name(target) + " ADD COLUMN " +
+               quote_clickhouse_name(c.name) + " " + c.type);
   }
 
   Status drop_column(const std::string& target, const std::string& column) override {
     auto has = has_column(target, column);
     if (!has) return has.error();
     if (!*has) return {};
-    return ddl("ALTER TABLE " + quote_name(target) + " DROP COLUMN " + quote_name(column));
+    return ddl("ALTER TABLE " + quote_clickhouse_name(target) + " DROP COLUMN " +
+               quote_clickhouse_name(column));
   }
 
   Status alter_column(const std::string& target, const Column& c) override {
-    return ddl("ALTER TABLE " + quote_name(target) + " MODIFY COLUMN " + quote_name(c.name) + " " +
-               c.type);
+    return ddl("ALTER TABLE " + quote_clickhouse_name(target) + " MODIFY COLUMN " +
+               quote_clickhouse_name(c.name) + " " + c.type);
   }
 
   Status apply(const Batch& batch) override {
@@ -225,28 +221,15 @@ class ClickHouseDestination final : public Destination {
         if (auto s = truncate(t.target, *t.truncate); !s) return s;
       }
       if (t.rows.empty()) continue;
-      std::string body;
-      body.reserve(t.rows.size() * 160);
-      const auto& types = known_types(t.target);
-      for (const auto& row : t.rows) {
-        body += '{';
-        // Both are ordered by name: one pass over each.
-        auto ty = types.begin();
-        for (auto it = row.values.begin(); it != row.values.end(); ++it) {
-          while (ty != types.end() && ty->first < it.key()) ++ty;
-          if (ty == types.end() || ty->first != it.key()) continue;  // not in the destination
-          append_json_string(body, it.key());
-          body += ':';
-          append_for_column(body, it.value(), ty->second);
-          body += ',';
-        }
-        body += "\"_version\":";
-        body += std::to_string(row.version.lsn);
-        body += ",\"_ordinal\":";
-        body += std::to_string(row.version.ordinal);
-        body += row.deleted ? ",\"_is_deleted\":1}\n" : ",\"_is_deleted\":0}\n";
+      const ClickHouseTypes& types = known_types(t.target);
+      if (auto binary = row_binary(t.rows, types)) {
+        auto r = request("INSERT INTO " + quote_clickhouse_name(t.target) + " " +
+                             row_binary_columns(types) + " FORMAT RowBinary",
+                         std::move(*binary));
+        if (!r) return r.error();
+      } else if (auto r = insert(t.target, json_each_row(t.rows, types)); !r) {
+        return r.error();
       }
-      if (auto r = insert(t.target, body); !r) return r.error();
       if (auto s = failpoint("sink.mid_batch"); !s) return s;
     }
     if (!batch.positions.empty()) {
@@ -344,39 +327,16 @@ class ClickHouseDestination final : public Destination {
   }
 
   // The stored type of each column of `target`.
-  const std::map<std::string, std::string>& known_types(const std::string& target) {
+  const ClickHouseTypes& known_types(const std::string& target) {
     if (!columns_.count(target)) (void)table_state(target);
     return columns_[target];
-  }
-
-  // A value as JSONEachRow reads it into a column of type `type`: booleans as 0/1, anything
-  // that is not a string as its JSON text where the column holds strings.
-  static void append_for_column(std::string& out, const nlohmann::json& v, std::string_view type) {
-    if (v.is_null()) {
-      out += "null";
-    } else if (v.is_string()) {
-      // Valid UTF-8: parsed from the relay's JSON, or a mask of such text.
-      append_json_string(out, v.get_ref<const std::string&>());
-    } else if (unwrap_nullable(type) == "String") {
-      append_json_string(out, v.dump());
-    } else if (v.is_boolean()) {
-      out += v.get<bool>() ? '1' : '0';
-    } else if (v.is_number_integer()) {
-      char buf[24];
-      const auto r = v.is_number_unsigned()
-                         ? std::to_chars(buf, buf + sizeof buf, v.get<std::uint64_t>())
-                         : std::to_chars(buf, buf + sizeof buf, v.get<std::int64_t>());
-      out.append(buf, r.ptr);
-    } else {
-      out += v.dump();
-    }
   }
 
   Status truncate(const std::string& target, const Version& v) {
     const std::string where = "(_version < " + std::to_string(v.lsn) +
                               " OR (_version = " + std::to_string(v.lsn) + " AND _ordinal < " +
                               std::to_string(v.ordinal) + "))";
-    auto r = query("ALTER TABLE " + quote_name(target) + " DELETE WHERE " + where);
+    auto r = query("ALTER TABLE " + quote_clickhouse_name(target) + " DELETE WHERE " + where);
     if (!r) return r.error();
     nlohmann::json j = {{"destination", options_.name},
                         {"target", target},
@@ -425,14 +385,15 @@ class ClickHouseDestination final : public Destination {
 
   Result<std::string> query(const std::string& sql) { return request("", sql); }
   Result<std::string> insert(const std::string& table, std::string rows) {
-    return request("INSERT INTO " + quote_name(table) + " FORMAT JSONEachRow", std::move(rows));
+    return request("INSERT INTO " + quote_clickhouse_name(table) + " FORMAT JSONEachRow",
+                   std::move(rows));
   }
 
   DestinationOptions options_;
   http::Url url_;
   std::string database_;
   http::Session session_;
-  std::map<std::string, std::map<std::string, std::string>> columns_;
+  std::map<std::string, ClickHouseTypes> columns_;
 };
 
 }  // namespace
