@@ -506,10 +506,13 @@ Response Service::health(bool full) {
         // The slot's wal_status (pg_replication_slots): "unreserved" WAL goes at the next
         // checkpoint (max_slot_wal_keep_size is reached); "lost" WAL is gone, and changes with it.
         const std::string wal_status = fields.value("wal_status", "");
-        rl = {{"status", !streaming || wal_status == "lost"           ? "unhealthy"
-                         : degraded_bus || wal_status == "unreserved" ? "degraded"
-                                                                      : "healthy"},
-              {"lag_bytes", to_int(fields.value("lag_bytes", "0"))},
+        // WAL the slot holds and the relay has not confirmed: a relay falling behind.
+        const std::int64_t lag_bytes = to_int(fields.value("lag_bytes", "0"));
+        const bool behind = lag_bytes >= options_.relay_lag_degraded_bytes;
+        rl = {{"status", !streaming || wal_status == "lost"                     ? "unhealthy"
+                         : degraded_bus || wal_status == "unreserved" || behind ? "degraded"
+                                                                                : "healthy"},
+              {"lag_bytes", lag_bytes},
               {"wal_status", wal_status},
               {"last_ack_age_ms", ack_age},
               {"durable", fields.value("durable", "0") == "1"},

@@ -66,6 +66,9 @@ struct ServiceOptions {
   double database_ms_degraded = 100;
   std::int64_t outbox_backlog_degraded = 1000;
   std::int64_t consumer_lag_degraded = 1000;
+  // A slot holding this much WAL behind the server: the relay falls behind (the relay warns in
+  // its log from RELAY_LAG_WARN_BYTES, by default the same).
+  std::int64_t relay_lag_degraded_bytes = 64 << 20;
   // A sink further behind its source than this is degraded.
   double sink_lag_degraded_s = 60;
   std::int64_t dlq_degraded = 10;

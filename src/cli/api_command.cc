@@ -23,6 +23,7 @@ api::ServiceOptions api_options(const Config& cfg, const StackUrls& urls) {
   o.database_ms_degraded = static_cast<double>(cfg.integer("HEALTH_DB_MS"));
   o.outbox_backlog_degraded = cfg.integer("HEALTH_OUTBOX_BACKLOG");
   o.consumer_lag_degraded = cfg.integer("HEALTH_CONSUMER_LAG");
+  o.relay_lag_degraded_bytes = cfg.integer("HEALTH_RELAY_LAG_BYTES");
   o.dlq_degraded = cfg.integer("HEALTH_DLQ");
   o.forecast_age_degraded_s = cfg.integer("HEALTH_FORECAST_AGE_S");
   o.portfolio_cache_ttl = std::chrono::seconds(cfg.integer("CACHE_PORTFOLIO_TTL_S"));

@@ -671,9 +671,10 @@ TEST_F(ApiTest, HealthAndMetricsAnswerWithoutAToken) {
   EXPECT_NE(metrics.body.find("/api/miner-models"), std::string::npos);
 }
 
-// The relay's check follows its slot: WAL the slot may lose at the next checkpoint degrades it,
-// WAL already lost makes it unhealthy (the relay publishes the slot's wal_status; set here).
-TEST_F(ApiTest, RelayHealthFollowsTheSlotsWalStatus) {
+// The relay's check follows its slot: WAL the slot may lose at the next checkpoint, or too much
+// WAL held, degrades it; WAL already lost makes it unhealthy (the relay publishes the slot's
+// wal_status and lag_bytes; set here).
+TEST_F(ApiTest, RelayHealthFollowsTheSlotsWalStatusAndLag) {
   auto redis = redis::Client::connect(TestServers::get().redis_url());
   ASSERT_TRUE(redis.ok()) << redis.error().message;
   for (const auto& [wal_status, want] :
@@ -688,6 +689,18 @@ TEST_F(ApiTest, RelayHealthFollowsTheSlotsWalStatus) {
     const json h = body_of(get("/api/health"));
     EXPECT_EQ(h["checks"]["relay"]["wal_status"], wal_status);
     EXPECT_EQ(h["checks"]["relay"]["status"], want) << wal_status;
+  }
+  // A slot holding WAL the relay has not confirmed: degraded from HEALTH_RELAY_LAG_BYTES, by
+  // default 64 MiB (67,108,864 bytes).
+  for (const auto& [lag, want] : std::vector<std::pair<std::string, std::string>>{
+           {"67108863", "healthy"}, {"67108864", "degraded"}}) {
+    ASSERT_TRUE(redis
+                    ->command({"HSET", "hi:status:relay", "streaming", "1", "bus_degraded", "0",
+                               "wal_status", "reserved", "lag_bytes", lag})
+                    .ok());
+    const json h = body_of(get("/api/health"));
+    EXPECT_EQ(h["checks"]["relay"]["lag_bytes"], std::stoll(lag));
+    EXPECT_EQ(h["checks"]["relay"]["status"], want) << lag;
   }
   (void)redis->command({"DEL", "hi:status:relay"});
 }
