@@ -25,6 +25,7 @@
 #include "http/client.h"
 #include "sinks/local_clickhouse.h"
 #include "support/relay_helpers.h"
+#include "support/sanitized.h"
 #include "support/servers.h"
 
 namespace hi {
@@ -34,17 +35,7 @@ using nlohmann::json;
 using test::eventually;
 
 // The sanitized build runs every process several times slower: fewer random operations.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr int kScale = 4;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr int kScale = 4;
-#else
-constexpr int kScale = 1;
-#endif
-#else
-constexpr int kScale = 1;
-#endif
+constexpr int kScale = test::kSanitized ? 4 : 1;
 using test::TestServers;
 
 // Key material written by the test (hex of 32 bytes each).
@@ -514,8 +505,12 @@ class SinkTest : public test::RelayFixture {
           return pg_ok && ch_ok;
         },
         std::chrono::seconds(90));
-    if (postgres) EXPECT_TRUE(pg_ok) << "postgres: " << diff(want, postgres_rows());
-    if (clickhouse_too) EXPECT_TRUE(ch_ok) << "clickhouse: " << diff(want, clickhouse_rows());
+    if (postgres) {
+      EXPECT_TRUE(pg_ok) << "postgres: " << diff(want, postgres_rows());
+    }
+    if (clickhouse_too) {
+      EXPECT_TRUE(ch_ok) << "clickhouse: " << diff(want, clickhouse_rows());
+    }
   }
 
   std::int64_t pg_dead_letters(const std::string& where = "true") {

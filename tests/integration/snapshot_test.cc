@@ -16,6 +16,7 @@
 #include "bus/kafka_mock.h"
 #include "core/process.h"
 #include "support/relay_helpers.h"
+#include "support/sanitized.h"
 #include "support/servers.h"
 
 namespace hi {
@@ -24,17 +25,7 @@ namespace {
 using nlohmann::json;
 
 // The sanitized build runs every process several times slower: the same cases on fewer rows.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr int kScale = 8;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr int kScale = 8;
-#else
-constexpr int kScale = 1;
-#endif
-#else
-constexpr int kScale = 1;
-#endif
+constexpr int kScale = test::kSanitized ? 8 : 1;
 using test::eventually;
 using test::TestServers;
 
@@ -293,7 +284,9 @@ TEST_F(SnapshotTest, CrashedAtEachStepOfAChunkItResumesAndLosesNothing) {
     for (auto at = log.find(line); at != std::string::npos; at = log.find(line, at + 1)) ++fired;
     for (std::size_t j = 0; j <= i; ++j) planned += crashes[j].first == name ? 1 : 0;
     EXPECT_EQ(fired, planned) << log;
-    if (i > 0) EXPECT_NE(log.find("snapshot resumed"), std::string::npos) << log;
+    if (i > 0) {
+      EXPECT_NE(log.find("snapshot resumed"), std::string::npos) << log;
+    }
     // Progress only moves forward, and only by chunks the bus acknowledged.
     const std::int64_t chunks = column(id, "chunks_done");
     EXPECT_GE(chunks, chunks_before);

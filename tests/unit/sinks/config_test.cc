@@ -9,25 +9,17 @@
 #include <fstream>
 #include <string>
 
+#include "scratch_dir.h"
+
 namespace hi::sinks {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
+// The test's own directory.
+class TempDir : public test::ScratchDir {
  public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "hi-sinks-config-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : ScratchDir("hi-sinks-config") {}
 };
 
 void write_file(const std::string& path, const std::string& text) {

@@ -13,32 +13,21 @@
 #include <fstream>
 #include <string>
 
+#include "scratch_dir.h"
+
 namespace hi::sinks {
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-class TempDir {
+// The test's own directory.
+class TempDir : public test::ScratchDir {
  public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "hi-sinks-masking-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : ScratchDir("hi-sinks-masking") {}
 };
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+using test::read_text;
 
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream out(path);

@@ -12,31 +12,20 @@
 #include <memory>
 #include <string>
 
+#include "scratch_dir.h"
+
 namespace hi::vault {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
+// The test's own directory.
+class TempDir : public test::ScratchDir {
  public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "hi-vault-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : ScratchDir("hi-vault") {}
 };
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+using test::read_text;
 
 unsigned mode_of(const std::string& path) {
   struct stat st {};
