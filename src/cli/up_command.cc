@@ -491,7 +491,9 @@ int detach_and_wait(const Config& cfg) {
   }
   for (int i = 0; i < 3000; ++i) {
     const auto j = read_json(dir / "up.json");
-    if (j.value("pid", 0) == child) {
+    // A stack that stopped left "pid": null behind: that is not ours either.
+    const auto pid = j.find("pid");
+    if (pid != j.end() && pid->is_number_integer() && pid->get<pid_t>() == child) {
       std::printf("hashinsight is up (pid %d); URLs in %s/up.json, logs in %s/logs\n", child,
                   dir.c_str(), dir.c_str());
       std::printf("api %s\npostgres %s\nredis %s\n", j.value("api_url", "").c_str(),
