@@ -100,9 +100,15 @@ struct Fault {
   double restart_ms = -1;
 };
 
+// The file's text; "" when it cannot be read. Reading /proc/PID/cmdline of a process that exits
+// meanwhile fails (ESRCH), and libstdc++'s filebuf throws on that.
 std::string read_file(const fs::path& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  try {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  } catch (const std::exception&) {
+    return "";
+  }
 }
 
 std::size_t count_of(const std::string& text, const std::string& what) {

@@ -43,8 +43,15 @@ std::vector<int> processes_mentioning(const std::string& needle) {
   for (const auto& entry : fs::directory_iterator("/proc")) {
     const std::string name = entry.path().filename();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(entry.path() / "cmdline");
-    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // A process that exits while it is read fails the read (ESRCH), which libstdc++'s filebuf
+    // throws: it is gone, so it mentions nothing.
+    std::string cmd;
+    try {
+      std::ifstream in(entry.path() / "cmdline");
+      cmd.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    } catch (const std::exception&) {
+      continue;
+    }
     for (auto& c : cmd) {
       if (c == '\0') c = ' ';
     }
