@@ -113,29 +113,17 @@ std::optional<double> double_of(const json& v) {
   return std::nullopt;
 }
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // ClickHouse keeps a UUID as two little-endian 64-bit halves, the first half of the text first.
 bool put_uuid(std::string& out, const json& v) {
   if (!v.is_string()) return false;
   const std::string& s = v.get_ref<const std::string&>();
   if (s.size() != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-') return false;
-  unsigned char b[16];
-  std::size_t at = 0;
-  for (std::size_t i = 0; i < 16; ++i) {
-    if (at == 8 || at == 13 || at == 18 || at == 23) ++at;
-    const int hi = hex_digit(s[at]), lo = hex_digit(s[at + 1]);
-    if (hi < 0 || lo < 0) return false;
-    b[i] = static_cast<unsigned char>(hi << 4 | lo);
-    at += 2;
-  }
+  std::string digits = s;
+  std::erase(digits, '-');
+  const auto b = digits.size() == 32 ? hex_decode(digits) : std::nullopt;
+  if (!b) return false;
   for (int half = 0; half < 2; ++half) {
-    for (int i = 7; i >= 0; --i) out += static_cast<char>(b[half * 8 + i]);
+    for (int i = 7; i >= 0; --i) out += (*b)[half * 8 + i];
   }
   return true;
 }

@@ -155,6 +155,8 @@ TEST(ClickHouseRows, ValuesRowBinaryWouldNotWriteAsJsonReadsThemGoAsJson) {
   EXPECT_FALSE(typed("Nullable(UUID)", "\"61f0c404-5cb3-11e7-907b-a6006ad3dba\"").has_value());
   EXPECT_FALSE(typed("Nullable(UUID)", "\"61f0c404x5cb3-11e7-907b-a6006ad3dba0\"").has_value());
   EXPECT_FALSE(typed("Nullable(UUID)", "\"g1f0c404-5cb3-11e7-907b-a6006ad3dba0\"").has_value());
+  EXPECT_FALSE(typed("Nullable(UUID)", "\"61f0c404-5cb3-11e7-907b-a6006ad3d-a-\"").has_value())
+      << "hyphens in place of digits";
   EXPECT_FALSE(typed("Nullable(Date)", "\"2026-11-29\"").has_value()) << "a type not written";
   EXPECT_FALSE(typed("Int32", "null").has_value()) << "NULL in a column without it";
   EXPECT_FALSE(sinks::row_binary({row(R"({"v":1})", 1, 0)}, types).has_value())
