@@ -33,15 +33,6 @@
 namespace hi::sinks {
 namespace {
 
-std::string quote_string(std::string_view text) {
-  std::string out = "'";
-  for (char c : text) {
-    if (c == '\'' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "'";
-}
-
 int int_rank(std::string_view t) {
   if (t == "Int16") return 1;
   if (t == "Int32") return 2;
@@ -91,7 +82,7 @@ class ClickHouseDestination final : public Destination {
     auto r = query(
         "SELECT topic, partition, position FROM _hi_sink_positions FINAL WHERE "
         "destination = " +
-        quote_string(options_.name) + " FORMAT JSONEachRow");
+        quote_clickhouse_string(options_.name) + " FORMAT JSONEachRow");
     if (!r) return r.error();
     Positions out;
     for (const auto& line : lines(*r)) {
@@ -105,9 +96,9 @@ class ClickHouseDestination final : public Destination {
 
   Result<TableState> table_state(const std::string& target) override {
     TableState st;
-    auto r =
-        query("SELECT name, type FROM system.columns WHERE database = " + quote_string(database_) +
-              " AND table = " + quote_string(target) + " FORMAT JSONEachRow");
+    auto r = query("SELECT name, type FROM system.columns WHERE database = " +
+                   quote_clickhouse_string(database_) +
+                   " AND table = " + quote_clickhouse_string(target) + " FORMAT JSONEachRow");
     if (!r) return r.error();
     for (const auto& line : lines(*r)) {
       auto j = nlohmann::json::parse(line, nullptr, false);
@@ -120,8 +111,8 @@ class ClickHouseDestination final : public Destination {
     auto& types = columns_[target];
     types.clear();
     for (const auto& c : st.columns) types[c.name] = c.type;
-    const std::string where = " WHERE destination = " + quote_string(options_.name) +
-                              " AND target = " + quote_string(target);
+    const std::string where = " WHERE destination = " + quote_clickhouse_string(options_.name) +
+                              " AND target = " + quote_clickhouse_string(target);
     auto floor = stored_version(
         "SELECT truncate_lsn AS lsn, truncate_ordinal AS ordinal FROM _hi_sink_tables FINAL" +
         where);
@@ -270,7 +261,7 @@ class ClickHouseDestination final : public Destination {
 
   Result<std::int64_t> parked_count() override {
     auto r = query("SELECT count() FROM _hi_sink_dead_letters WHERE destination = " +
-                   quote_string(options_.name));
+                   quote_clickhouse_string(options_.name));
     if (!r) return r.error();
     return std::stoll(*r);
   }
@@ -279,8 +270,8 @@ class ClickHouseDestination final : public Destination {
     auto r = query(
         "SELECT source_table, target, change_id, row_key, change, reason, "
         "toString(parked_at, 'UTC') AS at FROM _hi_sink_dead_letters WHERE destination = " +
-        quote_string(options_.name) + " ORDER BY parked_at DESC LIMIT " + std::to_string(limit) +
-        " FORMAT JSONEachRow");
+        quote_clickhouse_string(options_.name) + " ORDER BY parked_at DESC LIMIT " +
+        std::to_string(limit) + " FORMAT JSONEachRow");
     if (!r) return r.error();
     std::vector<ParkedLetter> out;
     for (const auto& line : lines(*r)) {
@@ -319,9 +310,10 @@ class ClickHouseDestination final : public Destination {
   }
 
   Result<bool> has_column(const std::string& target, const std::string& column) {
-    auto r =
-        query("SELECT count() FROM system.columns WHERE database = " + quote_string(database_) +
-              " AND table = " + quote_string(target) + " AND name = " + quote_string(column));
+    auto r = query("SELECT count() FROM system.columns WHERE database = " +
+                   quote_clickhouse_string(database_) +
+                   " AND table = " + quote_clickhouse_string(target) +
+                   " AND name = " + quote_clickhouse_string(column));
     if (!r) return r.error();
     return std::stoll(*r) > 0;
   }
@@ -346,9 +338,9 @@ class ClickHouseDestination final : public Destination {
     // The mutation runs in the background; later inserts are not touched by it. Wait until it
     // is done so a reader never sees rows the TRUNCATE removed.
     for (int i = 0; i < 600; ++i) {
-      auto m =
-          query("SELECT count() FROM system.mutations WHERE database = " + quote_string(database_) +
-                " AND table = " + quote_string(target) + " AND is_done = 0");
+      auto m = query("SELECT count() FROM system.mutations WHERE database = " +
+                     quote_clickhouse_string(database_) +
+                     " AND table = " + quote_clickhouse_string(target) + " AND is_done = 0");
       if (!m) return m.error();
       if (std::stoll(*m) == 0) return {};
       std::this_thread::sleep_for(std::chrono::milliseconds(50));

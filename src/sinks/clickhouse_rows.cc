@@ -177,14 +177,23 @@ bool put_value(std::string& out, const json& v, Kind k) {
 
 }  // namespace
 
-std::string quote_clickhouse_name(std::string_view name) {
-  std::string out = "`";
-  for (char c : name) {
-    if (c == '`' || c == '\\') out += '\\';
+namespace {
+
+// `text` between `quote`s, the quote and the backslash escaped with a backslash.
+std::string quoted(std::string_view text, char quote) {
+  std::string out(1, quote);
+  for (char c : text) {
+    if (c == quote || c == '\\') out += '\\';
     out += c;
   }
-  return out + "`";
+  return out + quote;
 }
+
+}  // namespace
+
+std::string quote_clickhouse_name(std::string_view name) { return quoted(name, '`'); }
+
+std::string quote_clickhouse_string(std::string_view text) { return quoted(text, '\''); }
 
 std::string json_each_row(const std::vector<RowImage>& rows, const ClickHouseTypes& types) {
   std::string body;

@@ -32,6 +32,8 @@ using ClickHouseTypes = std::map<std::string, std::string>;
 
 // `name` quoted for ClickHouse SQL: `name`.
 std::string quote_clickhouse_name(std::string_view name);
+// `text` as a ClickHouse SQL string literal: 'text'.
+std::string quote_clickhouse_string(std::string_view text);
 
 // One JSONEachRow line per row: its values of the columns in `types` (others left out), then
 // _version, _ordinal and _is_deleted.
