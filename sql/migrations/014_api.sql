@@ -8,8 +8,8 @@ ALTER TABLE event_outbox
 -- The outbox backlog of the health check: events committed but not yet on the bus. Poll mode
 -- marks rows processed; CDC mode never does, so there the backlog is the rows created after the
 -- newest transaction the relay confirmed (`confirmed_commit_at` of its status; NULL: it has
--- confirmed nothing yet, or polls). Aggregates only, for hashinsight_app.
-CREATE INDEX IF NOT EXISTS event_outbox_created_at ON event_outbox (created_at);
+-- confirmed nothing yet, or polls). Aggregates only, for hashinsight_app. Both modes count by
+-- created_at through event_outbox_created_at, made in 006.
 
 CREATE FUNCTION hi_outbox_backlog(relayed_through timestamptz, OUT backlog bigint,
                                   OUT oldest timestamptz)
