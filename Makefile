@@ -12,10 +12,7 @@ up:
 	scripts/up --detach --data-dir $(DATA)
 
 down:
-	@pid=$$(grep -o '"pid": *[0-9]*' $(DATA)/up.json 2>/dev/null | grep -o '[0-9]*$$'); \
-	if [ -n "$$pid" ] && kill -0 $$pid 2>/dev/null; then \
-	  kill -TERM $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.2; done; echo "stopped ($$pid)"; \
-	else echo "not running"; fi
+	HI_DATA_DIR=$(DATA) $(BIN) down
 
 logs:
 	tail -F $(DATA)/logs/*.log

@@ -142,6 +142,7 @@ std::string up_json_field(const Config& cfg, const std::string& field) {
 
 void add_commands(CLI::App& app, Flags& flags) {
   add_up_command(app, flags);
+  add_down_command(app, flags);
   add_db_commands(app, flags);
   add_config_command(app, flags);
   add_relay_command(app, flags);

@@ -117,6 +117,7 @@ int run_command_line(CLI::App& app, const std::function<void()>& parse,
 
 // Subcommand registration.
 void add_up_command(CLI::App& app, Flags& flags);
+void add_down_command(CLI::App& app, Flags& flags);
 void add_db_commands(CLI::App& app, Flags& flags);
 void add_config_command(CLI::App& app, Flags& flags);
 void add_relay_command(CLI::App& app, Flags& flags);

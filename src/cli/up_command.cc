@@ -12,13 +12,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "bus/bus.h"
 #include "bus/kafka_mock.h"
@@ -513,7 +517,85 @@ int detach_and_wait(const Config& cfg) {
   return kExitFailure;
 }
 
+// The argument vector of process `pid` (empty when it has exited or cannot be read).
+std::vector<std::string> command_line(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  for (std::string arg; std::getline(in, arg, '\0');) args.push_back(arg);
+  return args;
+}
+
+// Whether `pid` has exited: gone, or a zombie its parent has not reaped yet.
+bool exited(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = stat.rfind(')');
+  return close == std::string::npos || close + 2 >= stat.size() || stat[close + 2] == 'Z';
+}
+
+// `down`: SIGTERM to the supervisor that DIR/up.json names, then wait, as Ctrl-C on `up` would.
+// Nothing running is not an error, so that `down` can always be run before `up`.
+int run_down(const Config& cfg, int timeout_s) {
+  const fs::path dir = data_dir(cfg);
+  const auto j = read_json((dir / "up.json").string());
+  const auto at = j.find("pid");
+  if (at == j.end() || !at->is_number_integer()) {
+    std::printf("hashinsight is not running (data in %s)\n", dir.c_str());
+    return kExitOk;
+  }
+  const auto pid = at->get<pid_t>();
+  // After a crash of the machine the pid may belong to another program by now: only an `up`
+  // is stopped. Its children would have died with it (parent-death signal).
+  const auto args = command_line(pid);
+  if (exited(pid) || std::find(args.begin(), args.end(), "up") == args.end()) {
+    std::printf(
+        "hashinsight is not running (data in %s; up.json names pid %d, which is not "
+        "a running hashinsight up)\n",
+        dir.c_str(), pid);
+    return kExitOk;
+  }
+  if (::kill(pid, SIGTERM) != 0) {
+    fail(kExitFailure,
+         "cannot signal hashinsight up (pid " + std::to_string(pid) + "): " + std::strerror(errno));
+  }
+  std::printf("stopping hashinsight (pid %d, data in %s)\n", pid, dir.c_str());
+  std::fflush(stdout);
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (int waited_ms = 0; !exited(pid); waited_ms += 100) {
+    const auto seconds =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - start)
+            .count();
+    if (seconds >= timeout_s) {
+      if (tty) std::fputc('\n', stderr);
+      std::fprintf(stderr,
+                   "hashinsight: up (pid %d) did not stop within %d s; see %s/logs/up.log\n", pid,
+                   timeout_s, dir.c_str());
+      return kExitFailure;
+    }
+    if (tty && waited_ms % 1000 == 0) {
+      std::fprintf(stderr, "\r  waiting for the parts, PostgreSQL and Redis to stop: %lld s",
+                   static_cast<long long>(seconds));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (tty) std::fputc('\n', stderr);
+  std::printf("stopped\n");
+  return kExitOk;
+}
+
 }  // namespace
+
+void add_down_command(CLI::App& app, Flags& flags) {
+  auto* cmd = app.add_subcommand("down", "stop the stack that up --detach started");
+  cmd->add_option_function<std::string>(
+      "--data-dir", [&flags](const std::string& v) { flags.overrides["HI_DATA_DIR"] = v; },
+      "data directory (HI_DATA_DIR)");
+  auto timeout_s = std::make_shared<int>(120);
+  cmd->add_option("--timeout", *timeout_s, "seconds to wait for everything to stop")
+      ->check(CLI::Range(1, 3600));
+  cmd->callback([&flags, timeout_s] { throw Exit{run_down(load_config(flags), *timeout_s)}; });
+}
 
 void add_up_command(CLI::App& app, Flags& flags) {
   auto* cmd = app.add_subcommand("up", "run the whole stack locally (private PostgreSQL + Redis)");

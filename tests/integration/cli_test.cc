@@ -472,7 +472,19 @@ TEST(Cli, UpStartsAnswersAndStopsOnSigtermLeavingNothingBehind) {
   const auto first = text.find("initdb");
   EXPECT_NE(first, std::string::npos);
   EXPECT_EQ(text.find("initdb", first + 1), std::string::npos) << "initdb ran twice";
-  ASSERT_EQ(::kill(supervisor, SIGTERM), 0);
+  // `down` stops it as Ctrl-C stops `up`, and returns once it has; a second finds nothing.
+  const CommandResult down = run({"down", "--data-dir", data});
+  EXPECT_EQ(down.status, 0) << down.output;
+  EXPECT_NE(down.output.find("stopping hashinsight (pid " + std::to_string(supervisor) + ","),
+            std::string::npos)
+      << down.output;
+  std::ifstream stopped_in(data + "/up.json");
+  const nlohmann::json stopped = nlohmann::json::parse(stopped_in, nullptr, false);
+  EXPECT_TRUE(stopped.contains("pid") && stopped["pid"].is_null()) << stopped.dump();
+  const CommandResult down_again = run({"down", "--data-dir", data});
+  EXPECT_EQ(down_again.status, 0) << down_again.output;
+  EXPECT_NE(down_again.output.find("hashinsight is not running"), std::string::npos)
+      << down_again.output;
   for (int i = 0; i < 600; ++i) {
     left = processes_mentioning(data);
     if (left.empty()) break;
