@@ -64,7 +64,7 @@ int run_consume_bench(const Config& cfg, const ConsumeBenchOptions& opt) {
   }
 
   StackUrls urls{(*stack)->database_url(), (*stack)->redis_url(), cfg.str("KAFKA_BROKERS"),
-                 cfg.str("BUS")};
+                 cfg.str("BUS"), ""};
   std::unique_ptr<bus::MockCluster> mock;
   if (urls.bus == "kafka" && urls.kafka_brokers.empty()) {
     auto m = bus::MockCluster::start_with_topics(

@@ -218,7 +218,9 @@ int run_sink_bench(const Config& cfg, const SinkBenchOptions& opt) {
   std::unique_ptr<sinks::LocalClickHouse> clickhouse;
   std::string dest_url;
   if (opt.destination == "clickhouse") {
-    auto ch = sinks::LocalClickHouse::start({work.path() + "/clickhouse"}, log);
+    sinks::LocalClickHouseOptions where;
+    where.data_dir = work.path() + "/clickhouse";
+    auto ch = sinks::LocalClickHouse::start(where, log);
     if (!ch) bench_fail("clickhouse destination: " + ch.error().message);
     clickhouse = std::move(*ch);
     dest_url = clickhouse->url() + "/" + kDestDatabase;
