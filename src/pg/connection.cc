@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/log.h"
+
 namespace hi::pg {
 
 void PgConnCloser::operator()(pg_conn* c) const noexcept { PQfinish(c); }
@@ -30,6 +32,26 @@ std::vector<const char*> param_pointers(const Params& params) {
 std::string trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   return s;
+}
+
+// The server's notices and warnings as log lines of their own, not libpq's raw "NOTICE: ..."
+// on stderr between the JSON lines. Notices (an IF NOT EXISTS that found the object) are debug;
+// warnings stay visible.
+void log_notice(void*, const PGresult* res) {
+  static const Logger log("postgres");
+  const char* severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+  const bool warning = severity != nullptr && std::strcmp(severity, "WARNING") == 0;
+  const LogLevel level = warning ? LogLevel::kWarn : LogLevel::kDebug;
+  if (!log.enabled(level)) return;
+  Logger::Fields fields = {{"severity", severity != nullptr ? severity : "NOTICE"}};
+  const std::pair<const char*, int> extra[] = {{"sqlstate", PG_DIAG_SQLSTATE},
+                                               {"detail", PG_DIAG_MESSAGE_DETAIL},
+                                               {"hint", PG_DIAG_MESSAGE_HINT}};
+  for (const auto& [name, code] : extra) {
+    if (const char* v = PQresultErrorField(res, code)) fields[name] = v;
+  }
+  const char* primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+  log.log(level, primary != nullptr ? primary : "notice", fields);
 }
 
 }  // namespace
@@ -94,6 +116,7 @@ Result<Connection> Connection::connect(const std::string& conninfo, const std::s
     return unavailable("pg connect host=" + std::string(host ? host : "?") + " port=" +
                        std::string(port ? port : "?") + ": " + trim(PQerrorMessage(conn.get())));
   }
+  PQsetNoticeReceiver(conn.get(), log_notice, nullptr);
   Connection c(std::move(conn));
   if (!role.empty()) {
     auto r = c.exec("SET ROLE " + c.quote_ident(role));

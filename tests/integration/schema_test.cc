@@ -1,5 +1,10 @@
 // Migrations, seed and row-level security against a real PostgreSQL.
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <vector>
 
 #include "core/log.h"
 #include "pg/migrate.h"
@@ -43,6 +48,44 @@ TEST_F(SchemaTest, MigrateTwiceAppliesNothingTheSecondTime) {
   EXPECT_EQ(again->applied, 0);
   EXPECT_EQ(again->already, static_cast<int>(schema::migrations().size()));
   EXPECT_EQ(count(owner_, "SELECT count(*) FROM schema_migrations"), before);
+}
+
+// What the server says beside a result (an IF EXISTS that found nothing, a RAISE WARNING) comes
+// out as our own log lines, not as libpq's raw "NOTICE:  ..." between them.
+TEST_F(SchemaTest, ServerNoticesAreLogLinesNotRawText) {
+  std::FILE* captured = std::tmpfile();
+  ASSERT_NE(captured, nullptr);
+  std::fflush(stderr);
+  const int saved = ::dup(STDERR_FILENO);
+  ::dup2(::fileno(captured), STDERR_FILENO);
+  const LogLevel level = log_level();
+  set_log_format(LogFormat::kJson);  // as the test binary logs anyway
+  set_log_level(LogLevel::kDebug);
+  const bool dropped = owner_.exec("DROP TABLE IF EXISTS no_such_table_here").ok();
+  const bool warned = owner_.exec("DO $$ BEGIN RAISE WARNING 'careful: %', 42; END $$").ok();
+  set_log_level(LogLevel::kWarn);
+  const bool quiet = owner_.exec("DROP TABLE IF EXISTS no_such_table_either").ok();
+  set_log_level(level);
+  std::fflush(stderr);
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  ASSERT_TRUE(dropped && warned && quiet);
+  std::rewind(captured);
+  std::vector<nlohmann::json> lines;
+  for (char buf[4096]; std::fgets(buf, sizeof buf, captured) != nullptr;) {
+    const auto j = nlohmann::json::parse(buf, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << "not a log line: " << buf;
+    if (j.value("component", "") == "postgres") lines.push_back(j);
+  }
+  std::fclose(captured);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0]["level"], "debug");
+  EXPECT_EQ(lines[0]["severity"], "NOTICE");
+  EXPECT_EQ(lines[0]["msg"], "table \"no_such_table_here\" does not exist, skipping");
+  EXPECT_EQ(lines[1]["level"], "warn");
+  EXPECT_EQ(lines[1]["severity"], "WARNING");
+  EXPECT_EQ(lines[1]["msg"], "careful: 42");
+  EXPECT_EQ(lines[1]["sqlstate"], "01000");  // warning, as RAISE WARNING gives it
 }
 
 TEST_F(SchemaTest, SchemaHasEveryTableOfTheDesign) {
