@@ -152,6 +152,7 @@ Status Relay::open_session(std::stop_token stop) {
   snapshot_session_started();
 
   if (*state == SlotManager::State::kMissing) {
+    if (auto st = failpoint("relay.before_slot_created"); !st) return st;
     auto point = slots.create(stream);
     if (!point) return point.error();
     stream.confirm(*point);
@@ -180,6 +181,9 @@ Status Relay::open_session(std::stop_token stop) {
              {"protocol", stream.streaming() ? "pgoutput v2 streaming" : "pgoutput v1"},
              {"format", options_.format == Format::kDebezium ? "debezium" : "envelope"}});
   stats_.streaming.store(true);
+  // A request committed after the reader first looked but before this stream's start (the slot
+  // was being made) is in neither: look again now that everything later reaches the stream.
+  if (snapshots_) snapshots_->poke(0);
   return stream.consume_input();
 }
 

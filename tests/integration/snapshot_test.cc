@@ -312,6 +312,23 @@ TEST_F(SnapshotTest, CrashedAtEachStepOfAChunkItResumesAndLosesNothing) {
   EXPECT_EQ(*m.chunks.rbegin(), column(id, "chunks_done"));
 }
 
+// A request made while the relay makes its slot (after its snapshot reader first looked for
+// requests, before the slot's consistent point, so not in the stream either) is still run.
+TEST_F(SnapshotTest, ARequestMadeWhileTheSlotIsMadeIsRun) {
+  make_items(50);
+  relay_ = relay({"HI_FAILPOINTS=relay.before_slot_created=sleep(1500)"});
+  ASSERT_TRUE(eventually([&] {
+    return log_text().find("failpoint relay.before_slot_created: sleep") != std::string::npos;
+  })) << log_text();
+  const std::int64_t id = request("public.items", 20);
+  ASSERT_TRUE(eventually([&] { return state(id) == "done"; }, std::chrono::seconds(60)))
+      << state(id) << "\n"
+      << log_text();
+  wait_for_marker();
+  const Materialised m = expect_topic_equals_table();
+  EXPECT_EQ(m.snapshot_events, 50u);
+}
+
 // Composite and text keys page correctly (collation order, values with quotes and commas);
 // a table without a primary key is refused, by the command and by the relay.
 TEST_F(SnapshotTest, CompositeAndTextKeysAndATableWithoutAKey) {
