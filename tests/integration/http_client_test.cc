@@ -12,6 +12,7 @@
 #include "http/client.h"
 #include "http/part_endpoint.h"
 #include "http_support.h"
+#include "support/self_signed.h"
 
 namespace hi::http {
 namespace {
@@ -182,17 +183,7 @@ class HttpsClient : public ::testing::Test {
     std::filesystem::remove_all(dir_, ec);
   }
   void make_cert(const std::string& name, const std::string& san) {
-    SpawnOptions o;
-    o.argv = {"openssl",  "req",
-              "-x509",    "-newkey",
-              "rsa:2048", "-nodes",
-              "-keyout",  dir_ + "/" + name + ".key",
-              "-out",     dir_ + "/" + name + ".crt",
-              "-days",    "1",
-              "-subj",    "/CN=hashinsight test",
-              "-addext",  "subjectAltName=" + san};
-    auto r = run_command(o);
-    ASSERT_TRUE(r.ok() && r->status == 0) << (r.ok() ? r->output : r.error().message);
+    hi::test::make_self_signed_cert(dir_, name, san);
   }
   // An s_server with `cert`; its port once it accepts connections.
   int serve_tls(const std::string& cert) {

@@ -26,6 +26,7 @@
 #include "sinks/local_clickhouse.h"
 #include "support/relay_helpers.h"
 #include "support/sanitized.h"
+#include "support/self_signed.h"
 #include "support/servers.h"
 
 namespace hi {
@@ -137,17 +138,7 @@ class SinkTest : public test::RelayFixture {
 
   // A self-signed certificate for 127.0.0.1: dir/name.crt and dir/name.key.
   static void make_cert(const std::string& dir, const std::string& name) {
-    SpawnOptions o;
-    o.argv = {"openssl",  "req",
-              "-x509",    "-newkey",
-              "rsa:2048", "-nodes",
-              "-keyout",  dir + "/" + name + ".key",
-              "-out",     dir + "/" + name + ".crt",
-              "-days",    "1",
-              "-subj",    "/CN=127.0.0.1",
-              "-addext",  "subjectAltName=IP:127.0.0.1"};
-    auto r = run_command(o);
-    ASSERT_TRUE(r.ok() && r->status == 0) << (r.ok() ? r->output : r.error().message);
+    test::make_self_signed_cert(dir, name, "IP:127.0.0.1", "127.0.0.1");
   }
 
   void SetUp() override {
