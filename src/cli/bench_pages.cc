@@ -77,6 +77,7 @@ void add_run_fields(nlohmann::ordered_json& out, const PageLoadResult& r) {
   out["durable"] = true;
   out["cores"] = std::thread::hardware_concurrency();
   out["load_generator"] = "this process (same machine)";
+  add_cpu_fields(out, r.cpu_before, r.cpu_after);
 }
 
 Status raise_nofile(std::size_t needed) {
@@ -142,6 +143,7 @@ Result<PageLoadResult> run_page_load(const PageLoadOptions& o) {
   std::atomic<std::int64_t> answered{0};
   std::atomic<std::int64_t> errors{0};
   const std::int64_t start_ns = mono_now_ns() + 200'000'000;
+  out.cpu_before = cpu_times();
   const double interval_ns = 1e9 / std::max(0.001, o.rate);
   // Enough senders that a slow answer does not delay the next send: ~50 ms of writes.
   const int senders = std::clamp(static_cast<int>(o.rate / 20), 8, 64);
@@ -270,6 +272,7 @@ Result<PageLoadResult> run_page_load(const PageLoadOptions& o) {
     if (now > drain_deadline) break;
   }
   progress.finish();
+  out.cpu_after = cpu_times();
   writing.store(false);
   for (auto& t : writers) t.join();
   if (prober.joinable()) prober.join();

@@ -67,6 +67,7 @@ struct PageLoadResult {
   std::vector<WriteRecord> records;  // every write, in schedule order
   std::vector<std::int64_t> shown;   // the last through_seq each page received, per user
   double longest_push_gap_ms = 0;    // the longest a page waited between two pushes
+  CpuTimes cpu_before, cpu_after;    // the machine's, around the writes and their drain
 };
 
 // Opens the streams, runs the writes, waits for them to be visible. Progress on stderr.
@@ -82,7 +83,8 @@ PageLoadStack start_page_load_stack(const std::string& label, const std::vector<
                                     int users);
 
 // What every page-load benchmark reports besides its figures: the run's errors and
-// reconnects, and the machine (the stack is durable; the load generator shares its cores).
+// reconnects, and the machine (the stack is durable; the load generator shares its cores; how
+// busy they were).
 void add_run_fields(nlohmann::ordered_json& out, const PageLoadResult& r);
 
 // Raises this process's open-file limit to the hard limit; an error when `needed` descriptors

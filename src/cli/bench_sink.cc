@@ -258,6 +258,8 @@ int run_sink_bench(const Config& cfg, const SinkBenchOptions& opt) {
   const auto target = static_cast<std::uint64_t>(opt.rows);
   Progress progress("sink " + opt.destination);
   const std::int64_t t0 = mono_now_ns();
+  const CpuTimes cpu_before = cpu_times();
+  CpuTimes cpu_after;
   std::int64_t first_ns = 0;
   std::int64_t last_ns = 0;
   {
@@ -273,6 +275,7 @@ int run_sink_bench(const Config& cfg, const SinkBenchOptions& opt) {
       if (applied > 0 && first_ns == 0) first_ns = now;
       if (applied >= target) {
         last_ns = now;
+        cpu_after = cpu_times();
         break;
       }
       progress.update(static_cast<double>(applied), static_cast<double>(target), "rows applied");
@@ -330,6 +333,7 @@ int run_sink_bench(const Config& cfg, const SinkBenchOptions& opt) {
   out["batches"] = sink.stats().batches.load();
   out["bus"] = "redis";
   out["durable"] = (*stack)->durable();
+  add_cpu_fields(out, cpu_before, cpu_after);
   std::printf("%s\n", out.dump().c_str());
   return kExitOk;
 }

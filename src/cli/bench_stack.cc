@@ -267,4 +267,30 @@ void Progress::finish() {
   if (tty_) std::fputs("\n", stderr);
 }
 
+CpuTimes cpu_times() {
+  std::ifstream in("/proc/stat");
+  std::string label;
+  std::uint64_t v[8] = {};  // user nice system idle iowait irq softirq steal
+  in >> label;
+  for (auto& x : v) in >> x;
+  if (!in || label != "cpu") return {};
+  CpuTimes t;
+  t.busy = v[0] + v[1] + v[2] + v[5] + v[6];
+  t.steal = v[7];
+  t.total = t.busy + v[3] + v[4] + t.steal;
+  return t;
+}
+
+void add_cpu_fields(nlohmann::ordered_json& out, const CpuTimes& before, const CpuTimes& after) {
+  if (before.total == 0 || after.total <= before.total) {
+    out["cpu_busy"] = nullptr;
+    out["cpu_steal"] = nullptr;
+    return;
+  }
+  const auto total = static_cast<double>(after.total - before.total);
+  out["cpu_busy"] = std::round(static_cast<double>(after.busy - before.busy) / total * 1000) / 1000;
+  out["cpu_steal"] =
+      std::round(static_cast<double>(after.steal - before.steal) / total * 1000) / 1000;
+}
+
 }  // namespace hi::cli

@@ -109,6 +109,20 @@ double histogram_quantile(const HistogramBuckets& buckets, double q);
 double metric_sum(const std::string& text, const std::string& name,
                   const std::vector<std::string>& labels = {});
 
+// The machine's CPU time so far, every core together (/proc/stat; zeros when unreadable). Two
+// readings around a run say whether it had the cores to itself or was bound by them: the load
+// generator, the servers and the parts share them.
+struct CpuTimes {
+  std::uint64_t busy = 0;   // user, nice, system, irq, softirq
+  std::uint64_t steal = 0;  // what the hypervisor gave to other machines
+  std::uint64_t total = 0;  // all of it, idle and I/O wait included
+};
+CpuTimes cpu_times();
+// Into `out`: "cpu_busy", the share of the cores' time between the readings spent running
+// anything on this machine, and "cpu_steal", the share taken by the hypervisor (both 0-1; null
+// when /proc/stat could not be read).
+void add_cpu_fields(nlohmann::ordered_json& out, const CpuTimes& before, const CpuTimes& after);
+
 // Progress on stderr, only when it is a terminal (benchmarks print one JSON line on stdout).
 class Progress {
  public:

@@ -75,6 +75,10 @@ TEST(BenchE2e, LosesNothingAppliesNothingTwiceAndKeepsTheRate) {
                             "throughput_eps", "bus", "durable", "stages"}) {
     EXPECT_TRUE(out.contains(field)) << field << " in " << out.dump();
   }
+  // Shares of the cores' time while the writes ran: 2,000 requests and their pushes, so some.
+  ASSERT_TRUE(out["cpu_busy"].is_number() && out["cpu_steal"].is_number()) << out.dump();
+  EXPECT_GT(out["cpu_busy"].get<double>(), 0) << out.dump();
+  EXPECT_LE(out["cpu_busy"].get<double>() + out["cpu_steal"].get<double>(), 1) << out.dump();
   for (const char* stage :
        {"api_commit", "commit_to_bus", "bus_to_consumer_commit", "commit_to_push"}) {
     ASSERT_TRUE(out["stages"].contains(stage)) << stage << " in " << out.dump();

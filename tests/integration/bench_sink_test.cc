@@ -54,6 +54,10 @@ void expect_contract(const json& out, const std::string& destination) {
   EXPECT_GE(out["batches"].get<int>(), 4) << out.dump();  // 2000 changes, 500 at most each
   EXPECT_EQ(out["bus"], "redis") << out.dump();
   EXPECT_EQ(out["durable"], true) << out.dump();
+  // Shares of the cores' time while the sink drained: it parsed and wrote rows, so some.
+  ASSERT_TRUE(out["cpu_busy"].is_number() && out["cpu_steal"].is_number()) << out.dump();
+  EXPECT_GT(out["cpu_busy"].get<double>(), 0) << out.dump();
+  EXPECT_LE(out["cpu_busy"].get<double>() + out["cpu_steal"].get<double>(), 1) << out.dump();
 }
 
 TEST(BenchSink, PostgresAppliesEveryRowMasked) {
