@@ -34,10 +34,9 @@ Status Poller::run_once(std::stop_token stop, bus::Producer& producer) {
   auto conn = pg::Connection::connect(options_.database_url, "hashinsight_relay");
   if (!conn) return conn.error();
   if (auto s = conn->listen("hi_outbox"); !s) return s;
-  if (auto r = conn->exec("UPDATE relay_settings SET value = 'on' WHERE name = 'outbox_notify'");
-      !r) {
-    return r.error();
-  }
+  // Writers notify only once a poller has switched it on: under logical replication nobody
+  // listens, and the trigger would cost every insert (migration 020).
+  if (auto r = conn->exec("SELECT hi_outbox_notify(true)"); !r) return r.error();
   log_.info("polling the outbox", {{"batch", batch_}, {"bus", producer.name()}});
   auto& published = metrics_.counter("hashinsight_relay_events_total", "Events published, by topic",
                                      {{"topic", "all"}});

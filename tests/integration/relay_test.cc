@@ -428,6 +428,34 @@ TEST_F(RelayTest, RetentionDeletesRelayedRowsPastTheirAge) {
   EXPECT_EQ(left->int64(0, 0), 4) << "rows younger than the retention stay";
 }
 
+// Under logical replication nobody listens, so writers do not notify; a poller switches the
+// outbox's trigger on (as the relay role, through hi_outbox_notify) and from then on they do.
+TEST_F(RelayTest, OutboxInsertsNotifyOnlyOnceAPollerSwitchedItOn) {
+  ASSERT_TRUE(owner_.exec("SELECT hi_outbox_notify(false)").ok());
+  auto listener = TestServers::get().owner();
+  ASSERT_TRUE(listener.listen("hi_outbox").ok());
+  auto trigger = [&] {
+    auto r = owner_.exec(
+        "SELECT t.tgenabled::text || '/' || s.value FROM pg_trigger t, relay_settings s "
+        "WHERE t.tgname = 'event_outbox_notify' AND s.name = 'outbox_notify'");
+    return r && !r->empty() ? std::string(r->text(0, 0)) : "";
+  };
+  EXPECT_EQ(trigger(), "D/off");
+  test::write_events(app_, "111", "miner.added", 1);
+  auto quiet = listener.wait_notification(std::chrono::milliseconds(300));
+  ASSERT_TRUE(quiet.ok());
+  EXPECT_FALSE(quiet->has_value()) << "an insert notified with no poller";
+
+  start({"RELAY_MODE=poll"});
+  EXPECT_EQ(trigger(), "O/on");
+  test::write_events(app_, "111", "miner.added", 1);
+  auto woken = listener.wait_notification(std::chrono::seconds(10));
+  ASSERT_TRUE(woken.ok());
+  EXPECT_TRUE(woken->has_value()) << "an insert did not notify the pollers";
+  ASSERT_TRUE(owner_.exec("SELECT hi_outbox_notify(false)").ok());
+  EXPECT_EQ(trigger(), "D/off");
+}
+
 TEST_F(RelayTest, PollModeWithTwoPollersPublishesEachEventOnce) {
   // Each claim is held 50 ms (a failpoint), so neither poller can drain the outbox alone
   // before the other claims: both must take rows, and SKIP LOCKED must keep them apart.
