@@ -42,6 +42,7 @@
 #include "cli/common.h"
 #include "consume/intel_worker.h"
 #include "consume/portfolio_worker.h"
+#include "core/process.h"
 #include "core/time.h"
 #include "http/client.h"
 #include "pg/array.h"
@@ -134,15 +135,6 @@ pid_t postmaster_pid(const fs::path& pgdata) {
   long pid = 0;
   in >> pid;
   return static_cast<pid_t>(pid);
-}
-
-bool alive(pid_t pid) {
-  if (pid <= 0) return false;
-  if (::kill(pid, 0) != 0) return false;
-  // A zombie has exited; its parent has not reaped it yet.
-  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
-  const auto close = stat.rfind(')');
-  return close == std::string::npos || close + 2 >= stat.size() || stat[close + 2] != 'Z';
 }
 
 // The two fault tracks, each on its own thread, until stop().
@@ -805,7 +797,7 @@ int run_chaos(ChaosOptions opt) {
     std::int64_t left = 0;
     std::string which;
     for (const pid_t p : pids) {
-      if (!alive(p)) continue;
+      if (!process_alive(p)) continue;
       ++left;
       which += " " + num(p);
     }
@@ -817,7 +809,8 @@ int run_chaos(ChaosOptions opt) {
       std::string cmd = read_file(entry.path() / "cmdline");
       std::replace(cmd.begin(), cmd.end(), '\0', ' ');
       const pid_t pid = static_cast<pid_t>(std::stol(name));
-      if (cmd.find(data.string()) != std::string::npos && alive(pid) && !pids.contains(pid)) {
+      if (cmd.find(data.string()) != std::string::npos && process_alive(pid) &&
+          !pids.contains(pid)) {
         ++left;
         which += " " + name;
       }

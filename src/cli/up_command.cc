@@ -20,9 +20,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <string>
 #include <thread>
-#include <vector>
 
 #include "bus/bus.h"
 #include "bus/kafka_mock.h"
@@ -517,22 +515,6 @@ int detach_and_wait(const Config& cfg) {
   return kExitFailure;
 }
 
-// The argument vector of process `pid` (empty when it has exited or cannot be read).
-std::vector<std::string> command_line(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
-  std::vector<std::string> args;
-  for (std::string arg; std::getline(in, arg, '\0');) args.push_back(arg);
-  return args;
-}
-
-// Whether `pid` has exited: gone, or a zombie its parent has not reaped yet.
-bool exited(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto close = stat.rfind(')');
-  return close == std::string::npos || close + 2 >= stat.size() || stat[close + 2] == 'Z';
-}
-
 // `down`: SIGTERM to the supervisor that DIR/up.json names, then wait, as Ctrl-C on `up` would.
 // Nothing running is not an error, so that `down` can always be run before `up`.
 int run_down(const Config& cfg, int timeout_s) {
@@ -546,8 +528,8 @@ int run_down(const Config& cfg, int timeout_s) {
   const auto pid = at->get<pid_t>();
   // After a crash of the machine the pid may belong to another program by now: only an `up`
   // is stopped. Its children would have died with it (parent-death signal).
-  const auto args = command_line(pid);
-  if (exited(pid) || std::find(args.begin(), args.end(), "up") == args.end()) {
+  const auto args = process_arguments(pid);
+  if (!process_alive(pid) || std::find(args.begin(), args.end(), "up") == args.end()) {
     std::printf(
         "hashinsight is not running (data in %s; up.json names pid %d, which is not "
         "a running hashinsight up)\n",
@@ -562,7 +544,7 @@ int run_down(const Config& cfg, int timeout_s) {
   std::fflush(stdout);
   const bool tty = ::isatty(STDERR_FILENO) != 0;
   const auto start = std::chrono::steady_clock::now();
-  for (int waited_ms = 0; !exited(pid); waited_ms += 100) {
+  for (int waited_ms = 0; process_alive(pid); waited_ms += 100) {
     const auto seconds =
         std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - start)
             .count();

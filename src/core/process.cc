@@ -34,6 +34,42 @@ int decode_status(int status) {
 
 bool running_as_root() { return geteuid() == 0; }
 
+namespace {
+
+// A /proc file whole, "" when it cannot be read. With read(2), not a stream: a read of
+// /proc/PID of a process that exits meanwhile fails (ESRCH), which libstdc++'s filebuf throws.
+std::string read_proc(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  std::string out;
+  if (!fd) return out;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fd.get(), buf, sizeof buf)) > 0;) out.append(buf, n);
+  return out;
+}
+
+}  // namespace
+
+bool process_alive(pid_t pid) {
+  if (pid <= 0) return false;
+  // EPERM: it exists, owned by someone this process may not signal.
+  if (::kill(pid, 0) != 0 && errno != EPERM) return false;
+  const std::string stat = read_proc("/proc/" + std::to_string(pid) + "/stat");
+  const auto close = stat.rfind(')');
+  return close == std::string::npos || close + 2 >= stat.size() || stat[close + 2] != 'Z';
+}
+
+std::vector<std::string> process_arguments(pid_t pid) {
+  const std::string text = read_proc("/proc/" + std::to_string(pid) + "/cmdline");
+  std::vector<std::string> args;
+  for (std::size_t at = 0; at < text.size();) {
+    const auto end = text.find('\0', at);
+    args.push_back(text.substr(at, end == std::string::npos ? std::string::npos : end - at));
+    if (end == std::string::npos) break;
+    at = end + 1;
+  }
+  return args;
+}
+
 std::optional<UserIds> lookup_user(const std::string& name) {
   struct passwd pw;
   struct passwd* out = nullptr;

@@ -79,6 +79,12 @@ std::optional<UserIds> lookup_user(const std::string& name);
 
 bool running_as_root();
 
+// Whether process `pid` (any process, not only a child) is running: it exists and is not a
+// zombie its parent has yet to reap.
+bool process_alive(pid_t pid);
+// The argument vector of process `pid`; empty when it has exited or cannot be read.
+std::vector<std::string> process_arguments(pid_t pid);
+
 // Whether `user` can traverse every directory from / down to `path` (inclusive); when not,
 // the first directory that stops it.
 std::optional<std::string> first_untraversable_dir(const std::string& path, const UserIds& user);
