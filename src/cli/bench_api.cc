@@ -231,7 +231,8 @@ std::optional<std::map<std::string, double>> portfolio_cache_counts(const std::s
 // the API may have cached of them.
 Status refresh_portfolios(pg::Connection& owner, redis::Client& redis, int users) {
   for (const std::string tenant : {"1", "2"}) {
-    consume::TenantBatch batch{tenant, {}};
+    consume::TenantBatch batch;
+    batch.tenant_id = tenant;
     for (int g = tenant == "1" ? 0 : 1; g < users; g += 2) {
       batch.users.push_back({std::to_string(kFirstBenchUser + g), 0, {}});
     }

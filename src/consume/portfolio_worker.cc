@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <span>
 #include <unordered_map>
 
 #include "consume/cache.h"
@@ -132,6 +133,18 @@ ON CONFLICT (tenant_id, user_id) DO UPDATE SET
 WHERE p.fencing_token <= EXCLUDED.fencing_token
 RETURNING user_id, through_seq, events_applied, computed_at::text
 )sql";
+// The same, failing when a row was fenced off ($18: the number of rows), for write_rows()'s
+// `commit`: the COMMIT sent with it then finds the transaction aborted. The check's one row is
+// made whether the upsert returned rows or none.
+const std::string& upsert_checked_sql() {
+  static const std::string sql =
+      std::string("WITH w AS (") + kUpsertSql +
+      ") SELECT w.* FROM (SELECT hi_portfolio_fence_check(count(*), $18::bigint) FROM w) c, w";
+  return sql;
+}
+constexpr const char* kUpsertCheckedStmt = "hi_portfolio_upsert_checked";
+// hi_portfolio_fence_check()'s SQLSTATE, as pg::Connection puts it in an error's message.
+constexpr std::string_view kFencedOff = "(SQLSTATE HIF01)";
 
 }  // namespace
 
@@ -184,8 +197,8 @@ void add_reference_reads(std::vector<pg::Statement>& reads, bool fresh) {
 
 // Fills `in`'s reference data from results[at], results[at + 1] (add_reference_reads) or
 // from the fresh `cache`.
-Status take_reference(PortfolioInputs& in, const std::vector<pg::QueryResult>& results,
-                      std::size_t at, bool fresh, ReferenceCache* cache) {
+Status take_reference(PortfolioInputs& in, std::span<const pg::QueryResult> results, std::size_t at,
+                      bool fresh, ReferenceCache* cache) {
   if (fresh) {
     in.models = cache->models;
     in.snapshot = cache->snapshot;
@@ -318,42 +331,81 @@ Result<PortfolioInputs> load_inputs(pg::Connection& conn, const std::vector<std:
   return in;
 }
 
-Result<PortfolioInputs> load_batch_inputs(pg::Connection& conn, const TenantBatch& batch,
-                                          ReferenceCache& cache) {
-  // One round trip: prices, stored sums, and the changed models' rows of every user whose
-  // events name them; a second only for users read whole.
+namespace {
+
+// What load_batch_inputs() reads first: every user's price and stored sums, and the changed
+// models' rows of the users whose events name them (the others are read whole after).
+struct BatchPlan {
   std::vector<std::string> users, pair_users, whole;
   std::vector<std::int64_t> pair_models;
   std::unordered_map<std::string, std::set<std::int64_t>> changed;
+};
+constexpr std::size_t kBatchReads = 3;      // users, stored sums, changed models' rows
+constexpr std::size_t kReferenceReads = 2;  // add_reference_reads() when not fresh
+
+BatchPlan plan_batch(const TenantBatch& batch) {
+  BatchPlan plan;
   for (const auto& u : batch.users) {
-    users.push_back(u.user_id);
+    plan.users.push_back(u.user_id);
     if (auto models = changed_models(u)) {
       for (std::int64_t m : *models) {
-        pair_users.push_back(u.user_id);
-        pair_models.push_back(m);
+        plan.pair_users.push_back(u.user_id);
+        plan.pair_models.push_back(m);
       }
-      changed.emplace(u.user_id, std::move(*models));
+      plan.changed.emplace(u.user_id, std::move(*models));
     } else {
-      whole.push_back(u.user_id);
+      plan.whole.push_back(u.user_id);
     }
   }
-  const bool fresh = reference_fresh(&cache);
-  const std::string ids = pg::array_literal(users);
+  return plan;
+}
+
+std::vector<pg::Statement> plan_reads(const BatchPlan& plan, bool fresh) {
+  const std::string ids = pg::array_literal(plan.users);
   std::vector<pg::Statement> reads = {
       {kUsersStmt, {ids}, true},
       {kStoredStmt,
        {ids, std::to_string(std::chrono::seconds(kHoldingsMaxAge).count()) + " seconds"},
        true},
-      {kGroupsStmt, {pg::array_literal(pair_users), pg::array_literal(pair_models)}, true}};
+      {kGroupsStmt,
+       {pg::array_literal(plan.pair_users), pg::array_literal(plan.pair_models)},
+       true}};
   add_reference_reads(reads, fresh);
-  auto r = conn.pipeline(reads);
-  if (!r) return r.error().wrap("portfolio inputs");
+  return reads;
+}
+
+}  // namespace
+
+std::vector<pg::Statement> batch_reads(const TenantBatch& batch, const ReferenceCache& cache) {
+  return plan_reads(plan_batch(batch), reference_fresh(&cache));
+}
+
+Result<PortfolioInputs> load_batch_inputs(pg::Connection& conn, const TenantBatch& batch,
+                                          ReferenceCache& cache) {
+  // One round trip (none when the runtime ran it with the inbox statement): prices, stored
+  // sums, and the changed models' rows of every user whose events name them; a second only
+  // for users read whole.
+  BatchPlan plan = plan_batch(batch);
+  std::vector<pg::QueryResult> fetched;
+  std::span<const pg::QueryResult> r = batch.prefetched;
+  if (r.empty()) {
+    auto got = conn.pipeline(plan_reads(plan, reference_fresh(&cache)));
+    if (!got) return got.error().wrap("portfolio inputs");
+    fetched = std::move(*got);
+    r = fetched;
+  }
+  if (r.size() != kBatchReads && r.size() != kBatchReads + kReferenceReads) {
+    return internal_error("portfolio inputs: " + std::to_string(r.size()) + " results");
+  }
+  const bool fresh = r.size() == kBatchReads;  // what the reads' maker found
   PortfolioInputs in;
-  if (auto s = take_reference(in, *r, 3, fresh, &cache); !s) return s.error();
-  take_prices(in, (*r)[0]);
+  if (auto s = take_reference(in, r, kBatchReads, fresh, &cache); !s) return s.error();
+  take_prices(in, r[0]);
+  auto& changed = plan.changed;
+  auto& whole = plan.whole;
 
   // Users with usable stored sums: those sums, less the changed models, plus their rows.
-  const pg::QueryResult& stored_q = (*r)[1];
+  const pg::QueryResult& stored_q = r[1];
   std::unordered_set<std::string> usable;
   for (int i = 0; i < stored_q.rows(); ++i) {
     const std::string user(stored_q.text(i, 0));
@@ -368,7 +420,7 @@ Result<PortfolioInputs> load_batch_inputs(pg::Connection& conn, const TenantBatc
     usable.insert(user);
     in.reused.insert(user);
   }
-  const pg::QueryResult& groups_q = (*r)[2];
+  const pg::QueryResult& groups_q = r[2];
   for (int i = 0; i < groups_q.rows(); ++i) {
     const std::string user(groups_q.text(i, 0));
     if (!usable.contains(user)) continue;
@@ -380,7 +432,7 @@ Result<PortfolioInputs> load_batch_inputs(pg::Connection& conn, const TenantBatc
     if (!usable.contains(user)) whole.push_back(user);
   }
   if (!whole.empty()) {
-    in.holdings.reserve(users.size());
+    in.holdings.reserve(plan.users.size());
     auto all = conn.exec_prepared(kMinersStmt, {pg::array_literal(whole)});
     if (!all) return all.error().wrap("portfolio inputs");
     for (const auto& user : whole) in.holdings.erase(user);
@@ -445,8 +497,89 @@ Result<std::vector<PortfolioRow>> recalculate_rows(pg::Connection& conn, const T
   return rows;
 }
 
+namespace {
+
+std::vector<PortfolioWrite::Written> written_rows(const pg::QueryResult& res) {
+  std::vector<PortfolioWrite::Written> out;
+  out.reserve(static_cast<std::size_t>(res.rows()));
+  for (int i = 0; i < res.rows(); ++i) {
+    PortfolioWrite::Written w;
+    w.user_id = std::string(res.text(i, 0));
+    w.through_seq = res.int64(i, 1);
+    w.events_applied = res.int64(i, 2);
+    auto us = parse_rfc3339_us(res.text(i, 3));
+    w.computed_at = us ? format_rfc3339_us(*us) : std::string(res.text(i, 3));
+    out.push_back(std::move(w));
+  }
+  return out;
+}
+
+// The stored fencing tokens of `rows`' users.
+pg::Statement stored_tokens(const std::vector<PortfolioRow>& rows) {
+  std::vector<std::string> users;
+  users.reserve(rows.size());
+  for (const auto& r : rows) users.push_back(r.user_id);
+  return {"SELECT user_id, fencing_token FROM user_portfolio WHERE user_id = ANY($1::bigint[])",
+          {pg::array_literal(users)},
+          false};
+}
+
+// (user, stored token) of the rows of `stored` (stored_tokens()) newer than `rows`' tokens.
+std::vector<std::pair<std::string, std::int64_t>> newer_tokens(
+    const pg::QueryResult& stored, const std::vector<PortfolioRow>& rows) {
+  std::unordered_map<std::string_view, std::int64_t> ours;
+  for (const auto& r : rows) ours.emplace(r.user_id, r.fencing_token);
+  std::vector<std::pair<std::string, std::int64_t>> out;
+  for (int i = 0; i < stored.rows(); ++i) {
+    const auto it = ours.find(stored.text(i, 0));
+    if (it != ours.end() && stored.int64(i, 1) > it->second) {
+      out.emplace_back(std::string(stored.text(i, 0)), stored.int64(i, 1));
+    }
+  }
+  return out;
+}
+
+// write_rows() with `commit`: the checked upsert and COMMIT in one round trip.
+Result<PortfolioWrite> write_and_commit(pg::Connection& conn, const std::string& tenant_id,
+                                        const std::vector<PortfolioRow>& rows, pg::Params params) {
+  params.emplace_back(std::to_string(rows.size()));
+  const pg::Statement statements[] = {{kUpsertCheckedStmt, std::move(params), true},
+                                      {"COMMIT", {}, false}};
+  PortfolioWrite out;
+  auto r = conn.pipeline(statements);
+  if (r) {
+    out.ended = true;
+    out.written = written_rows(r->front());
+    return out;
+  }
+  if (r.error().message.find(kFencedOff) == std::string::npos) {
+    return r.error().wrap("upsert user_portfolio");  // the caller rolls back
+  }
+  // Rolled back, the tokens that beat ours are read in the tenant's view (row-level security).
+  const pg::Statement after[] = {
+      {"ROLLBACK", {}, false},
+      {"BEGIN", {}, false},
+      {"SELECT set_config('app.tenant_id', $1, true)", {tenant_id}, false},
+      stored_tokens(rows),
+      {"COMMIT", {}, false}};
+  auto read = conn.pipeline(after);
+  if (!read) return read.error().wrap("read fencing tokens after a fenced write");
+  out.ended = true;
+  auto fenced = newer_tokens((*read)[3], rows);
+  if (fenced.empty()) {
+    // The newer token went away between the upsert and this read (the row was deleted): the
+    // next attempt writes.
+    return unavailable("portfolio write fenced off, and no newer token is stored now");
+  }
+  out.fenced = std::move(fenced);
+  return out;
+}
+
+}  // namespace
+
 Result<PortfolioWrite> write_rows(pg::Connection& conn, const std::string& tenant_id,
-                                  const std::vector<PortfolioRow>& rows, bool prepared) {
+                                  const std::vector<PortfolioRow>& rows, bool prepared,
+                                  bool commit) {
   PortfolioWrite out;
   if (rows.empty()) return out;
   std::vector<std::string> users, event_ids, lsns;
@@ -486,50 +619,34 @@ Result<PortfolioWrite> write_rows(pg::Connection& conn, const std::string& tenan
     counts.push_back(r.new_events);
   }
   whole += '}';
-  const pg::Params params = {tenant_id,
-                             pg::array_literal(users),
-                             pg::array_literal(units),
-                             pg::array_literal(hashrate),
-                             pg::array_literal(power),
-                             pg::array_literal(rev_btc),
-                             pg::array_literal(rev_usd),
-                             pg::array_literal(cost),
-                             pg::array_literal(profit),
-                             breakdowns,
-                             pg::array_literal(tokens),
-                             pg::array_literal(event_ids),
-                             pg::array_literal(lsns),
-                             pg::array_literal(seqs),
-                             pg::array_literal(counts),
-                             holdings,
-                             whole};
+  pg::Params params = {tenant_id,
+                       pg::array_literal(users),
+                       pg::array_literal(units),
+                       pg::array_literal(hashrate),
+                       pg::array_literal(power),
+                       pg::array_literal(rev_btc),
+                       pg::array_literal(rev_usd),
+                       pg::array_literal(cost),
+                       pg::array_literal(profit),
+                       breakdowns,
+                       pg::array_literal(tokens),
+                       pg::array_literal(event_ids),
+                       pg::array_literal(lsns),
+                       pg::array_literal(seqs),
+                       pg::array_literal(counts),
+                       holdings,
+                       whole};
+  if (commit && prepared) return write_and_commit(conn, tenant_id, rows, std::move(params));
   auto res = prepared ? conn.exec_prepared(kUpsertStmt, params) : conn.exec(kUpsertSql, params);
   if (!res) return res.error().wrap("upsert user_portfolio");
-  std::unordered_map<std::string, int> written_row;
-  for (int i = 0; i < res->rows(); ++i) {
-    PortfolioWrite::Written w;
-    w.user_id = std::string(res->text(i, 0));
-    w.through_seq = res->int64(i, 1);
-    w.events_applied = res->int64(i, 2);
-    auto us = parse_rfc3339_us(res->text(i, 3));
-    w.computed_at = us ? format_rfc3339_us(*us) : std::string(res->text(i, 3));
-    out.written.push_back(std::move(w));
-  }
+  out.written = written_rows(*res);
   if (out.written.size() < rows.size()) {
     // Rows not returned were fenced off: read the tokens that beat ours.
-    std::vector<std::string> missing;
-    std::unordered_map<std::string_view, bool> got;
-    for (const auto& w : out.written) got[w.user_id] = true;
-    for (const auto& r : rows) {
-      if (!got.contains(r.user_id)) missing.push_back(r.user_id);
-    }
-    auto stored = conn.exec(
-        "SELECT user_id, fencing_token FROM user_portfolio WHERE user_id = ANY($1::bigint[])",
-        {pg::array_literal(missing)});
+    const pg::Statement read[] = {stored_tokens(rows)};
+    auto stored = conn.pipeline(read);
     if (!stored) return stored.error().wrap("read fencing tokens");
-    for (int i = 0; i < stored->rows(); ++i) {
-      out.fenced.emplace_back(std::string(stored->text(i, 0)), stored->int64(i, 1));
-    }
+    out.fenced = newer_tokens(stored->front(), rows);
+    if (out.fenced.empty()) return unavailable("portfolio rows neither written nor fenced off");
   }
   return out;
 }
@@ -550,19 +667,29 @@ Status prepare_inputs(pg::Connection& conn, ReferenceCache& cache) {
 Status PortfolioHandler::prepare(pg::Connection& conn) {
   if (auto s = prepare_inputs(conn, reference_); !s) return s;
   for (const auto& [name, sql] :
-       {std::pair{kUpsertStmt, kUpsertSql}, std::pair{kStoredStmt, kStoredSql},
-        std::pair{kGroupsStmt, kGroupsSql}}) {
+       {std::pair{kUpsertStmt, kUpsertSql},
+        std::pair{kUpsertCheckedStmt, upsert_checked_sql().c_str()},
+        std::pair{kStoredStmt, kStoredSql}, std::pair{kGroupsStmt, kGroupsSql}}) {
     if (auto s = conn.prepare(name, sql); !s) return s.error().wrap("prepare portfolio");
   }
   return {};
 }
 
+std::vector<pg::Statement> PortfolioHandler::prefetch(const TenantBatch& batch) {
+  if (!reference_.prepared) return {};
+  for (const auto& u : batch.users) {
+    if (!is_decimal_id(u.user_id)) return {};  // apply() reports it
+  }
+  return batch_reads(batch, reference_);
+}
+
 Result<ApplyOutcome> PortfolioHandler::apply(pg::Connection& conn, const TenantBatch& batch) {
   auto rows = recalculate_rows(conn, batch, &reference_, /*reuse_holdings=*/true);
   if (!rows) return rows.error();
-  auto written = write_rows(conn, batch.tenant_id, *rows, /*prepared=*/true);
+  auto written = write_rows(conn, batch.tenant_id, *rows, /*prepared=*/true, batch.commit);
   if (!written) return written.error();
   ApplyOutcome out;
+  out.ended = written->ended;
   out.fenced = std::move(written->fenced);
   if (!out.fenced.empty()) return out;
   out.after_commit = invalidation(batch.tenant_id, written->written);

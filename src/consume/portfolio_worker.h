@@ -94,10 +94,12 @@ Result<mining::Portfolio> portfolio_of(const PortfolioInputs& in, const std::str
 // model (a status change, a bulk import, any other kind), when nothing is stored, and when
 // what is stored was read whole more than kHoldingsMaxAge ago: a change written without an
 // event shows within that time. Needs prepare_inputs() and PortfolioHandler::prepare()'s
-// statements on `conn`.
+// statements on `conn`. The first round trip's statements are batch_reads(); when
+// `batch.prefetched` holds their results (run with the inbox statement), it is not made.
 inline constexpr std::chrono::seconds kHoldingsMaxAge{60};
 Result<PortfolioInputs> load_batch_inputs(pg::Connection& conn, const TenantBatch& batch,
                                           ReferenceCache& cache);
+std::vector<pg::Statement> batch_reads(const TenantBatch& batch, const ReferenceCache& cache);
 
 // A user's holdings as stored with the portfolio: [[model_id, price or null, units], ...].
 std::string holdings_json(const std::vector<mining::UserMiner>& holdings);
@@ -111,6 +113,7 @@ Result<std::vector<PortfolioRow>> recalculate_rows(pg::Connection& conn, const T
 
 struct PortfolioWrite {
   std::vector<std::pair<std::string, std::int64_t>> fenced;  // (user, stored token)
+  bool ended = false;  // `commit`: committed, or rolled back when `fenced` is not empty
   struct Written {
     std::string user_id;
     std::int64_t through_seq = 0;
@@ -121,15 +124,20 @@ struct PortfolioWrite {
 };
 
 // Upserts the rows, each conditional on its fencing token (inside the tenant's transaction).
-// `prepared`: use PortfolioHandler's prepared statement (on a connection it prepared).
+// `prepared`: use PortfolioHandler's prepared statements (on a connection it prepared).
+// `commit` (needs `prepared`): the COMMIT goes in the upsert's round trip, and a row fenced off
+// fails the upsert (hi_portfolio_fence_check), so that the transaction rolls back instead; the
+// stored tokens are then read after the ROLLBACK.
 Result<PortfolioWrite> write_rows(pg::Connection& conn, const std::string& tenant_id,
-                                  const std::vector<PortfolioRow>& rows, bool prepared = false);
+                                  const std::vector<PortfolioRow>& rows, bool prepared = false,
+                                  bool commit = false);
 
 class PortfolioHandler final : public Handler {
  public:
   bool locks_users() const override { return true; }
   bool reads_state() const override { return true; }
   Status prepare(pg::Connection& conn) override;
+  std::vector<pg::Statement> prefetch(const TenantBatch& batch) override;
   Result<ApplyOutcome> apply(pg::Connection& conn, const TenantBatch& batch) override;
   Result<std::vector<RedisCommand>> after_redelivery(pg::Connection& conn,
                                                      const TenantBatch& batch) override;

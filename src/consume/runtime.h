@@ -6,6 +6,11 @@
 //     handler.apply(new events, grouped by user)              (the effect, same transaction)
 //   COMMIT -> the handler's post-commit Redis commands (cache DEL, PUBLISH) -> ack the batch
 //
+// Round trips: each is a wake-up of two processes, which on a busy machine costs more than
+// the work. The handler's first reads (Handler::prefetch()) go in the inbox statement's round
+// trip, and a handler may send COMMIT with its last write (TenantBatch::commit), so the
+// portfolio worker's transaction takes two round trips when none of its events was seen before.
+//
 // Reading after an event (Handler::reads_state()): PostgreSQL makes a commit decodable before
 // it is visible to other sessions (for as long as a synchronous-replication wait lasts), so
 // the relay can publish an event whose write the handler cannot see yet. In the same round trip
@@ -61,6 +66,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <stop_token>
 #include <string>
 #include <utility>
@@ -85,6 +91,14 @@ struct UserEvents {
 struct TenantBatch {
   std::string tenant_id;
   std::vector<UserEvents> users;  // ordered by user id
+  // The results of Handler::prefetch()'s statements for exactly these users and events, run in
+  // the inbox statement's round trip; empty when they were not run (some events were
+  // redelivered, or the handler prefetches nothing): apply() then reads for itself.
+  std::span<const pg::QueryResult> prefetched;
+  // True: apply() ends the transaction. It commits with its last statement (one round trip
+  // less), or rolls back when its write was fenced off, and says so in ApplyOutcome::ended. A
+  // handler that ignores it leaves the COMMIT to the runtime.
+  bool commit = false;
 };
 
 // A Redis command for after the commit, e.g. {"DEL", "user_portfolio:101"}.
@@ -96,6 +110,9 @@ struct ApplyOutcome {
   std::vector<std::pair<std::string, std::int64_t>> fenced;
   // Pipelined after the commit (cache invalidation, change notices).
   std::vector<RedisCommand> after_commit;
+  // apply() ended the transaction (TenantBatch::commit): committed, or rolled back when
+  // `fenced` is not empty.
+  bool ended = false;
 };
 
 class Handler {
@@ -112,6 +129,11 @@ class Handler {
   // may fill in what parsing could not know (the audit worker finds the tenant of a deleted
   // row whose old image carries only its key). Errors are logged; the events go on as parsed.
   virtual Status resolve(pg::Connection& /*conn*/, std::vector<Event>& /*events*/) { return {}; }
+  // Reads for apply() to send with the inbox statement, given the batch as it will be when all
+  // of its events are new (no fencing tokens yet); they run after the visibility check, in the
+  // tenant's transaction. Their results come back in TenantBatch::prefetched. Nothing by
+  // default.
+  virtual std::vector<pg::Statement> prefetch(const TenantBatch& /*batch*/) { return {}; }
   // Applies the batch's new events inside the open tenant transaction. kUnavailable =
   // transient; any other error = these events failed (see the header comment).
   virtual Result<ApplyOutcome> apply(pg::Connection& conn, const TenantBatch& batch) = 0;

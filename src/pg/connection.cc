@@ -127,6 +127,12 @@ Result<Connection> Connection::connect(const std::string& conninfo, const std::s
 
 bool Connection::healthy() const { return conn_ && PQstatus(conn_.get()) == CONNECTION_OK; }
 
+bool Connection::in_transaction() const {
+  if (!conn_) return false;
+  const auto status = PQtransactionStatus(conn_.get());
+  return status == PQTRANS_INTRANS || status == PQTRANS_INERROR;
+}
+
 Result<QueryResult> Connection::check(PgResultPtr res, std::string_view context) const {
   if (!res) return unavailable(std::string(context) + ": " + trim(PQerrorMessage(conn_.get())));
   const auto st = PQresultStatus(res.get());

@@ -86,6 +86,8 @@ class Connection {
   bool valid() const { return conn_ != nullptr; }
   // False after the server went away; a Pool drops such connections.
   bool healthy() const;
+  // Inside a transaction block, failed or not (the server's last ReadyForQuery said so).
+  bool in_transaction() const;
 
   // A statement with parameters (and any statement of a pipeline()) is prepared on this
   // connection on first use and executed by name afterwards (up to kMaxCachedStatements texts

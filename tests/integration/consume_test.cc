@@ -266,6 +266,44 @@ TEST_F(ConsumeTest, LockHolderPausedBeyondItsLeaseIsFencedOff) {
   auto released = stalled.release(redis_, {"104"}, *t1);
   ASSERT_TRUE(released.ok());
   EXPECT_EQ(*released, 0);
+
+  // The worker sends the write with its COMMIT in one round trip. Fenced off, the whole
+  // transaction must roll back: an inbox row written before it must not be kept without its
+  // effect.
+  consume::PortfolioHandler handler;
+  ASSERT_TRUE(handler.prepare(app_).ok());  // the statements a worker's connection has
+  ASSERT_TRUE(app_.exec("BEGIN").ok());
+  ASSERT_TRUE(app_.exec("SELECT set_config('app.tenant_id', '1', true)").ok());
+  ASSERT_TRUE(app_.exec("INSERT INTO consumer_inbox (consumer_name, event_id, tenant_id) "
+                        "VALUES ('fence-test', 'fenced-event', 1)")
+                  .ok());
+  auto w = consume::write_rows(app_, "1", stale_rows, /*prepared=*/true, /*commit=*/true);
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  EXPECT_TRUE(w->ended);
+  EXPECT_FALSE(app_.in_transaction());
+  EXPECT_TRUE(w->written.empty());
+  ASSERT_EQ(w->fenced.size(), 1u);
+  EXPECT_EQ(w->fenced[0].first, "104");
+  EXPECT_EQ(w->fenced[0].second, stored);
+  EXPECT_EQ(scalar("SELECT count(*) FROM consumer_inbox WHERE event_id = 'fenced-event'"), 0);
+  EXPECT_EQ(scalar("SELECT units FROM user_portfolio WHERE user_id = 104"), units);
+
+  // With a current token the same round trip writes and commits.
+  auto current = stale_rows;
+  current[0].fencing_token = stored + 1;
+  ASSERT_TRUE(app_.exec("BEGIN").ok());
+  ASSERT_TRUE(app_.exec("SELECT set_config('app.tenant_id', '1', true)").ok());
+  ASSERT_TRUE(app_.exec("INSERT INTO consumer_inbox (consumer_name, event_id, tenant_id) "
+                        "VALUES ('fence-test', 'current-event', 1)")
+                  .ok());
+  w = consume::write_rows(app_, "1", current, /*prepared=*/true, /*commit=*/true);
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  EXPECT_TRUE(w->ended);
+  EXPECT_FALSE(app_.in_transaction());
+  EXPECT_TRUE(w->fenced.empty());
+  ASSERT_EQ(w->written.size(), 1u);
+  EXPECT_EQ(scalar("SELECT count(*) FROM consumer_inbox WHERE event_id = 'current-event'"), 1);
+  EXPECT_EQ(scalar("SELECT fencing_token FROM user_portfolio WHERE user_id = 104"), stored + 1);
 }
 
 TEST_F(ConsumeTest, FenceCounterLostInRedisIsRepairedAndWritesContinue) {
@@ -544,7 +582,9 @@ TEST(PortfolioHoldings, ReadsOnlyTheChangedModelsWhileTheStoredSumsAreRecent) {
     pg::Transaction tx(app);
     EXPECT_TRUE(tx.begin("1").ok());
     const std::int64_t before = count();
-    consume::TenantBatch batch{"1", {{"900201", 1, {&ev}}}};
+    consume::TenantBatch batch;
+    batch.tenant_id = "1";
+    batch.users = {{"900201", 1, {&ev}}};
     auto in = consume::load_batch_inputs(app, batch, reference);
     EXPECT_TRUE(in.ok()) << in.error().message;
     if (in.ok()) {
