@@ -97,24 +97,53 @@ Result<std::vector<std::int64_t>> FencedLocks::try_acquire(redis::Client& redis,
   return tokens;
 }
 
-Result<std::int64_t> FencedLocks::release(redis::Client& redis,
-                                          const std::vector<std::string>& users,
-                                          const std::vector<std::int64_t>& tokens) {
+namespace {
+
+// EVALSHA of the release script (its sha left empty) over the locks these tokens hold; nullopt
+// when they hold none.
+std::optional<std::vector<std::string>> release_argv(const std::string& owner,
+                                                     const std::vector<std::string>& users,
+                                                     const std::vector<std::int64_t>& tokens) {
   std::vector<std::string> argv = {"EVALSHA", "", "0"};
   std::vector<std::string> values;
   std::size_t n = 0;
   for (std::size_t i = 0; i < users.size() && i < tokens.size(); ++i) {
     if (tokens[i] <= 0) continue;
     argv.push_back(lock_key(users[i]));
-    values.push_back(owner_ + ":" + std::to_string(tokens[i]));
+    values.push_back(owner + ":" + std::to_string(tokens[i]));
     ++n;
   }
-  if (n == 0) return 0;
+  if (n == 0) return std::nullopt;
   argv[2] = std::to_string(n);
   argv.insert(argv.end(), values.begin(), values.end());
-  auto r = eval(redis, 1, std::move(argv));
+  return argv;
+}
+
+}  // namespace
+
+Result<std::int64_t> FencedLocks::release(redis::Client& redis,
+                                          const std::vector<std::string>& users,
+                                          const std::vector<std::int64_t>& tokens) {
+  auto argv = release_argv(owner_, users, tokens);
+  if (!argv) return 0;
+  auto r = eval(redis, 1, std::move(*argv));
   if (!r) return r.error();
   return r->integer;
+}
+
+Result<std::optional<std::vector<std::string>>> FencedLocks::release_command(
+    redis::Client& redis, const std::vector<std::string>& users,
+    const std::vector<std::int64_t>& tokens) {
+  auto argv = release_argv(owner_, users, tokens);
+  if (!argv) return argv;
+  if (sha_[1].empty()) {
+    auto loaded = redis.command({"SCRIPT", "LOAD", kScripts[1]});
+    if (!loaded) return loaded.error().wrap("lock script load");
+    if (loaded->is_error()) return internal_error("lock script load: " + loaded->str);
+    sha_[1] = loaded->str;
+  }
+  (*argv)[1] = sha_[1];
+  return argv;
 }
 
 Status FencedLocks::raise_fence(redis::Client& redis, const std::string& user, std::int64_t token) {

@@ -24,6 +24,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,12 @@ class FencedLocks {
   // expired or were taken over. Returns how many were still ours.
   Result<std::int64_t> release(redis::Client& redis, const std::vector<std::string>& users,
                                const std::vector<std::int64_t>& tokens);
+  // release() as one command to pipeline with others (its reply: how many were still ours, or
+  // a NOSCRIPT error after the server lost its scripts: then call release()). Loads the script
+  // the first time. nullopt: nothing to release.
+  Result<std::optional<std::vector<std::string>>> release_command(
+      redis::Client& redis, const std::vector<std::string>& users,
+      const std::vector<std::int64_t>& tokens);
   // Raises fence:recalc:{user} to at least `token` (after a write rejected by a stored token).
   Status raise_fence(redis::Client& redis, const std::string& user, std::int64_t token);
 

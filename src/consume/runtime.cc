@@ -166,8 +166,10 @@ class Runtime::Impl {
   // wait() uncounts it, and transact() counts it again before the handler runs.
   bool wait(std::stop_token stop, std::chrono::milliseconds duration);
   void recount(int delta);
-  // Sends post-commit commands; what fails is kept in unsent_.
-  void send_after_commit(std::vector<RedisCommand> commands);
+  // Sends post-commit commands, and `then` after them in the same round trip; what fails is
+  // kept in unsent_. Returns the reply to `then` (nullopt when the round trip failed).
+  std::optional<redis::Reply> send_after_commit(std::vector<RedisCommand> commands,
+                                                const RedisCommand* then = nullptr);
   // Retries unsent_ with backoff until it is empty. False: stopped first.
   bool flush_after_commit(std::stop_token stop);
   // Applies the events of one tenant (in rounds as user locks become free). False: stopped.
@@ -182,6 +184,8 @@ class Runtime::Impl {
   Result<std::vector<const Event*>> lock(const std::vector<const Event*>& events,
                                          std::vector<std::string>& users,
                                          std::vector<std::int64_t>& tokens);
+  // Sends the post-commit commands of the last transact() (committed_after_) and releases the
+  // locks, in one round trip.
   void unlock(const std::vector<std::string>& users, const std::vector<std::int64_t>& tokens);
   // One transaction over `events` of `tenant`, users' tokens given.
   Attempt transact(const std::string& tenant, const std::vector<const Event*>& events,
@@ -255,11 +259,12 @@ class Runtime::Impl {
   std::uint64_t dlq_tag_ = 0;
   std::chrono::steady_clock::time_point next_status_{};
   std::int64_t last_commit_us_ = 0;
-  std::stop_token stop_;                // of run(): reconnect loops deep in a batch observe it
-  std::string counted_field_;           // the attempt being counted ("" = none)
-  bool counted_ = false;                // ... and whether it is counted right now
-  std::vector<RedisCommand> unsent_;    // post-commit commands not sent yet
-  std::vector<bus::Delivery> unacked_;  // deliveries (positions only) not acknowledged yet
+  std::stop_token stop_;              // of run(): reconnect loops deep in a batch observe it
+  std::string counted_field_;         // the attempt being counted ("" = none)
+  bool counted_ = false;              // ... and whether it is counted right now
+  std::vector<RedisCommand> unsent_;  // post-commit commands not sent yet
+  std::vector<RedisCommand> committed_after_;  // transact()'s, for unlock() to send
+  std::vector<bus::Delivery> unacked_;         // deliveries (positions only) not acknowledged yet
   // Events without a known xid whose outbox row was not visible: since when (per batch).
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> unseen_since_;
 
@@ -637,17 +642,19 @@ bool Runtime::Impl::wait(std::stop_token stop, std::chrono::milliseconds duratio
   return sleep_for(stop, duration);
 }
 
-void Runtime::Impl::send_after_commit(std::vector<RedisCommand> commands) {
-  if (commands.empty()) return;
+std::optional<redis::Reply> Runtime::Impl::send_after_commit(std::vector<RedisCommand> commands,
+                                                             const RedisCommand* then) {
+  if (commands.empty() && then == nullptr) return std::nullopt;
   const std::int64_t t = mono_now_ns();
   for (const auto& cmd : commands) redis_.append(cmd);
+  if (then != nullptr) redis_.append(*then);
   auto f = redis_.flush();
   spent(kAfterCommit, t);
   if (!f) {
     log_.warn("post-commit redis commands failed; retrying before the acknowledgement",
               {{"error", f.error().message}, {"commands", commands.size()}});
     for (auto& cmd : commands) unsent_.push_back(std::move(cmd));
-    return;
+    return std::nullopt;
   }
   for (std::size_t i = 0; i < commands.size(); ++i) {
     // DEL and PUBLISH cannot fail for the data's sake: an error reply (a replica, an ACL, a
@@ -658,6 +665,8 @@ void Runtime::Impl::send_after_commit(std::vector<RedisCommand> commands) {
                {"reply", i < f->size() ? (*f)[i].str : std::string("none")}});
     unsent_.push_back(std::move(commands[i]));
   }
+  if (then == nullptr || f->size() <= commands.size()) return std::nullopt;
+  return std::move((*f)[commands.size()]);
 }
 
 bool Runtime::Impl::flush_after_commit(std::stop_token stop) {
@@ -695,6 +704,20 @@ Result<std::vector<const Event*>> Runtime::Impl::lock(const std::vector<const Ev
 
 void Runtime::Impl::unlock(const std::vector<std::string>& users,
                            const std::vector<std::int64_t>& tokens) {
+  auto commands = std::exchange(committed_after_, {});
+  if (!commands.empty()) {
+    // With the release behind them: one round trip. The commands go first, so that a worker
+    // taking a lock just freed finds the cache invalidated and the notice published.
+    auto release = locks_.release_command(redis_, users, tokens);
+    if (release && *release) {
+      auto reply = send_after_commit(std::move(commands), &**release);
+      if (reply && !reply->is_error()) return;
+      // The round trip failed, or the server lost its scripts (NOSCRIPT): on its own below.
+    } else {
+      send_after_commit(std::move(commands));
+      if (release) return;  // no lock to release
+    }
+  }
   if (users.empty()) return;
   const std::int64_t t = mono_now_ns();
   auto r = locks_.release(redis_, users, tokens);
@@ -1006,7 +1029,7 @@ Attempt Runtime::Impl::transact(const std::string& tenant, const std::vector<con
     for (auto& cmd : outcome.after_commit) unsent_.push_back(std::move(cmd));
     return {};
   }
-  send_after_commit(std::move(outcome.after_commit));
+  committed_after_ = std::move(outcome.after_commit);  // unlock() sends them with the release
   return {};
 }
 
