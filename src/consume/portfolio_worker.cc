@@ -14,6 +14,7 @@
 #include "consume/cache.h"
 #include "core/time.h"
 #include "pg/array.h"
+#include "pg/transaction.h"
 
 namespace hi::consume {
 namespace {
@@ -555,17 +556,17 @@ Result<PortfolioWrite> write_and_commit(pg::Connection& conn, const std::string&
   if (r.error().message.find(kFencedOff) == std::string::npos) {
     return r.error().wrap("upsert user_portfolio");  // the caller rolls back
   }
-  // Rolled back, the tokens that beat ours are read in the tenant's view (row-level security).
-  const pg::Statement after[] = {
-      {"ROLLBACK", {}, false},
-      {"BEGIN", {}, false},
-      {"SELECT set_config('app.tenant_id', $1, true)", {tenant_id}, false},
-      stored_tokens(rows),
-      {"COMMIT", {}, false}};
-  auto read = conn.pipeline(after);
-  if (!read) return read.error().wrap("read fencing tokens after a fenced write");
+  // Rolled back, the tokens that beat ours are read in a transaction of the tenant (row-level
+  // security), all in one round trip.
+  conn.defer({"ROLLBACK", {}, false});
+  pg::Transaction tx(conn);
+  if (auto s = tx.begin(tenant_id, pg::Transaction::Start::kWithFirstStatement); !s)
+    return s.error();
+  const pg::Statement read[] = {stored_tokens(rows)};
+  auto stored = tx.commit_with(read);
+  if (!stored) return stored.error().wrap("read fencing tokens after a fenced write");
   out.ended = true;
-  auto fenced = newer_tokens((*read)[3], rows);
+  auto fenced = newer_tokens(stored->front(), rows);
   if (fenced.empty()) {
     // The newer token went away between the upsert and this read (the row was deleted): the
     // next attempt writes.
