@@ -239,7 +239,10 @@ Status Relay::replay_stream(const pg::StreamCommit& commit) {
         send_status(false);
       }
       if (i % 4096 == 4095) {
+        // The pump writes what is queued to the bus, which on a loaded machine can take a good
+        // part of wal_sender_timeout: tell the server we are alive before what follows adds to it.
         if (auto st = pump(std::chrono::milliseconds(0)); !st) return st;
+        send_status(false);
         if (auto st = failpoint("relay.mid_stream_replay"); !st) return st;
       }
       // A long replay reads nothing from the server: keep telling it we are alive, or the
