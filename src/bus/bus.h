@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -129,6 +130,14 @@ struct ConsumerOptions {
   // entries in hand while it polls again needs a claim_idle longer than it holds them, or it
   // takes them back from itself.
   std::chrono::milliseconds start_claim_idle{-1};
+  // Redis: set when the caller keeps its own positions, stored with what it applied (a sink
+  // keeps them in its destination): topic -> the last position applied, "" or absent for none.
+  // The consumer then reads with NOACK, so the bus writes no pending entry, XCLAIM or XACK to
+  // its AOF per message, and resumes after these positions. One process reads the group at a
+  // time (a lease of lease_ttl, renewed by every read); see RedisStreamsConsumer. Kafka keeps
+  // its committed offsets and ignores this.
+  std::optional<std::map<std::string, std::string>> resume_from;
+  std::chrono::milliseconds lease_ttl{10000};
 };
 
 Result<std::unique_ptr<Producer>> make_producer(const BusOptions& options,

@@ -1,9 +1,13 @@
 #include "bus/redis_streams.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <charconv>
+#include <nlohmann/json.hpp>
 #include <thread>
 
+#include "core/process.h"
 #include "core/time.h"
 
 namespace hi::bus {
@@ -33,6 +37,27 @@ bool transient_error(std::string_view reply) {
 std::string id_after(std::string_view id) {
   auto [ms, seq] = parse_id(id);
   return std::to_string(ms) + "-" + std::to_string(seq + 1);
+}
+
+bool id_less(std::string_view a, std::string_view b) { return parse_id(a) < parse_id(b); }
+
+std::string applied_key(std::string_view stream) { return "hi:bus:applied:" + std::string(stream); }
+
+// Takes the lease when it is free, ours, or `ARGV[3]` (a holder found dead); else returns
+// its holder. KEYS[1] lease; ARGV: our value, ttl ms, the dead holder's value or "".
+const redis::Script kTakeLease(R"lua(
+local v = redis.call('GET', KEYS[1])
+if v == false or v == ARGV[1] or (ARGV[3] ~= '' and v == ARGV[3]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return v
+)lua");
+
+std::string this_host() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0) return "";
+  return name;
 }
 
 }  // namespace
@@ -144,6 +169,18 @@ Result<std::unique_ptr<RedisStreamsConsumer>> RedisStreamsConsumer::create(
   if (!client) return client.error().wrap("redis streams consumer");
   auto c =
       std::unique_ptr<RedisStreamsConsumer>(new RedisStreamsConsumer(std::move(*client), consumer));
+  if (c->positioned()) {
+    c->read_own_pending_ = false;  // nothing is ever pending: NOACK
+    c->lease_key_ = "hi:bus:lease:" + consumer.group;
+    c->lease_value_ = nlohmann::json{{"consumer", consumer.consumer_name},
+                                     {"host", this_host()},
+                                     {"pid", static_cast<std::int64_t>(::getpid())}}
+                          .dump();
+    for (const auto& t : consumer.topics) {
+      const auto it = consumer.resume_from->find(t);
+      c->handed_[t] = it == consumer.resume_from->end() || it->second.empty() ? "0-0" : it->second;
+    }
+  }
   if (auto s = c->ensure_groups(); !s) return s.error();
   return c;
 }
@@ -240,6 +277,7 @@ Result<std::vector<Delivery>> RedisStreamsConsumer::poll(std::size_t max,
   if (!groups_ready_) {
     if (auto s = ensure_groups(); !s) return s.error();
   }
+  if (positioned()) return poll_positioned(max, timeout);
   const auto now = std::chrono::steady_clock::now();
   const bool at_start = starting_ && options_.start_claim_idle.count() >= 0;
   // At start the consumer's own history is read before anything is claimed: claimed entries
@@ -317,6 +355,214 @@ Result<std::vector<Delivery>> RedisStreamsConsumer::poll(std::size_t max,
   return out;
 }
 
+Status RedisStreamsConsumer::take_lease() {
+  const std::string ttl = std::to_string(options_.lease_ttl.count());
+  std::string dead;  // a holder found dead on this host, replaced on the second try
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto r = client_.eval(kTakeLease, {lease_key_}, {lease_value_, ttl, dead});
+    if (!r) return r.error().wrap("lease of group " + options_.group);
+    if (r->is_error()) return internal_error("lease of group " + options_.group + ": " + r->str);
+    if (r->type == redis::Reply::Type::kInteger) {
+      leased_ = true;
+      regap_ = true;  // whoever held it may have taken entries it never applied
+      return {};
+    }
+    const auto holder = nlohmann::json::parse(r->str, nullptr, false);
+    const bool here = holder.is_object() && holder.value("host", "") == this_host();
+    const std::int64_t pid = holder.is_object() ? holder.value("pid", std::int64_t{0}) : 0;
+    if (!here || pid <= 0 || process_alive(static_cast<pid_t>(pid))) {
+      return unavailable("group " + options_.group + " is read by another process (" + r->str +
+                         "); waiting for its lease to end");
+    }
+    dead = r->str;
+  }
+  return unavailable("group " + options_.group + ": lease changed hands while taken");
+}
+
+Status RedisStreamsConsumer::acknowledge_old_pending() {
+  for (const auto& t : options_.topics) {
+    for (;;) {
+      auto p = client_.command({"XPENDING", t, options_.group, "-", "+", "10000"});
+      if (!p) return p.error();
+      if (p->is_error() || p->elements.empty()) break;
+      std::vector<std::string> argv = {"XACK", t, options_.group};
+      for (const auto& row : p->elements) {
+        if (!row.elements.empty()) argv.push_back(row.elements[0].str);
+      }
+      auto a = client_.command(argv);
+      if (!a) return a.error();
+      if (a->is_error()) return internal_error("XACK " + t + ": " + a->str);
+      if (p->elements.size() < 10000) break;
+    }
+  }
+  return {};
+}
+
+Status RedisStreamsConsumer::find_gaps() {
+  for (const auto& t : options_.topics) {
+    auto r = client_.command({"XINFO", "GROUPS", t});
+    if (!r) return r.error();
+    if (r->is_error()) continue;
+    for (const auto& g : r->elements) {
+      std::string name, last_delivered;
+      for (std::size_t i = 0; i + 1 < g.elements.size(); i += 2) {
+        if (g.elements[i].str == "name") name = g.elements[i + 1].str;
+        if (g.elements[i].str == "last-delivered-id") last_delivered = g.elements[i + 1].str;
+      }
+      if (name != options_.group) continue;
+      const std::string& from = handed_[t];
+      if (id_less(from, last_delivered)) gaps_[t] = Gap{from, last_delivered};
+    }
+  }
+  regap_ = false;
+  return {};
+}
+
+Result<std::vector<Delivery>> RedisStreamsConsumer::read_gaps(std::size_t max) {
+  std::vector<Delivery> out;
+  for (auto it = gaps_.begin(); it != gaps_.end() && out.empty();) {
+    const std::string& t = it->first;
+    Gap& gap = it->second;
+    auto r = client_.command({"XREAD", "COUNT", std::to_string(max), "STREAMS", t, gap.after});
+    if (!r) return r.error();
+    if (r->is_error()) return unavailable("XREAD " + t + ": " + r->str);
+    bool done = true;
+    for (auto& stream : r->elements) {
+      if (stream.elements.size() < 2) continue;
+      for (auto& e : stream.elements[1].elements) {
+        if (e.elements.empty() || id_less(gap.through, e.elements[0].str)) break;
+        Delivery d = delivery_from_entry(t, std::move(e));
+        d.delivery_count = 2;  // delivered before, to a reader that may not have applied it
+        gap.after = d.position;
+        out.push_back(std::move(d));
+        done = false;
+      }
+    }
+    if (done || !id_less(gap.after, gap.through)) {
+      it = gaps_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return out;
+}
+
+void RedisStreamsConsumer::note_handed(const std::vector<Delivery>& out) {
+  in_hand_ += static_cast<std::int64_t>(out.size());
+  for (const auto& d : out) {
+    std::string& h = handed_[d.topic];
+    if (id_less(h, d.position)) h = d.position;
+  }
+}
+
+Result<std::vector<Delivery>> RedisStreamsConsumer::poll_positioned(
+    std::size_t max, std::chrono::milliseconds timeout) {
+  if (!leased_) {
+    if (auto s = take_lease(); !s) {
+      // Not ours: wait as a reader would for entries, then say so.
+      std::this_thread::sleep_for(std::min(timeout, options_.lease_ttl / 4));
+      return s.error();
+    }
+    if (!reported_start_) {
+      // Retention keeps what follows the caller's positions from now on, before anything the
+      // old pending list protected is acknowledged.
+      for (const auto& t : options_.topics) {
+        const auto p = options_.resume_from->find(t);
+        const bool none = p == options_.resume_from->end() || p->second.empty();
+        client_.append({"HSET", applied_key(t), options_.group, none ? "0-0" : p->second});
+      }
+      auto r = client_.flush();
+      if (!r) return r.error().wrap("HSET applied position");
+      reported_start_ = true;
+    }
+    if (auto s = acknowledge_old_pending(); !s) return s.error();
+  }
+  if (regap_) {
+    if (auto s = find_gaps(); !s) return s.error();
+  }
+  if (!gaps_.empty()) {
+    auto gap = read_gaps(max);
+    if (!gap) {
+      regap_ = true;
+      return gap.error();
+    }
+    note_handed(*gap);
+    if (!gap->empty()) return gap;
+  }
+  // The read holds the lease: WATCHed and found ours, then renewed and read in one MULTI, which
+  // Redis refuses to run when the lease changed hands (or expired) in between. (A script could
+  // do both in one round trip, but Redis would copy every entry into Lua and back: it cost
+  // more than the read itself.)
+  const std::string ttl = std::to_string(options_.lease_ttl.count());
+  client_.set_timeout(timeout + std::chrono::seconds(5));
+  client_.append({"WATCH", lease_key_});
+  client_.append({"GET", lease_key_});
+  auto held = client_.flush();
+  if (!held) return held.error();
+  if (held->size() != 2 || (*held)[1].is_error()) return internal_error("lease: bad reply");
+  if ((*held)[1].str != lease_value_) {
+    (void)client_.command({"UNWATCH"});
+    leased_ = false;
+    if (!(*held)[1].is_nil()) {
+      // Another process reads the group now: what this one would hand out from here could
+      // overtake entries only that one holds. The caller starts over from its stored positions.
+      return failed_precondition("group " + options_.group +
+                                 " is read by another process now: " + (*held)[1].str);
+    }
+    if (auto s = take_lease(); !s) return s.error();  // expired: taken again, gaps first
+    return std::vector<Delivery>{};
+  }
+  std::vector<std::string> argv = {
+      "XREADGROUP",        "GROUP", options_.group, options_.consumer_name, "COUNT",
+      std::to_string(max), "NOACK", "STREAMS"};
+  for (const auto& t : options_.topics) argv.push_back(t);
+  for (std::size_t i = 0; i < options_.topics.size(); ++i) argv.push_back(">");
+  client_.append({"MULTI"});
+  client_.append({"PEXPIRE", lease_key_, ttl});
+  client_.append(argv);
+  client_.append({"EXEC"});
+  auto replies = client_.flush();
+  if (!replies) {
+    regap_ = true;  // a reply lost with the connection may have delivered entries
+    return replies.error();
+  }
+  if (replies->size() != 4) return internal_error("leased read: missing replies");
+  const redis::Reply& exec = replies->back();
+  if (exec.is_nil()) return std::vector<Delivery>{};  // the lease moved: seen at the next poll
+  if (exec.is_error() || exec.elements.size() != 2) {
+    regap_ = true;
+    return unavailable("leased read: " + (exec.is_error() ? exec.str : std::string("bad reply")));
+  }
+  redis::Reply& read = replies->back().elements[1];
+  if (read.is_error()) {
+    if (read.str.find("NOGROUP") != std::string::npos) groups_ready_ = false;
+    return unavailable("XREADGROUP: " + read.str);
+  }
+  std::vector<Delivery> out;
+  for (auto& stream : read.elements) {
+    if (stream.elements.size() < 2) continue;
+    const std::string& name = stream.elements[0].str;
+    out.reserve(out.size() + stream.elements[1].elements.size());
+    for (auto& e : stream.elements[1].elements)
+      out.push_back(delivery_from_entry(name, std::move(e)));
+  }
+  if (!out.empty()) {
+    note_handed(out);
+    return out;
+  }
+  // Nothing new: what was handed out is all the group delivered (gaps are read first), so wait
+  // for an entry after it; the next poll reads it under the lease.
+  std::vector<std::string> wait = {
+      "XREAD",  "COUNT", "1", "BLOCK", std::to_string(std::max<std::int64_t>(1, timeout.count())),
+      "STREAMS"};
+  for (const auto& t : options_.topics) wait.push_back(t);
+  for (const auto& t : options_.topics) wait.push_back(handed_[t]);
+  auto w = client_.command(wait);
+  if (!w) return w.error();
+  if (w->is_error()) return unavailable("XREAD: " + w->str);
+  return std::vector<Delivery>{};
+}
+
 void RedisStreamsConsumer::append_acks(const std::map<std::string, std::vector<std::string>>& ids) {
   for (const auto& [topic, positions] : ids) {
     std::vector<std::string> argv = {"XACK", topic, options_.group};
@@ -326,6 +572,24 @@ void RedisStreamsConsumer::append_acks(const std::map<std::string, std::vector<s
 }
 
 Status RedisStreamsConsumer::commit(const std::vector<Delivery>& deliveries) {
+  if (positioned()) {
+    in_hand_ = std::max<std::int64_t>(0, in_hand_ - static_cast<std::int64_t>(deliveries.size()));
+    std::map<std::string, std::string> top;  // topic -> the highest position committed
+    for (const auto& d : deliveries) {
+      std::string& t = top[d.topic];
+      if (t.empty() || id_less(t, d.position)) t = d.position;
+    }
+    if (top.empty()) return {};
+    for (const auto& [topic, position] : top) {
+      client_.append({"HSET", applied_key(topic), options_.group, position});
+    }
+    auto r = client_.flush();
+    if (!r) return r.error().wrap("HSET applied position");
+    for (const auto& reply : *r) {
+      if (reply.is_error()) return internal_error("HSET applied position: " + reply.str);
+    }
+    return {};
+  }
   std::map<std::string, std::vector<std::string>> by_topic = deferred_acks_;
   for (const auto& d : deliveries) by_topic[d.topic].push_back(d.position);
   if (by_topic.empty()) return {};
@@ -340,6 +604,7 @@ Status RedisStreamsConsumer::commit(const std::vector<Delivery>& deliveries) {
 }
 
 Status RedisStreamsConsumer::commit_later(const std::vector<Delivery>& deliveries) {
+  if (positioned()) return commit(deliveries);
   for (const auto& d : deliveries) deferred_acks_[d.topic].push_back(d.position);
   return {};
 }
@@ -362,14 +627,20 @@ Result<std::int64_t> RedisStreamsConsumer::lag() {
       if (name == options_.group) total += pending + lag;
     }
   }
-  return total;
+  return total + in_hand_;
 }
 
 Result<std::int64_t> trim_stream(redis::Client& client, const std::string& stream,
                                  std::chrono::milliseconds keep) {
   auto groups = client.command({"XINFO", "GROUPS", stream});
   if (!groups) return groups.error();
-  if (groups->is_error()) return 0;  // no such stream
+  if (groups->is_error()) return 0;            // no such stream
+  std::map<std::string, std::string> applied;  // group -> the position it reported applied
+  auto reported = client.command({"HGETALL", applied_key(stream)});
+  if (!reported) return reported.error();
+  for (std::size_t i = 0; !reported->is_error() && i + 1 < reported->elements.size(); i += 2) {
+    applied[reported->elements[i].str] = reported->elements[i + 1].str;
+  }
   std::optional<std::pair<std::uint64_t, std::uint64_t>> safe;
   for (const auto& g : groups->elements) {
     std::string name, last_delivered;
@@ -389,6 +660,12 @@ Result<std::int64_t> trim_stream(redis::Client& client, const std::string& strea
       if (!p->is_error() && p->elements.size() >= 2 && !p->elements[1].is_nil()) {
         needed = p->elements[1].str;
       }
+    }
+    // A group whose reader keeps its own positions (NOACK) needs what follows the position it
+    // last reported applied, whatever was delivered since.
+    if (const auto a = applied.find(name);
+        a != applied.end() && id_less(id_after(a->second), needed)) {
+      needed = id_after(a->second);
     }
     const auto id = parse_id(needed);
     if (!safe || id < *safe) safe = id;

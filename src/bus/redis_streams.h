@@ -82,8 +82,47 @@ class RedisStreamsConsumer final : public Consumer {
   void read_delivery_counts(const std::string& topic, std::vector<Delivery>& out, std::size_t first,
                             std::size_t max);
 
+  // ---- with ConsumerOptions::resume_from ("positioned"): NOACK reads under a lease
+  //
+  // Nothing is pending in the group, so what the group's last-delivered id passed is known only
+  // to the caller's stored positions. Hence:
+  //   - Reads hold the group's lease (key hi:bus:lease:<group>: the holder's consumer, host and
+  //     pid), found ours under WATCH and renewed in the MULTI that reads, so two processes
+  //     never take new entries at once. A holder that died on this host (its pid gone) is replaced
+  //     at once; one elsewhere when the lease expires.
+  //   - Having taken the lease, the consumer first re-reads with plain XREAD what lies between
+  //     the caller's position and the group's last-delivered id (a dead holder's batches in
+  //     hand), and the same after a reply lost with the connection.
+  //   - The first lease writes the caller's positions to hi:bus:applied:<topic> (field: the
+  //     group), and commit(), in place of XACK, each topic's highest position committed.
+  //     trim_stream() keeps what follows, as it keeps a group's pending entries.
+  //   - The pending entries of an earlier reader that did not read with NOACK are acknowledged
+  //     at the first lease: everything they hold lies at or below the group's last-delivered id and
+  //     is re-read from the caller's position.
+  bool positioned() const { return options_.resume_from.has_value(); }
+  // kOk when the lease is ours; kUnavailable while a live process holds it.
+  Status take_lease();
+  // The gap of each topic: from what was handed out to the group's last-delivered id.
+  Status find_gaps();
+  Result<std::vector<Delivery>> read_gaps(std::size_t max);
+  Result<std::vector<Delivery>> poll_positioned(std::size_t max, std::chrono::milliseconds timeout);
+  Status acknowledge_old_pending();
+  void note_handed(const std::vector<Delivery>& out);
+
   redis::Client client_;
   ConsumerOptions options_;
+  std::string lease_key_;
+  std::string lease_value_;  // {"consumer":..,"host":..,"pid":..}
+  bool leased_ = false;
+  bool reported_start_ = false;  // the caller's positions written for retention
+  bool regap_ = true;
+  std::map<std::string, std::string> handed_;  // topic -> the highest position handed out
+  struct Gap {
+    std::string after;    // exclusive
+    std::string through;  // inclusive: the group's last-delivered id when found
+  };
+  std::map<std::string, Gap> gaps_;
+  std::int64_t in_hand_ = 0;  // handed out, not yet committed
   bool groups_ready_ = false;
   // Read this consumer's own pending entries ("0") before new ones (">"): at start, since a
   // restarted member under the same name (`up` gives its workers stable names) finds what its

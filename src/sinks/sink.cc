@@ -15,7 +15,6 @@
 #include <stop_token>
 #include <thread>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "core/backoff.h"
 #include "core/failpoint.h"
@@ -176,10 +175,8 @@ class Sink::Impl {
   Status read_source_catalog();
   Status prepare_tables(std::stop_token stop);
   Status create_from_source(TableInfo& info);
-  // A polled batch parsed and masked; deliveries of the `in_flight` batches (being applied or
-  // not yet acknowledged) claimed back are left out.
-  std::unique_ptr<Prepared> prepare(std::vector<bus::Delivery> deliveries,
-                                    const std::vector<const Prepared*>& in_flight);
+  // A polled batch parsed and masked.
+  std::unique_ptr<Prepared> prepare(std::vector<bus::Delivery> deliveries);
   // Acknowledges the applied batches on the bus, then frees them.
   void acknowledge(std::vector<std::unique_ptr<Prepared>> done);
   // What prepare() makes of a part of a batch.
@@ -465,13 +462,11 @@ Status Sink::Impl::evolve(TableInfo& info, const Change& newest, std::vector<Dea
   return {};
 }
 
-std::unique_ptr<Prepared> Sink::Impl::prepare(std::vector<bus::Delivery> deliveries,
-                                              const std::vector<const Prepared*>& in_flight) {
+std::unique_ptr<Prepared> Sink::Impl::prepare(std::vector<bus::Delivery> deliveries) {
   auto out = std::make_unique<Prepared>();
   out->deliveries = std::move(deliveries);
   const bool kafka = o_.bus.kind == bus::BusKind::kKafka;
   // Which deliveries to parse: positions and skips first, in order (cheap).
-  std::optional<std::unordered_set<std::string>> flying;  // topic '\n' position, in flight
   std::vector<std::size_t> picked;
   picked.reserve(out->deliveries.size());
   {
@@ -482,28 +477,12 @@ std::unique_ptr<Prepared> Sink::Impl::prepare(std::vector<bus::Delivery> deliver
       auto& top = out->positions[where];
       if (top.empty() || parse_position(top) < parse_position(d.position)) top = d.position;
       // Kafka delivers a partition in offset order, so what lies at or below the stored offset
-      // was applied. Redis Streams do not: a dead sink's pending entries come back (XAUTOCLAIM)
-      // after later ones were applied; their versions make them harmless, and they must not be
-      // skipped.
+      // was applied. (The Redis consumer resumes after the stored positions itself.)
       if (const auto stored = positions_.find(where); kafka && stored != positions_.end()) {
         if (parse_position(d.position) <= parse_position(stored->second)) {
           stats_.skipped.fetch_add(1, std::memory_order_relaxed);
           continue;
         }
-      }
-      // Redis: an entry of a batch in flight, claimed back from ourselves. This happens when
-      // that batch was polled while the one before it was being retried against a destination
-      // that was down, and so sat idle past claim_idle. That batch applies and acknowledges it.
-      // (After a restart every entry of the first batches was delivered before: the set of
-      // what is in flight is made once, not searched per entry.)
-      if (d.delivery_count > 1 && !in_flight.empty()) {
-        if (!flying) {
-          flying.emplace();
-          for (const Prepared* p : in_flight) {
-            for (const auto& f : p->deliveries) flying->insert(f.topic + '\n' + f.position);
-          }
-        }
-        if (flying->contains(d.topic + '\n' + d.position)) continue;
       }
       picked.push_back(i);
     }
@@ -882,8 +861,18 @@ Status Sink::Impl::run(std::stop_token stop) {
   bus::ConsumerOptions co;
   co.group = sink_group(o_.destination.name);
   co.consumer_name = o_.consumer_name;
-  co.start_claim_idle = o_.claim_idle;
   for (const auto& t : o_.destination.tables) co.topics.push_back("cdc." + t.source);
+  if (o_.bus.kind == bus::BusKind::kRedis) {
+    // The positions stored with the rows say what was applied: the bus need not keep a pending
+    // entry per change for us (Destination: PostgreSQL stores them in the rows' transaction,
+    // ClickHouse after the rows).
+    co.resume_from.emplace();
+    for (const auto& topic : co.topics) {
+      if (const auto p = positions_.find({topic, 0}); p != positions_.end()) {
+        (*co.resume_from)[topic] = p->second;
+      }
+    }
+  }
   auto consumer = bus::make_consumer(o_.bus, co);
   if (!consumer) return consumer.error();
   consumer_ = std::move(*consumer);
@@ -946,10 +935,7 @@ Status Sink::Impl::run(std::stop_token stop) {
     stats_.deliveries.fetch_add(batch->size(), std::memory_order_relaxed);
     // With batches in flight the read does not wait: acknowledging them comes first.
     read(std::chrono::milliseconds(1));
-    std::vector<const Prepared*> in_flight;
-    if (applying) in_flight.push_back(applying.get());
-    for (const auto& p : applied_batches) in_flight.push_back(p.get());
-    std::unique_ptr<Prepared> next = prepare(std::move(*batch), in_flight);
+    std::unique_ptr<Prepared> next = prepare(std::move(*batch));
     if (result = finish(); !result) break;
     applying = std::move(next);
     applied = std::async(std::launch::async,

@@ -59,12 +59,6 @@ struct SinkOptions {
   std::chrono::milliseconds backoff_base{200};
   std::chrono::milliseconds backoff_max{5000};
   bool request_snapshots = true;
-  // Redis: at start, entries another consumer of the group left pending are taken over once
-  // idle this long (bus start_claim_idle; later on, the bus default). One process runs per
-  // destination, so any such entry is a dead sink's, and taking it at once (0) applies it before
-  // anything newer: an update that leaves a TOASTed column out must land on the row as it was
-  // just before it.
-  std::chrono::milliseconds claim_idle{0};
 };
 
 struct SinkStats {

@@ -1,6 +1,9 @@
 // Redis Streams retention: trimming never drops an entry some group has not acknowledged.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "bus/redis_streams.h"
@@ -224,6 +227,151 @@ TEST_F(StreamRetentionTest, DeferredAcknowledgementsGoWithTheNextPoll) {
   ASSERT_TRUE((*c)->commit_later({(*got)[2]}));
   ASSERT_TRUE((*c)->commit({}));
   EXPECT_EQ(pending(), 0);
+}
+
+// A reader that keeps its own positions (a sink: ConsumerOptions::resume_from) leaves nothing
+// pending in the group and reports how far it applied; its successor resumes after the position
+// it is given: first what the group delivered to the dead reader beyond it, in order, then new
+// entries.
+TEST_F(StreamRetentionTest, APositionedReaderResumesAfterItsOwnPositionNotTheGroups) {
+  const auto ids = add("cdc.public.t", 10);
+  bus::BusOptions o;
+  o.redis_url = test::TestServers::get().redis_url();
+  bus::ConsumerOptions co;
+  co.group = "sink-a";
+  co.consumer_name = "first";
+  co.topics = {"cdc.public.t"};
+  co.resume_from.emplace();  // nothing applied yet
+  auto first = bus::RedisStreamsConsumer::create(o, co);
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  auto a = (*first)->poll(4, std::chrono::milliseconds(100));
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  auto b = (*first)->poll(4, std::chrono::milliseconds(100));
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  ASSERT_EQ(a->size(), 4u);
+  ASSERT_EQ(b->size(), 4u);
+  EXPECT_EQ((*b)[3].position, ids[7]);
+  auto pending = redis_.command({"XPENDING", "cdc.public.t", "sink-a"});
+  ASSERT_TRUE(pending.ok());
+  EXPECT_EQ(pending->elements[0].integer, 0) << "NOACK reads leave nothing pending";
+  ASSERT_TRUE((*first)->commit(*a));
+  EXPECT_EQ(redis_.command({"HGET", "hi:bus:applied:cdc.public.t", "sink-a"})->str, ids[3]);
+  // The first reader dies with entries 4..7 in hand; its lease runs out.
+  first->reset();
+  ASSERT_TRUE(redis_.command({"DEL", "hi:bus:lease:sink-a"}).ok());
+
+  co.consumer_name = "second";
+  co.resume_from = std::map<std::string, std::string>{{"cdc.public.t", ids[3]}};
+  auto second = bus::RedisStreamsConsumer::create(o, co);
+  ASSERT_TRUE(second.ok()) << second.error().message;
+  std::vector<std::string> seen;
+  for (int i = 0; i < 5 && seen.size() < 6; ++i) {
+    auto got = (*second)->poll(100, std::chrono::milliseconds(50));
+    ASSERT_TRUE(got.ok()) << got.error().message;
+    for (const auto& d : *got) seen.push_back(d.position);
+  }
+  EXPECT_EQ(seen, std::vector<std::string>(ids.begin() + 4, ids.end()))
+      << "the dead reader's entries after the position, then the new ones, each once";
+}
+
+namespace {
+
+std::string this_host() {
+  char name[256] = {};
+  EXPECT_EQ(::gethostname(name, sizeof(name) - 1), 0);
+  return name;
+}
+
+pid_t a_dead_pid() {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return child;
+}
+
+}  // namespace
+
+// One process reads a positioned group at a time: a second waits while the holder lives, takes
+// over at once from a holder that died on this host, and when a holder elsewhere stops renewing
+// its lease; a reader whose lease was taken learns it at its next poll.
+TEST_F(StreamRetentionTest, ALeaseLetsOneProcessReadAPositionedGroup) {
+  add("cdc.public.l", 3);
+  bus::BusOptions o;
+  o.redis_url = test::TestServers::get().redis_url();
+  bus::ConsumerOptions co;
+  co.group = "sink-l";
+  co.topics = {"cdc.public.l"};
+  co.resume_from.emplace();
+  co.lease_ttl = std::chrono::milliseconds(300);
+  co.consumer_name = "holder";
+  auto holder = bus::RedisStreamsConsumer::create(o, co);
+  ASSERT_TRUE(holder.ok());
+  auto got = (*holder)->poll(1, std::chrono::milliseconds(50));
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  ASSERT_EQ(got->size(), 1u);
+
+  co.consumer_name = "standby";
+  auto standby = bus::RedisStreamsConsumer::create(o, co);
+  ASSERT_TRUE(standby.ok());
+  auto refused = (*standby)->poll(10, std::chrono::milliseconds(10));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, Code::kUnavailable) << refused.error().message;
+
+  // The holder's process is gone (its pid exited on this host): taken at once, and the entry
+  // it had in hand is read again.
+  const std::string dead =
+      nlohmann::json{{"consumer", "holder"}, {"host", this_host()}, {"pid", a_dead_pid()}}.dump();
+  ASSERT_TRUE(redis_.command({"SET", "hi:bus:lease:sink-l", dead, "PX", "60000"}).ok());
+  auto taken = (*standby)->poll(10, std::chrono::milliseconds(10));
+  ASSERT_TRUE(taken.ok()) << taken.error().message;
+  ASSERT_EQ(taken->size(), 1u);
+  EXPECT_EQ(taken->front().position, got->front().position);
+  auto lost = (*holder)->poll(10, std::chrono::milliseconds(10));
+  ASSERT_FALSE(lost.ok());
+  EXPECT_EQ(lost.error().code, Code::kFailedPrecondition) << lost.error().message;
+
+  // A holder on another host is waited for until its lease ends.
+  ASSERT_TRUE(redis_
+                  .command({"SET", "hi:bus:lease:sink-l",
+                            R"({"consumer":"far","host":"elsewhere","pid":1})", "PX", "300"})
+                  .ok());
+  co.consumer_name = "third";
+  auto third = bus::RedisStreamsConsumer::create(o, co);
+  ASSERT_TRUE(third.ok());
+  auto waits = (*third)->poll(10, std::chrono::milliseconds(10));
+  EXPECT_FALSE(waits.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  auto after = (*third)->poll(10, std::chrono::milliseconds(10));
+  ASSERT_TRUE(after.ok()) << after.error().message;
+}
+
+// Retention keeps what a positioned reader has not reported applied, though the group's
+// last-delivered id is past it (NOACK: nothing pending says so).
+TEST_F(StreamRetentionTest, TrimKeepsWhatAPositionedReaderHasNotApplied) {
+  const auto ids = add("cdc.public.r", 1000);
+  bus::BusOptions o;
+  o.redis_url = test::TestServers::get().redis_url();
+  bus::ConsumerOptions co;
+  co.group = "sink-r";
+  co.consumer_name = "r";
+  co.topics = {"cdc.public.r"};
+  co.resume_from.emplace();
+  auto c = bus::RedisStreamsConsumer::create(o, co);
+  ASSERT_TRUE(c.ok());
+  auto got = (*c)->poll(950, std::chrono::milliseconds(100));
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ(got->size(), 950u);
+  ASSERT_TRUE((*c)->commit(std::vector<bus::Delivery>(got->begin(), got->begin() + 500)));
+  auto trimmed = bus::trim_stream(redis_, "cdc.public.r", std::chrono::milliseconds(0));
+  ASSERT_TRUE(trimmed.ok()) << trimmed.error().message;
+  // MINID ~ removes whole stream nodes (100 entries each): at most the 500 applied.
+  EXPECT_GE(*trimmed, 300);
+  for (int i = 500; i < 1000; ++i) EXPECT_TRUE(has("cdc.public.r", ids[i])) << i;
+  // Backlog: 450 in hand, 50 never read.
+  auto lag = (*c)->lag();
+  ASSERT_TRUE(lag.ok());
+  EXPECT_EQ(*lag, 500);
 }
 
 // A script runs by its SHA1, which must be the server's own name for it (SCRIPT LOAD returns
