@@ -500,6 +500,7 @@ Result<std::vector<Delivery>> RedisStreamsConsumer::poll_positioned(
   auto held = client_.flush();
   if (!held) return held.error();
   if (held->size() != 2 || (*held)[1].is_error()) return internal_error("lease: bad reply");
+  const std::uint64_t watching = client_.connections();
   if ((*held)[1].str != lease_value_) {
     (void)client_.command({"UNWATCH"});
     leased_ = false;
@@ -518,6 +519,14 @@ Result<std::vector<Delivery>> RedisStreamsConsumer::poll_positioned(
   for (const auto& t : options_.topics) argv.push_back(t);
   for (std::size_t i = 0; i < options_.topics.size(); ++i) argv.push_back(">");
   client_.append({"MULTI"});
+  if (client_.connections() != watching) {
+    // The connection broke since the WATCH, and MULTI went on a new one, where nothing is
+    // watched: the read would not depend on the lease. Nothing is read; the next poll watches
+    // again.
+    client_.append({"DISCARD"});
+    (void)client_.flush();
+    return std::vector<Delivery>{};
+  }
   client_.append({"PEXPIRE", lease_key_, ttl});
   client_.append(argv);
   client_.append({"EXEC"});

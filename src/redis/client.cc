@@ -132,6 +132,7 @@ Status Client::ensure_connected() {
     ctx_.reset();
     return unavailable(std::move(msg));
   }
+  ++connections_;
   ctx_->reader->fn = &kReplyFunctions;
   redisSetTimeout(ctx_.get(), tv);
   redisEnableKeepAlive(ctx_.get());

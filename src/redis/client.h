@@ -107,6 +107,10 @@ class Client {
   // connection broke (the caller subscribes again on a new connection).
   Result<std::optional<Reply>> receive(std::chrono::milliseconds wait);
 
+  // Connections made so far. A change between two calls means the server saw them on different
+  // connections: what the first set up on its connection (a WATCH) is gone.
+  std::uint64_t connections() const { return connections_; }
+
   // Blocking read timeout for subsequent commands (XREADGROUP BLOCK needs a longer one).
   void set_timeout(std::chrono::milliseconds timeout);
   const std::string& url() const { return url_; }
@@ -120,6 +124,7 @@ class Client {
   std::chrono::milliseconds timeout_{5000};
   std::unique_ptr<redisContext, ContextCloser> ctx_;
   std::size_t pending_ = 0;
+  std::uint64_t connections_ = 0;
   bool pipeline_failed_ = false;  // an append() of the current batch could not be queued
 };
 

@@ -104,6 +104,7 @@ TEST(RedisPipeline, NeverReconnectsMidwayAndFailsTheWholeBatch) {
   ASSERT_TRUE(c.ok());
   redis::Client client = std::move(*c);
   ASSERT_TRUE(client.command({"DEL", "p1", "p2", "p3"}).ok());
+  const std::uint64_t first_connection = client.connections();
   servers.stop_redis();
   EXPECT_FALSE(client.command({"PING"}).ok());  // the client notices the outage
   client.append(std::vector<std::string>{"SET", "p1", "1"});
@@ -127,6 +128,8 @@ TEST(RedisPipeline, NeverReconnectsMidwayAndFailsTheWholeBatch) {
   ASSERT_TRUE(ok.ok()) << ok.error().message;
   ASSERT_EQ(ok->size(), 3u);
   EXPECT_EQ((*ok)[2].str, "1");
+  // What was set up on the first connection (a WATCH) is known to be gone.
+  EXPECT_GT(client.connections(), first_connection);
 }
 
 // A reclaimed entry says how often it was delivered: 1 for the first read, +1 per reclaim (the
