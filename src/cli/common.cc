@@ -56,12 +56,6 @@ nlohmann::json read_json(const std::string& path) {
   return j.is_discarded() ? nlohmann::json::object() : j;
 }
 
-std::string host_name() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof buf - 1) != 0) return "host";
-  return buf;
-}
-
 std::string self_exe() {
   std::error_code ec;
   auto p = fs::read_symlink("/proc/self/exe", ec);

@@ -16,6 +16,7 @@
 #include "bus/bus.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/process.h"
 #include "core/result.h"
 #include "pg/connection.h"
 
@@ -88,9 +89,6 @@ std::string self_exe();
 
 // The JSON object in `path` (up.json); an empty object when it is missing or not JSON.
 nlohmann::json read_json(const std::string& path);
-
-// This machine's name (gethostname), "host" when it has none.
-std::string host_name();
 
 // The bus settings of the configuration (relay_command.cc).
 bus::BusOptions bus_options(const Config& cfg, const StackUrls& urls);

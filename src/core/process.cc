@@ -58,6 +58,12 @@ bool process_alive(pid_t pid) {
   return close == std::string::npos || close + 2 >= stat.size() || stat[close + 2] != 'Z';
 }
 
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "host";
+  return buf;
+}
+
 std::vector<std::string> process_arguments(pid_t pid) {
   const std::string text = read_proc("/proc/" + std::to_string(pid) + "/cmdline");
   std::vector<std::string> args;

@@ -85,6 +85,9 @@ bool process_alive(pid_t pid);
 // The argument vector of process `pid`; empty when it has exited or cannot be read.
 std::vector<std::string> process_arguments(pid_t pid);
 
+// This machine's name (gethostname), "host" when it has none.
+std::string host_name();
+
 // Whether `user` can traverse every directory from / down to `path` (inclusive); when not,
 // the first directory that stops it.
 std::optional<std::string> first_untraversable_dir(const std::string& path, const UserIds& user);
