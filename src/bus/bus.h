@@ -125,11 +125,6 @@ struct ConsumerOptions {
   std::string consumer_name;  // unique per process (Redis consumer name / Kafka client id)
   std::vector<std::string> topics;
   std::chrono::milliseconds claim_idle{30000};  // Redis: reclaim pending entries idle this long
-  // Redis: the idle time of the reclaims at start, repeated until they have scanned every
-  // pending entry once (a dead predecessor's entries); -1 = claim_idle. A consumer that has
-  // entries in hand while it polls again needs a claim_idle longer than it holds them, or it
-  // takes them back from itself.
-  std::chrono::milliseconds start_claim_idle{-1};
   // Redis: set when the caller keeps its own positions, stored with what it applied (a sink
   // keeps them in its destination): topic -> the last position applied, "" or absent for none.
   // The consumer then reads with NOACK, so the bus writes no pending entry, XCLAIM or XACK to

@@ -43,6 +43,30 @@ bool id_less(std::string_view a, std::string_view b) { return parse_id(a) < pars
 
 std::string applied_key(std::string_view stream) { return "hi:bus:applied:" + std::string(stream); }
 
+// One consumer group as XINFO GROUPS describes it.
+struct GroupInfo {
+  std::string name;
+  std::int64_t pending = 0;
+  std::int64_t lag = 0;  // 0 when Redis cannot tell (nil)
+  std::string last_delivered;
+};
+
+std::vector<GroupInfo> parse_groups(const Reply& reply) {
+  std::vector<GroupInfo> out;
+  for (const auto& g : reply.elements) {
+    GroupInfo& info = out.emplace_back();
+    for (std::size_t i = 0; i + 1 < g.elements.size(); i += 2) {
+      const std::string& f = g.elements[i].str;
+      const Reply& v = g.elements[i + 1];
+      if (f == "name") info.name = v.str;
+      if (f == "pending") info.pending = v.integer;
+      if (f == "lag") info.lag = v.integer;
+      if (f == "last-delivered-id") info.last_delivered = v.str;
+    }
+  }
+  return out;
+}
+
 // Takes the lease when it is free, ours, or `ARGV[3]` (a holder found dead); else returns
 // its holder. KEYS[1] lease; ARGV: our value, ttl ms, the dead holder's value or "".
 const redis::Script kTakeLease(R"lua(
@@ -53,12 +77,6 @@ if v == false or v == ARGV[1] or (ARGV[3] ~= '' and v == ARGV[3]) then
 end
 return v
 )lua");
-
-std::string this_host() {
-  char name[256] = {};
-  if (::gethostname(name, sizeof(name) - 1) != 0) return "";
-  return name;
-}
 
 }  // namespace
 
@@ -173,7 +191,7 @@ Result<std::unique_ptr<RedisStreamsConsumer>> RedisStreamsConsumer::create(
     c->read_own_pending_ = false;  // nothing is ever pending: NOACK
     c->lease_key_ = "hi:bus:lease:" + consumer.group;
     c->lease_value_ = nlohmann::json{{"consumer", consumer.consumer_name},
-                                     {"host", this_host()},
+                                     {"host", host_name()},
                                      {"pid", static_cast<std::int64_t>(::getpid())}}
                           .dump();
     for (const auto& t : consumer.topics) {
@@ -222,25 +240,15 @@ Delivery delivery_from_entry(const std::string& stream, Reply entry) {
   return d;
 }
 
-Result<std::vector<Delivery>> RedisStreamsConsumer::reclaim(std::size_t max,
-                                                            std::chrono::milliseconds idle_for,
-                                                            bool at_start) {
+Result<std::vector<Delivery>> RedisStreamsConsumer::reclaim(std::size_t max) {
   std::vector<Delivery> out;
-  const std::string idle = std::to_string(idle_for.count());
+  const std::string idle = std::to_string(options_.claim_idle.count());
   const std::string count = std::to_string(max);
   for (const auto& t : options_.topics) {
-    // At start the scan goes on from where the last one stopped, so entries claimed by an
-    // earlier pass (now this consumer's, maybe still in hand) are not claimed again.
-    std::string& cursor = start_cursors_[t];
-    if (!at_start || cursor.empty()) cursor = "0-0";
     auto r = client_.command(
-        {"XAUTOCLAIM", t, options_.group, options_.consumer_name, idle, cursor, "COUNT", count});
+        {"XAUTOCLAIM", t, options_.group, options_.consumer_name, idle, "0-0", "COUNT", count});
     if (!r) return r.error();
-    if (r->is_error() || r->elements.size() < 2) {
-      cursor = "0-0";
-      continue;
-    }
-    cursor = r->elements[0].str;
+    if (r->is_error() || r->elements.size() < 2) continue;
     const std::size_t first = out.size();
     for (auto& e : r->elements[1].elements) {
       if (e.type != Reply::Type::kArray || e.elements.size() < 2) continue;  // deleted entry
@@ -279,19 +287,10 @@ Result<std::vector<Delivery>> RedisStreamsConsumer::poll(std::size_t max,
   }
   if (positioned()) return poll_positioned(max, timeout);
   const auto now = std::chrono::steady_clock::now();
-  const bool at_start = starting_ && options_.start_claim_idle.count() >= 0;
-  // At start the consumer's own history is read before anything is claimed: claimed entries
-  // join that history, and would come back from it.
-  if (now >= next_claim_ && !(at_start && read_own_pending_)) {
+  if (now >= next_claim_) {
     next_claim_ = now + std::max(std::chrono::milliseconds(100), options_.claim_idle / 4);
-    auto claimed =
-        reclaim(max, at_start ? options_.start_claim_idle : options_.claim_idle, at_start);
+    auto claimed = reclaim(max);
     if (!claimed) return claimed.error();
-    // The start ends when every stream's scan has come round ("0-0"); until then, again at the
-    // next poll.
-    starting_ = at_start && std::any_of(start_cursors_.begin(), start_cursors_.end(),
-                                        [](const auto& c) { return c.second != "0-0"; });
-    if (starting_) next_claim_ = now;
     if (!claimed->empty()) return claimed;
   }
   // Our own pending entries first ("0": no BLOCK, the history answers at once), then new ones.
@@ -368,7 +367,7 @@ Status RedisStreamsConsumer::take_lease() {
       return {};
     }
     const auto holder = nlohmann::json::parse(r->str, nullptr, false);
-    const bool here = holder.is_object() && holder.value("host", "") == this_host();
+    const bool here = holder.is_object() && holder.value("host", "") == host_name();
     const std::int64_t pid = holder.is_object() ? holder.value("pid", std::int64_t{0}) : 0;
     if (!here || pid <= 0 || process_alive(static_cast<pid_t>(pid))) {
       return unavailable("group " + options_.group + " is read by another process (" + r->str +
@@ -403,15 +402,10 @@ Status RedisStreamsConsumer::find_gaps() {
     auto r = client_.command({"XINFO", "GROUPS", t});
     if (!r) return r.error();
     if (r->is_error()) continue;
-    for (const auto& g : r->elements) {
-      std::string name, last_delivered;
-      for (std::size_t i = 0; i + 1 < g.elements.size(); i += 2) {
-        if (g.elements[i].str == "name") name = g.elements[i + 1].str;
-        if (g.elements[i].str == "last-delivered-id") last_delivered = g.elements[i + 1].str;
-      }
-      if (name != options_.group) continue;
+    for (const auto& g : parse_groups(*r)) {
+      if (g.name != options_.group) continue;
       const std::string& from = handed_[t];
-      if (id_less(from, last_delivered)) gaps_[t] = Gap{from, last_delivered};
+      if (id_less(from, g.last_delivered)) gaps_[t] = Gap{from, g.last_delivered};
     }
   }
   regap_ = false;
@@ -447,6 +441,19 @@ Result<std::vector<Delivery>> RedisStreamsConsumer::read_gaps(std::size_t max) {
   return out;
 }
 
+Status RedisStreamsConsumer::report_applied(const std::map<std::string, std::string>& positions) {
+  if (positions.empty()) return {};
+  for (const auto& [topic, position] : positions) {
+    client_.append({"HSET", applied_key(topic), options_.group, position});
+  }
+  auto r = client_.flush();
+  if (!r) return r.error().wrap("HSET applied position");
+  for (const auto& reply : *r) {
+    if (reply.is_error()) return internal_error("HSET applied position: " + reply.str);
+  }
+  return {};
+}
+
 void RedisStreamsConsumer::note_handed(const std::vector<Delivery>& out) {
   in_hand_ += static_cast<std::int64_t>(out.size());
   for (const auto& d : out) {
@@ -463,19 +470,14 @@ Result<std::vector<Delivery>> RedisStreamsConsumer::poll_positioned(
       std::this_thread::sleep_for(std::min(timeout, options_.lease_ttl / 4));
       return s.error();
     }
-    if (!reported_start_) {
-      // Retention keeps what follows the caller's positions from now on, before anything the
-      // old pending list protected is acknowledged.
-      for (const auto& t : options_.topics) {
-        const auto p = options_.resume_from->find(t);
-        const bool none = p == options_.resume_from->end() || p->second.empty();
-        client_.append({"HSET", applied_key(t), options_.group, none ? "0-0" : p->second});
-      }
-      auto r = client_.flush();
-      if (!r) return r.error().wrap("HSET applied position");
-      reported_start_ = true;
-    }
+  }
+  if (!started_) {
+    // Nothing is handed out before this is done, so handed_ holds the caller's positions:
+    // retention keeps what follows them from now on, before anything the old pending list
+    // protected is acknowledged.
+    if (auto s = report_applied(handed_); !s) return s.error();
     if (auto s = acknowledge_old_pending(); !s) return s.error();
+    started_ = true;
   }
   if (regap_) {
     if (auto s = find_gaps(); !s) return s.error();
@@ -588,16 +590,7 @@ Status RedisStreamsConsumer::commit(const std::vector<Delivery>& deliveries) {
       std::string& t = top[d.topic];
       if (t.empty() || id_less(t, d.position)) t = d.position;
     }
-    if (top.empty()) return {};
-    for (const auto& [topic, position] : top) {
-      client_.append({"HSET", applied_key(topic), options_.group, position});
-    }
-    auto r = client_.flush();
-    if (!r) return r.error().wrap("HSET applied position");
-    for (const auto& reply : *r) {
-      if (reply.is_error()) return internal_error("HSET applied position: " + reply.str);
-    }
-    return {};
+    return report_applied(top);
   }
   std::map<std::string, std::vector<std::string>> by_topic = deferred_acks_;
   for (const auto& d : deliveries) by_topic[d.topic].push_back(d.position);
@@ -624,16 +617,8 @@ Result<std::int64_t> RedisStreamsConsumer::lag() {
     auto r = client_.command({"XINFO", "GROUPS", t});
     if (!r) return r.error();
     if (r->is_error()) continue;
-    for (const auto& g : r->elements) {
-      std::string name;
-      std::int64_t pending = 0, lag = 0;
-      for (std::size_t i = 0; i + 1 < g.elements.size(); i += 2) {
-        const std::string& f = g.elements[i].str;
-        if (f == "name") name = g.elements[i + 1].str;
-        if (f == "pending") pending = g.elements[i + 1].integer;
-        if (f == "lag") lag = g.elements[i + 1].integer;
-      }
-      if (name == options_.group) total += pending + lag;
+    for (const auto& g : parse_groups(*r)) {
+      if (g.name == options_.group) total += g.pending + g.lag;
     }
   }
   return total + in_hand_;
@@ -651,20 +636,12 @@ Result<std::int64_t> trim_stream(redis::Client& client, const std::string& strea
     applied[reported->elements[i].str] = reported->elements[i + 1].str;
   }
   std::optional<std::pair<std::uint64_t, std::uint64_t>> safe;
-  for (const auto& g : groups->elements) {
-    std::string name, last_delivered;
-    std::int64_t pending = 0;
-    for (std::size_t i = 0; i + 1 < g.elements.size(); i += 2) {
-      const std::string& f = g.elements[i].str;
-      if (f == "name") name = g.elements[i + 1].str;
-      if (f == "pending") pending = g.elements[i + 1].integer;
-      if (f == "last-delivered-id") last_delivered = g.elements[i + 1].str;
-    }
+  for (const auto& g : parse_groups(*groups)) {
     // The first entry this group still needs: its oldest pending one, else the one after the
     // last delivered.
-    std::string needed = id_after(last_delivered);
-    if (pending > 0) {
-      auto p = client.command({"XPENDING", stream, name});
+    std::string needed = id_after(g.last_delivered);
+    if (g.pending > 0) {
+      auto p = client.command({"XPENDING", stream, g.name});
       if (!p) return p.error();
       if (!p->is_error() && p->elements.size() >= 2 && !p->elements[1].is_nil()) {
         needed = p->elements[1].str;
@@ -672,7 +649,7 @@ Result<std::int64_t> trim_stream(redis::Client& client, const std::string& strea
     }
     // A group whose reader keeps its own positions (NOACK) needs what follows the position it
     // last reported applied, whatever was delivered since.
-    if (const auto a = applied.find(name);
+    if (const auto a = applied.find(g.name);
         a != applied.end() && id_less(id_after(a->second), needed)) {
       needed = id_after(a->second);
     }

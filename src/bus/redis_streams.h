@@ -74,8 +74,8 @@ class RedisStreamsConsumer final : public Consumer {
   RedisStreamsConsumer(redis::Client client, ConsumerOptions options)
       : client_(std::move(client)), options_(std::move(options)) {}
   Status ensure_groups();
-  Result<std::vector<Delivery>> reclaim(std::size_t max, std::chrono::milliseconds idle,
-                                        bool at_start);
+  // Other members' entries pending for claim_idle, taken over (XAUTOCLAIM).
+  Result<std::vector<Delivery>> reclaim(std::size_t max);
   // Appends an XACK per topic of `ids` (topic -> entry ids) to the client's pipeline.
   void append_acks(const std::map<std::string, std::vector<std::string>>& ids);
   // Sets the delivery counts of out[first..] (entries of `topic`) from the pending list.
@@ -107,6 +107,8 @@ class RedisStreamsConsumer final : public Consumer {
   Result<std::vector<Delivery>> read_gaps(std::size_t max);
   Result<std::vector<Delivery>> poll_positioned(std::size_t max, std::chrono::milliseconds timeout);
   Status acknowledge_old_pending();
+  // topic -> position, to hi:bus:applied:<topic> (field: the group), for trim_stream().
+  Status report_applied(const std::map<std::string, std::string>& positions);
   void note_handed(const std::vector<Delivery>& out);
 
   redis::Client client_;
@@ -114,7 +116,7 @@ class RedisStreamsConsumer final : public Consumer {
   std::string lease_key_;
   std::string lease_value_;  // {"consumer":..,"host":..,"pid":..}
   bool leased_ = false;
-  bool reported_start_ = false;  // the caller's positions written for retention
+  bool started_ = false;  // the caller's positions reported, old pending entries acknowledged
   bool regap_ = true;
   std::map<std::string, std::string> handed_;  // topic -> the highest position handed out
   struct Gap {
@@ -132,9 +134,6 @@ class RedisStreamsConsumer final : public Consumer {
   bool read_own_pending_ = true;
   std::map<std::string, std::vector<std::string>> deferred_acks_;  // topic -> entry ids
   std::chrono::steady_clock::time_point next_claim_{};
-  // Reclaims use start_claim_idle until a scan of every stream has come round.
-  bool starting_ = true;
-  std::map<std::string, std::string> start_cursors_;  // topic -> where the start scan goes on
 };
 
 // Parses a Redis stream entry ([id, [field, value, ...]]) of `stream` into a Delivery; the

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "bus/redis_streams.h"
+#include "core/process.h"
 #include "redis/client.h"
 #include "support/servers.h"
 
@@ -34,6 +35,21 @@ class StreamRetentionTest : public ::testing::Test {
   bool has(const std::string& s, const std::string& id) {
     auto r = redis_.command({"XRANGE", s, id, id});
     return r.ok() && r->elements.size() == 1;
+  }
+  static bus::BusOptions bus_options() {
+    bus::BusOptions o;
+    o.redis_url = test::TestServers::get().redis_url();
+    return o;
+  }
+  // A reader that keeps its own positions (a sink), none applied yet.
+  static bus::ConsumerOptions positioned(const std::string& group, const std::string& topic,
+                                         const std::string& name) {
+    bus::ConsumerOptions co;
+    co.group = group;
+    co.consumer_name = name;
+    co.topics = {topic};
+    co.resume_from.emplace();
+    return co;
   }
   redis::Client redis_;
 };
@@ -164,43 +180,6 @@ TEST_F(StreamRetentionTest, ReclaimedEntriesCarryTheirDeliveryCount) {
   }
 }
 
-// start_claim_idle: a consumer takes a dead one's pending entries at its first polls, however
-// fresh (a sink's successor), then holds what it was given without claiming it back from itself
-// while it polls again (a sink applies one batch while it polls the next), until claim_idle.
-TEST_F(StreamRetentionTest, StartClaimsTakeADeadConsumersEntriesAtOnceButNotOnesOwn) {
-  add("events.miner", 3);
-  bus::BusOptions o;
-  o.redis_url = test::TestServers::get().redis_url();
-  bus::ConsumerOptions co;
-  co.group = "start-group";
-  co.topics = {"events.miner"};
-  co.consumer_name = "dead";
-  auto dead = bus::RedisStreamsConsumer::create(o, co);
-  ASSERT_TRUE(dead.ok()) << dead.error().message;
-  auto taken = (*dead)->poll(2, std::chrono::milliseconds(100));
-  ASSERT_TRUE(taken.ok());
-  ASSERT_EQ(taken->size(), 2u);  // and never acknowledged
-
-  co.consumer_name = "successor";
-  co.start_claim_idle = std::chrono::milliseconds(0);
-  co.claim_idle = std::chrono::milliseconds(60000);
-  auto next = bus::RedisStreamsConsumer::create(o, co);
-  ASSERT_TRUE(next.ok()) << next.error().message;
-  auto claimed = (*next)->poll(10, std::chrono::milliseconds(100));
-  ASSERT_TRUE(claimed.ok());
-  ASSERT_EQ(claimed->size(), 2u) << "the dead consumer's entries first, without waiting";
-  EXPECT_EQ((*claimed)[0].position, (*taken)[0].position);
-  // Held, not acknowledged: the next polls bring the third entry, then nothing.
-  auto third = (*next)->poll(10, std::chrono::milliseconds(100));
-  ASSERT_TRUE(third.ok());
-  ASSERT_EQ(third->size(), 1u);
-  EXPECT_NE(third->front().position, (*taken)[0].position);
-  std::this_thread::sleep_for(std::chrono::milliseconds(150));
-  auto none = (*next)->poll(10, std::chrono::milliseconds(50));
-  ASSERT_TRUE(none.ok());
-  EXPECT_TRUE(none->empty()) << "claimed back its own entries";
-}
-
 // commit_later() sends the XACK with the next poll, in its round trip: until then the entries
 // are pending (XPENDING, read here on another connection), after it they are not; entries
 // deferred when the consumer stops go with an explicit commit().
@@ -238,13 +217,8 @@ TEST_F(StreamRetentionTest, DeferredAcknowledgementsGoWithTheNextPoll) {
 // entries.
 TEST_F(StreamRetentionTest, APositionedReaderResumesAfterItsOwnPositionNotTheGroups) {
   const auto ids = add("cdc.public.t", 10);
-  bus::BusOptions o;
-  o.redis_url = test::TestServers::get().redis_url();
-  bus::ConsumerOptions co;
-  co.group = "sink-a";
-  co.consumer_name = "first";
-  co.topics = {"cdc.public.t"};
-  co.resume_from.emplace();  // nothing applied yet
+  const bus::BusOptions o = bus_options();
+  bus::ConsumerOptions co = positioned("sink-a", "cdc.public.t", "first");
   auto first = bus::RedisStreamsConsumer::create(o, co);
   ASSERT_TRUE(first.ok()) << first.error().message;
   auto a = (*first)->poll(4, std::chrono::milliseconds(100));
@@ -279,12 +253,6 @@ TEST_F(StreamRetentionTest, APositionedReaderResumesAfterItsOwnPositionNotTheGro
 
 namespace {
 
-std::string this_host() {
-  char name[256] = {};
-  EXPECT_EQ(::gethostname(name, sizeof(name) - 1), 0);
-  return name;
-}
-
 pid_t a_dead_pid() {
   const pid_t child = ::fork();
   if (child == 0) ::_exit(0);
@@ -300,14 +268,9 @@ pid_t a_dead_pid() {
 // its lease; a reader whose lease was taken learns it at its next poll.
 TEST_F(StreamRetentionTest, ALeaseLetsOneProcessReadAPositionedGroup) {
   add("cdc.public.l", 3);
-  bus::BusOptions o;
-  o.redis_url = test::TestServers::get().redis_url();
-  bus::ConsumerOptions co;
-  co.group = "sink-l";
-  co.topics = {"cdc.public.l"};
-  co.resume_from.emplace();
+  const bus::BusOptions o = bus_options();
+  bus::ConsumerOptions co = positioned("sink-l", "cdc.public.l", "holder");
   co.lease_ttl = std::chrono::milliseconds(300);
-  co.consumer_name = "holder";
   auto holder = bus::RedisStreamsConsumer::create(o, co);
   ASSERT_TRUE(holder.ok());
   auto got = (*holder)->poll(1, std::chrono::milliseconds(50));
@@ -324,7 +287,7 @@ TEST_F(StreamRetentionTest, ALeaseLetsOneProcessReadAPositionedGroup) {
   // The holder's process is gone (its pid exited on this host): taken at once, and the entry
   // it had in hand is read again.
   const std::string dead =
-      nlohmann::json{{"consumer", "holder"}, {"host", this_host()}, {"pid", a_dead_pid()}}.dump();
+      nlohmann::json{{"consumer", "holder"}, {"host", host_name()}, {"pid", a_dead_pid()}}.dump();
   ASSERT_TRUE(redis_.command({"SET", "hi:bus:lease:sink-l", dead, "PX", "60000"}).ok());
   auto taken = (*standby)->poll(10, std::chrono::milliseconds(10));
   ASSERT_TRUE(taken.ok()) << taken.error().message;
@@ -353,14 +316,8 @@ TEST_F(StreamRetentionTest, ALeaseLetsOneProcessReadAPositionedGroup) {
 // last-delivered id is past it (NOACK: nothing pending says so).
 TEST_F(StreamRetentionTest, TrimKeepsWhatAPositionedReaderHasNotApplied) {
   const auto ids = add("cdc.public.r", 1000);
-  bus::BusOptions o;
-  o.redis_url = test::TestServers::get().redis_url();
-  bus::ConsumerOptions co;
-  co.group = "sink-r";
-  co.consumer_name = "r";
-  co.topics = {"cdc.public.r"};
-  co.resume_from.emplace();
-  auto c = bus::RedisStreamsConsumer::create(o, co);
+  auto c =
+      bus::RedisStreamsConsumer::create(bus_options(), positioned("sink-r", "cdc.public.r", "r"));
   ASSERT_TRUE(c.ok());
   auto got = (*c)->poll(950, std::chrono::milliseconds(100));
   ASSERT_TRUE(got.ok());
